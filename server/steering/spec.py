@@ -1,0 +1,396 @@
+"""The experiment spec: what is varied, what is measured, what is sought.
+
+Specs are immutable and validated once, here, where data enters the core
+(after botorch's ``OptimizeAcqfInputs``). Every error names its field.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from typing import Any
+
+from server.steering.errors import InvalidMeasurement, InvalidSpec
+
+
+class Goal(str, Enum):
+    """What the experiment is after."""
+
+    map = "map"  # reduce the map's uncertainty everywhere (kriging, Noack et al. 2019)
+    maximize = "maximize"
+    minimize = "minimize"
+
+
+class Acquisition(str, Enum):
+    """How the next positions are chosen."""
+
+    variance = "variance"  # max posterior std (gpCAM's default)
+    integrated_variance = "integrated_variance"  # largest reduction of the integrated variance
+    ucb = "ucb"  # upper (lower, when minimizing) confidence bound
+    ei = "ei"  # log expected improvement
+
+
+class Kernel(str, Enum):
+    """Covariance function of the GP (ARD: one lengthscale per parameter)."""
+
+    matern52 = "matern52"
+    matern32 = "matern32"
+    rbf = "rbf"
+
+
+DEFAULT_ACQUISITION = {
+    Goal.map: Acquisition.integrated_variance,
+    Goal.maximize: Acquisition.ei,
+    Goal.minimize: Acquisition.ei,
+}
+
+MAX_PARAMETERS = 20
+MAX_OUTPUTS = 16
+MAX_BATCH = 100
+MAX_NAME = 64
+
+
+def _check_name(name: object, fld: str) -> str:
+    if not isinstance(name, str) or not name:
+        raise InvalidSpec(fld, "must be a non-empty string")
+    if len(name) > MAX_NAME:
+        raise InvalidSpec(fld, f"longer than {MAX_NAME} characters")
+    if not (name[0].isalpha() or name[0] == "_") or not all(c.isalnum() or c in "_-." for c in name):
+        raise InvalidSpec(fld, "must start with a letter and hold only letters, digits, '_', '-', '.'")
+    return name
+
+
+def _finite(value: object, fld: str, error: type[InvalidSpec] | type[InvalidMeasurement]) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise error(fld, "must be a number")
+    v = float(value)
+    if not math.isfinite(v):
+        raise error(fld, "must be finite (no NaN or inf)")
+    return v
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """One axis of the parameter space.
+
+    Args:
+        name: Identifier used in positions, e.g. ``"x"``.
+        lower: Lower bound (inclusive), in ``units``.
+        upper: Upper bound (inclusive), in ``units``.
+        units: Free text shown on plots, e.g. ``"mm"``.
+        speed: Motor speed in units/s, used to order a batch for short travel; ``None`` means
+            travel along this axis costs nothing.
+    """
+
+    name: str
+    lower: float
+    upper: float
+    units: str = ""
+    speed: float | None = None
+
+    def __post_init__(self) -> None:
+        _check_name(self.name, "name")
+        lo = _finite(self.lower, "lower", InvalidSpec)
+        hi = _finite(self.upper, "upper", InvalidSpec)
+        if not lo < hi:
+            raise InvalidSpec("upper", f"must be greater than lower ({lo})")
+        object.__setattr__(self, "lower", lo)
+        object.__setattr__(self, "upper", hi)
+        if self.speed is not None:
+            s = _finite(self.speed, "speed", InvalidSpec)
+            if s <= 0:
+                raise InvalidSpec("speed", "must be positive (units per second)")
+            object.__setattr__(self, "speed", s)
+
+
+@dataclass(frozen=True)
+class Output:
+    """One measured quantity.
+
+    Args:
+        name: Identifier used in measurement values, e.g. ``"intensity"``.
+        units: Free text shown on plots.
+    """
+
+    name: str
+    units: str = ""
+
+    def __post_init__(self) -> None:
+        _check_name(self.name, "name")
+
+
+@dataclass(frozen=True)
+class Box:
+    """A forbidden box: positions with every named coordinate inside its interval.
+
+    Args:
+        bounds: ``{parameter: (lower, upper)}``; parameters not named are unconstrained,
+            so ``{"x": (2, 3)}`` forbids a whole stripe.
+    """
+
+    bounds: Mapping[str, tuple[float, float]]
+
+    def contains(self, position: Mapping[str, float]) -> bool:
+        """Whether a position lies inside the box (closed intervals)."""
+        return all(lo <= position[k] <= hi for k, (lo, hi) in self.bounds.items())
+
+
+@dataclass(frozen=True)
+class ExperimentSpec:
+    """Everything needed to steer one experiment.
+
+    Args:
+        name: Display name.
+        parameters: The axes of the parameter space, ``d = len(parameters)``.
+        outputs: Measured quantities, ``m = len(outputs)``.
+        goal: ``map``, ``maximize`` or ``minimize``.
+        acquisition: Defaults by goal: ``integrated_variance`` for ``map``, ``ei`` otherwise.
+        kernel: ``matern52`` (default), ``matern32`` or ``rbf``; always ARD.
+        target: The output that steers; defaults to the first. Others are modelled and reported.
+        batch_size: Default ``q`` of an ask.
+        initial_design: Number of scrambled-Sobol positions suggested before the GP takes over.
+        forbidden: Boxes never to be suggested (measurements there are refused too).
+        ucb_beta: Exploration weight of ``ucb`` (mean + sqrt(beta) * std).
+        seed: Seeds the Sobol design and the optimizer, so replays are reproducible.
+        suggestion_ttl_s: Seconds after which a pending suggestion expires; ``None`` uses
+            the server's default.
+    """
+
+    name: str
+    parameters: tuple[Parameter, ...]
+    outputs: tuple[Output, ...]
+    goal: Goal = Goal.map
+    acquisition: Acquisition | None = None
+    kernel: Kernel = Kernel.matern52
+    target: str | None = None
+    batch_size: int = 1
+    initial_design: int | None = None
+    forbidden: tuple[Box, ...] = ()
+    ucb_beta: float = 4.0
+    seed: int = 0
+    suggestion_ttl_s: float | None = None
+    description: str = ""
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name.strip() or len(self.name) > 200:
+            raise InvalidSpec("name", "must be a non-empty string of at most 200 characters")
+        self._check_axes()
+        goal = _enum(Goal, self.goal, "goal")
+        object.__setattr__(self, "goal", goal)
+        acq = DEFAULT_ACQUISITION[goal] if self.acquisition is None else self.acquisition
+        object.__setattr__(self, "acquisition", _enum(Acquisition, acq, "acquisition"))
+        object.__setattr__(self, "kernel", _enum(Kernel, self.kernel, "kernel"))
+        target = self.outputs[0].name if self.target is None else self.target
+        if target not in self.output_names:
+            raise InvalidSpec("target", f"{target!r} is not one of the outputs {self.output_names}")
+        object.__setattr__(self, "target", target)
+        if not isinstance(self.batch_size, int) or not 1 <= self.batch_size <= MAX_BATCH:
+            raise InvalidSpec("batch_size", f"must be an integer in [1, {MAX_BATCH}]")
+        n0 = max(4, 2 * self.dim) if self.initial_design is None else self.initial_design
+        if not isinstance(n0, int) or not 0 <= n0 <= 10_000:
+            raise InvalidSpec("initial_design", "must be an integer in [0, 10000]")
+        object.__setattr__(self, "initial_design", n0)
+        beta = _finite(self.ucb_beta, "ucb_beta", InvalidSpec)
+        if beta < 0:
+            raise InvalidSpec("ucb_beta", "must be >= 0")
+        if not isinstance(self.seed, int) or not 0 <= self.seed < 2**31:
+            raise InvalidSpec("seed", "must be an integer in [0, 2**31)")
+        if self.suggestion_ttl_s is not None:
+            ttl = _finite(self.suggestion_ttl_s, "suggestion_ttl_s", InvalidSpec)
+            if ttl <= 0:
+                raise InvalidSpec("suggestion_ttl_s", "must be positive")
+        object.__setattr__(self, "forbidden", tuple(self._check_box(i, b)
+                                                    for i, b in enumerate(self.forbidden)))
+
+    def _check_axes(self) -> None:
+        if not self.parameters:
+            raise InvalidSpec("parameters", "at least one parameter is needed")
+        if len(self.parameters) > MAX_PARAMETERS:
+            raise InvalidSpec("parameters", f"at most {MAX_PARAMETERS} parameters")
+        if not self.outputs:
+            raise InvalidSpec("outputs", "at least one output is needed")
+        if len(self.outputs) > MAX_OUTPUTS:
+            raise InvalidSpec("outputs", f"at most {MAX_OUTPUTS} outputs")
+        for kind, items in (("parameters", self.parameters), ("outputs", self.outputs)):
+            seen: set[str] = set()
+            for i, item in enumerate(items):
+                if item.name in seen:
+                    raise InvalidSpec(f"{kind}[{i}].name", f"duplicate name {item.name!r}")
+                seen.add(item.name)
+
+    def _check_box(self, i: int, box: Box) -> Box:
+        if not box.bounds:
+            raise InvalidSpec(f"forbidden[{i}]", "must bound at least one parameter")
+        clean: dict[str, tuple[float, float]] = {}
+        for name, interval in box.bounds.items():
+            fld = f"forbidden[{i}].{name}"
+            if name not in self.parameter_names:
+                raise InvalidSpec(fld, f"unknown parameter; expected one of {self.parameter_names}")
+            if not isinstance(interval, Sequence) or len(interval) != 2:
+                raise InvalidSpec(fld, "must be [lower, upper]")
+            lo = _finite(interval[0], fld, InvalidSpec)
+            hi = _finite(interval[1], fld, InvalidSpec)
+            if lo > hi:
+                raise InvalidSpec(fld, "lower must not exceed upper")
+            clean[name] = (lo, hi)
+        if all(clean.get(p.name, (-math.inf, math.inf))[0] <= p.lower
+               and clean.get(p.name, (-math.inf, math.inf))[1] >= p.upper
+               for p in self.parameters):
+            raise InvalidSpec(f"forbidden[{i}]", "forbids the whole parameter space")
+        return Box(clean)
+
+    # --- derived --------------------------------------------------------------------------
+
+    @property
+    def dim(self) -> int:
+        """Number of parameters ``d``."""
+        return len(self.parameters)
+
+    @property
+    def parameter_names(self) -> list[str]:
+        """Parameter names in axis order."""
+        return [p.name for p in self.parameters]
+
+    @property
+    def output_names(self) -> list[str]:
+        """Output names in order."""
+        return [o.name for o in self.outputs]
+
+    @property
+    def bounds(self) -> list[tuple[float, float]]:
+        """``d`` pairs ``(lower, upper)`` in axis order."""
+        return [(p.lower, p.upper) for p in self.parameters]
+
+    def is_forbidden(self, position: Mapping[str, float]) -> bool:
+        """Whether a position falls in any forbidden box."""
+        return any(box.contains(position) for box in self.forbidden)
+
+    # --- validation of incoming data --------------------------------------------------
+
+    def check_position(self, position: object, fld: str = "position") -> list[float]:
+        """Validate a position and return it as a list in axis order.
+
+        Args:
+            position: ``{parameter: value}`` with exactly the spec's parameters.
+            fld: Field path used in errors.
+
+        Raises:
+            InvalidMeasurement: Missing/extra names, non-finite, out of bounds, or forbidden.
+        """
+        if not isinstance(position, Mapping):
+            raise InvalidMeasurement(fld, "must be an object {parameter: value}")
+        extra = sorted(set(position) - set(self.parameter_names))
+        if extra:
+            raise InvalidMeasurement(f"{fld}.{extra[0]}",
+                                     f"unknown parameter; expected {self.parameter_names}")
+        out = []
+        for p in self.parameters:
+            if p.name not in position:
+                raise InvalidMeasurement(f"{fld}.{p.name}", "missing")
+            v = _finite(position[p.name], f"{fld}.{p.name}", InvalidMeasurement)
+            if not p.lower <= v <= p.upper:
+                raise InvalidMeasurement(f"{fld}.{p.name}",
+                                         f"{v} outside bounds [{p.lower}, {p.upper}]")
+            out.append(v)
+        if self.is_forbidden(dict(zip(self.parameter_names, out, strict=True))):
+            raise InvalidMeasurement(fld, "inside a forbidden region")
+        return out
+
+    def check_values(self, values: object, fld: str = "values",
+                     *, allow_partial: bool = True) -> dict[str, float]:
+        """Validate measured values ``{output: value}``.
+
+        Args:
+            values: Values for some (``allow_partial``) or all outputs; never unknown ones.
+            fld: Field path used in errors.
+            allow_partial: Whether outputs may be missing (e.g. a detector that skipped one).
+
+        Raises:
+            InvalidMeasurement: Unknown output, non-finite value, or nothing measured.
+        """
+        if not isinstance(values, Mapping) or not values:
+            raise InvalidMeasurement(fld, "must be a non-empty object {output: value}")
+        out: dict[str, float] = {}
+        for k, v in values.items():
+            if k not in self.output_names:
+                raise InvalidMeasurement(f"{fld}.{k}", f"unknown output; expected {self.output_names}")
+            out[k] = _finite(v, f"{fld}.{k}", InvalidMeasurement)
+        if not allow_partial and set(out) != set(self.output_names):
+            missing = sorted(set(self.output_names) - set(out))
+            raise InvalidMeasurement(f"{fld}.{missing[0]}", "missing")
+        return out
+
+    def check_noise(self, noise: object, values: Mapping[str, float],
+                    fld: str = "noise") -> dict[str, float]:
+        """Validate per-measurement noise variances ``{output: variance >= 0}``."""
+        if not isinstance(noise, Mapping):
+            raise InvalidMeasurement(fld, "must be an object {output: variance}")
+        out: dict[str, float] = {}
+        for k, v in noise.items():
+            if k not in values:
+                raise InvalidMeasurement(f"{fld}.{k}", "noise given for an output with no value")
+            var = _finite(v, f"{fld}.{k}", InvalidMeasurement)
+            if var < 0:
+                raise InvalidMeasurement(f"{fld}.{k}", "variance must be >= 0")
+            out[k] = var
+        return out
+
+    # --- (de)serialization --------------------------------------------------------------
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict with every default filled in."""
+        d = asdict(self)
+        d["parameters"] = [asdict(p) for p in self.parameters]
+        d["outputs"] = [asdict(o) for o in self.outputs]
+        d["goal"] = self.goal.value
+        d["acquisition"] = self.acquisition.value  # type: ignore[union-attr]
+        d["kernel"] = self.kernel.value
+        d["forbidden"] = [{k: list(v) for k, v in b.bounds.items()} for b in self.forbidden]
+        d["metadata"] = dict(self.metadata)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ExperimentSpec:
+        """Build a spec from plain JSON data (as produced by ``to_dict`` or an API body).
+
+        Raises:
+            InvalidSpec: Naming the first offending field.
+        """
+        data = dict(data)
+        params = []
+        for i, p in enumerate(data.pop("parameters", None) or []):
+            params.append(_build(Parameter, p, f"parameters[{i}]"))
+        outputs = []
+        for i, o in enumerate(data.pop("outputs", None) or []):
+            outputs.append(_build(Output, o, f"outputs[{i}]"))
+        boxes = []
+        for i, b in enumerate(data.pop("forbidden", None) or []):
+            if not isinstance(b, Mapping):
+                raise InvalidSpec(f"forbidden[{i}]", "must be an object {parameter: [lower, upper]}")
+            boxes.append(Box(dict(b)))
+        try:
+            return cls(parameters=tuple(params), outputs=tuple(outputs), forbidden=tuple(boxes),
+                       **data)
+        except TypeError as e:
+            raise InvalidSpec("spec", str(e)) from None
+
+
+def _enum(kind: type[Enum], value: object, fld: str) -> Any:
+    try:
+        return kind(value)
+    except ValueError:
+        raise InvalidSpec(fld, f"{value!r} is not one of {[e.value for e in kind]}") from None
+
+
+def _build(kind: type[Any], data: object, fld: str) -> Any:
+    if not isinstance(data, Mapping):
+        raise InvalidSpec(fld, "must be an object")
+    try:
+        return kind(**data)
+    except InvalidSpec as e:
+        raise InvalidSpec(f"{fld}.{e.field}", e.reason) from None
+    except TypeError as e:
+        raise InvalidSpec(fld, str(e)) from None

@@ -1,0 +1,232 @@
+"""The store's interface: durable state of experiments, measurements and suggestions.
+
+Backends implement :class:`Store` and register under a URL scheme with
+:func:`register_store`; :func:`open_store` picks one from a URL. This module imports no
+database library, so the domain and the API can name these types freely.
+
+Every write method commits before it returns: once a call returns, the data survives a
+SIGKILL of the process (SQLite in WAL mode with ``synchronous=FULL``, PostgreSQL commit).
+Methods are synchronous; the app calls them from a thread pool.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, Protocol
+
+
+class ExperimentStatus(str, Enum):
+    """Lifecycle of an experiment."""
+
+    active = "active"  # accepts suggestions and measurements
+    paused = "paused"  # accepts measurements, refuses new suggestions
+    closed = "closed"  # read-only
+
+
+class SuggestionStatus(str, Enum):
+    """Lifecycle of a suggestion."""
+
+    pending = "pending"
+    measured = "measured"
+    abandoned = "abandoned"
+    expired = "expired"
+
+
+@dataclass(frozen=True)
+class ExperimentRecord:
+    """A stored experiment.
+
+    Args:
+        id: Opaque string id (URL-safe).
+        spec: The spec as JSON-ready data (``ExperimentSpec.to_dict()``).
+        status: Lifecycle state.
+        created_at: UNIX seconds.
+        updated_at: UNIX seconds of the last change (status, measurement, suggestion).
+        model_state: Last good hyperparameters per output (JSON), so a restart warm-starts.
+        n_measurements: Number of stored measurements.
+        n_pending: Number of pending suggestions.
+    """
+
+    id: str
+    spec: dict[str, Any]
+    status: ExperimentStatus
+    created_at: float
+    updated_at: float
+    model_state: dict[str, Any] = field(default_factory=dict)
+    n_measurements: int = 0
+    n_pending: int = 0
+
+
+@dataclass(frozen=True)
+class NewMeasurement:
+    """A measurement to store (already validated against the spec).
+
+    Args:
+        position: ``{parameter: value}``.
+        values: ``{output: value}`` (some outputs may be missing).
+        noise: ``{output: variance}`` or empty.
+        suggestion_id: The suggestion it answers, if any; that suggestion becomes ``measured``.
+        key: Client idempotency key, unique within the experiment, or ``None``.
+        metadata: Free JSON (e.g. a Bluesky run uid).
+    """
+
+    position: dict[str, float]
+    values: dict[str, float]
+    noise: dict[str, float] = field(default_factory=dict)
+    suggestion_id: str | None = None
+    key: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MeasurementRecord:
+    """A stored measurement; ``seq`` counts 1, 2, ... within its experiment."""
+
+    id: int
+    experiment_id: str
+    seq: int
+    position: dict[str, float]
+    values: dict[str, float]
+    noise: dict[str, float]
+    suggestion_id: str | None
+    key: str | None
+    metadata: dict[str, Any]
+    created_at: float
+
+
+@dataclass(frozen=True)
+class StoredMeasurements:
+    """Result of :meth:`Store.add_measurements`, in the order of the input.
+
+    Args:
+        records: One record per input; for a repeated key, the original record.
+        created: ``created[i]`` is True when ``records[i]`` was stored by this call.
+    """
+
+    records: list[MeasurementRecord]
+    created: list[bool]
+
+
+@dataclass(frozen=True)
+class NewSuggestion:
+    """A suggestion to store as pending."""
+
+    position: dict[str, float]
+    mean: dict[str, float]
+    std: dict[str, float]
+    acquisition: float | None
+    source: str
+    expires_at: float | None
+
+
+@dataclass(frozen=True)
+class SuggestionRecord:
+    """A stored suggestion. ``batch`` groups those of one ask; ``rank`` is their travel order."""
+
+    id: str
+    experiment_id: str
+    position: dict[str, float]
+    mean: dict[str, float]
+    std: dict[str, float]
+    acquisition: float | None
+    source: str
+    status: SuggestionStatus
+    batch: str
+    rank: int
+    created_at: float
+    expires_at: float | None
+    closed_at: float | None
+
+
+class Store(Protocol):
+    """Durable state. Every write commits before returning; reads never block writes."""
+
+    url: str
+
+    def close(self) -> None:
+        """Release connections."""
+
+    # experiments
+    def create_experiment(self, spec: dict[str, Any]) -> ExperimentRecord:
+        """Store a new, active experiment and return it with a fresh id."""
+
+    def get_experiment(self, experiment_id: str) -> ExperimentRecord:
+        """Raises UnknownExperiment."""
+
+    def list_experiments(self) -> list[ExperimentRecord]:
+        """All experiments, newest first."""
+
+    def set_status(self, experiment_id: str, status: ExperimentStatus) -> ExperimentRecord:
+        """Change the lifecycle state. Raises UnknownExperiment."""
+
+    def save_model_state(self, experiment_id: str, state: dict[str, Any]) -> None:
+        """Persist the last good hyperparameters (JSON). Raises UnknownExperiment."""
+
+    # measurements
+    def add_measurements(self, experiment_id: str,
+                         items: Sequence[NewMeasurement]) -> StoredMeasurements:
+        """Store a batch atomically: all new items or none.
+
+        Items whose ``key`` already exists in the experiment are not stored again; their
+        original record is returned with ``created=False`` (a key repeated inside one batch
+        stores the first). A ``suggestion_id`` that is pending becomes ``measured``; one that
+        is unknown raises UnknownSuggestion and stores nothing.
+
+        Raises:
+            UnknownExperiment, UnknownSuggestion.
+        """
+
+    def list_measurements(self, experiment_id: str, *, after_seq: int = 0,
+                          limit: int | None = None) -> list[MeasurementRecord]:
+        """Measurements with ``seq > after_seq`` in ``seq`` order, at most ``limit``."""
+
+    # suggestions
+    def add_suggestions(self, experiment_id: str,
+                        items: Sequence[NewSuggestion]) -> list[SuggestionRecord]:
+        """Store one ask's suggestions as pending, one batch, ranked in the given order."""
+
+    def get_suggestion(self, experiment_id: str, suggestion_id: str) -> SuggestionRecord:
+        """Raises UnknownExperiment, UnknownSuggestion."""
+
+    def list_suggestions(self, experiment_id: str, *,
+                         status: SuggestionStatus | None = None) -> list[SuggestionRecord]:
+        """Suggestions of an experiment, oldest first, optionally of one status."""
+
+    def close_suggestion(self, experiment_id: str, suggestion_id: str,
+                         status: SuggestionStatus) -> SuggestionRecord:
+        """Move a pending suggestion to ``abandoned``/``expired``; a no-op on a closed one.
+
+        Raises:
+            UnknownExperiment, UnknownSuggestion.
+        """
+
+    def expire_suggestions(self, now: float) -> list[SuggestionRecord]:
+        """Expire every pending suggestion (all experiments) with ``expires_at <= now``."""
+
+
+StoreFactory = Callable[[str], Store]
+_BACKENDS: dict[str, StoreFactory] = {}
+
+
+def register_store(*schemes: str) -> Callable[[StoreFactory], StoreFactory]:
+    """Register a backend factory for URL schemes (``"sqlite"``, ``"postgresql"``)."""
+
+    def deco(factory: StoreFactory) -> StoreFactory:
+        for s in schemes:
+            _BACKENDS[s] = factory
+        return factory
+
+    return deco
+
+
+def open_store(url: str) -> Store:
+    """Open the store for a URL, e.g. ``sqlite:///data/beamsteer.db`` or
+    ``postgresql://user@host/db`` (a ``+driver`` suffix is allowed)."""
+    from server.store import sql  # noqa: F401  (registers the SQLAlchemy backends)
+
+    scheme = url.split(":", 1)[0].split("+", 1)[0]
+    if scheme not in _BACKENDS:
+        raise ValueError(f"no store backend for {scheme!r}; known: {sorted(_BACKENDS)}")
+    return _BACKENDS[scheme](url)
