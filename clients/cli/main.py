@@ -1,0 +1,57 @@
+"""``beamsteer``: one command line for the service, the worker, the models and the clients.
+
+Subcommands register themselves from their own packages; each imports its heavy
+dependencies only when it runs, so ``beamsteer --help`` works with the bare install.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from collections.abc import Sequence
+
+# Modules that provide ``register(subparsers)``; a missing optional package just hides them.
+_COMMANDS = ("server.cli", "models.cli")
+
+
+def _quiet_threads() -> None:
+    """Thread settings that torch/OpenBLAS read at import (DESIGN.md: spinning OpenMP
+    barriers and 2-thread OpenBLAS were erratic on small hosts). User values win."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser."""
+    parser = argparse.ArgumentParser(
+        prog="beamsteer",
+        description="Autonomous experiments at scattering beamlines.")
+    from server import __version__
+
+    parser.add_argument("--version", action="version", version=f"beamsteer {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in _COMMANDS:
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the process exit code."""
+    _quiet_threads()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

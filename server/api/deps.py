@@ -1,0 +1,33 @@
+"""Dependencies that routers declare with ``Annotated`` aliases."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request, WebSocket
+
+from server.service import SteeringService
+from server.settings import Settings
+
+
+def get_service(request: Request) -> SteeringService:
+    """The app's steering service (built in the lifespan)."""
+    service: SteeringService = request.app.state.service
+    return service
+
+
+def get_ws_service(websocket: WebSocket) -> SteeringService:
+    """The steering service, for websocket routes."""
+    service: SteeringService = websocket.app.state.service
+    return service
+
+
+def get_app_settings(request: Request) -> Settings:
+    """The settings the app was built with."""
+    settings: Settings = request.app.state.settings
+    return settings
+
+
+ServiceDep = Annotated[SteeringService, Depends(get_service)]
+WsServiceDep = Annotated[SteeringService, Depends(get_ws_service)]
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]

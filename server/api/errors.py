@@ -1,0 +1,97 @@
+"""The one place where errors become HTTP replies.
+
+Every reply has the shape ``{"detail": [{"loc": [...], "msg": ..., "type": ...}] | str,
+"request_id": ...}``: the same ``loc`` convention as FastAPI's own 422s, so a client
+reads a field path the same way whoever found the problem.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from server.steering.errors import (
+    Conflict,
+    InvalidInput,
+    SteeringError,
+    UnknownExperiment,
+    UnknownSuggestion,
+)
+
+log = logging.getLogger("beamsteer.api")
+
+
+def _loc(field: str) -> list[str | int]:
+    """``measurements[2].position.x`` -> ``["body", "measurements", 2, "position", "x"]``."""
+    out: list[str | int] = ["body"]
+    for part in field.replace("]", "").split("."):
+        for i, piece in enumerate(part.split("[")):
+            if piece:
+                out.append(int(piece) if i > 0 and piece.isdigit() else piece)
+    return out
+
+
+def _reply(request: Request, status: int, detail: object,
+           headers: dict[str, str] | None = None) -> JSONResponse:
+    rid = getattr(request.state, "request_id", None)
+    return JSONResponse({"detail": jsonable_encoder(detail), "request_id": rid},
+                        status_code=status, headers=headers)
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Register the handlers below on an app."""
+
+    @app.exception_handler(InvalidInput)
+    async def invalid_input(request: Request, exc: InvalidInput) -> JSONResponse:
+        """422: the core refused a field (spec, measurement, parameter of an ask)."""
+        return _reply(request, 422, [{"loc": _loc(exc.field), "msg": exc.reason,
+                                      "type": "value_error"}])
+
+    @app.exception_handler(UnknownExperiment)
+    async def unknown_experiment(request: Request, exc: UnknownExperiment) -> JSONResponse:
+        """404: no such experiment."""
+        return _reply(request, 404, [{"loc": ["path", "experiment_id"], "msg": str(exc),
+                                      "type": "not_found"}])
+
+    @app.exception_handler(UnknownSuggestion)
+    async def unknown_suggestion(request: Request, exc: UnknownSuggestion) -> JSONResponse:
+        """404: no such suggestion in this experiment (a body naming one gets a 422 from
+        the service instead)."""
+        return _reply(request, 404, [{"loc": ["path", "suggestion_id"], "msg": str(exc),
+                                      "type": "not_found"}])
+
+    @app.exception_handler(Conflict)
+    async def conflict(request: Request, exc: Conflict) -> JSONResponse:
+        """409: the request contradicts the stored state (e.g. experiment closed)."""
+        return _reply(request, 409, [{"loc": _loc(exc.field)[1:], "msg": exc.reason,
+                                      "type": "conflict"}])
+
+    @app.exception_handler(SteeringError)
+    async def steering_error(request: Request, exc: SteeringError) -> JSONResponse:
+        """500: a core error without a more specific mapping (a bug: logged)."""
+        log.error("unmapped steering error", exc_info=exc)
+        return _reply(request, 500, "internal error")
+
+    @app.exception_handler(RequestValidationError)
+    async def validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        """422: the body or query did not parse into the documented schema."""
+        errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""),
+                   "type": e.get("type", "value_error")} for e in exc.errors()]
+        return _reply(request, 422, errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        """Whatever status the framework chose (404 route, 405 method, 413 ...)."""
+        return _reply(request, exc.status_code, exc.detail, headers=exc.headers)
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        """500 with the request id; the traceback goes to the log, never to the client."""
+        log.error("unhandled error", exc_info=exc,
+                  extra={"request_id": getattr(request.state, "request_id", None)})
+        return _reply(request, 500, "internal error")

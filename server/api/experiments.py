@@ -1,0 +1,59 @@
+"""Experiments: create, list, read, pause/resume/close."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from fastapi import APIRouter, status
+
+from server.api.deps import ServiceDep
+from server.api.schemas import (
+    ErrorPublic,
+    ExperimentCreate,
+    ExperimentPublic,
+    ExperimentsPublic,
+    ModelPublic,
+    StatusUpdate,
+)
+from server.steering.types import ModelStatus
+from server.store.base import ExperimentRecord
+
+router = APIRouter(prefix="/api/v1/experiments", tags=["experiments"],
+                   responses={404: {"model": ErrorPublic}, 422: {"model": ErrorPublic}})
+
+
+def experiment_public(rec: ExperimentRecord, model: ModelStatus | None = None) -> ExperimentPublic:
+    """Shape a stored experiment (and optionally its engine's state) for the wire."""
+    return ExperimentPublic(
+        id=rec.id, spec=rec.spec, status=rec.status, created_at=rec.created_at,
+        updated_at=rec.updated_at, n_measurements=rec.n_measurements, n_pending=rec.n_pending,
+        model=None if model is None else ModelPublic.model_validate(asdict(model)))
+
+
+@router.post("", status_code=status.HTTP_201_CREATED, response_model=ExperimentPublic)
+async def create_experiment(body: ExperimentCreate, service: ServiceDep) -> ExperimentPublic:
+    """Create an experiment; the reply holds its id and the spec with defaults filled in."""
+    rec = await service.create_experiment(body.model_dump())
+    return experiment_public(rec)
+
+
+@router.get("", response_model=ExperimentsPublic)
+async def list_experiments(service: ServiceDep) -> ExperimentsPublic:
+    """All experiments, newest first."""
+    return ExperimentsPublic(
+        experiments=[experiment_public(r) for r in await service.list_experiments()])
+
+
+@router.get("/{experiment_id}", response_model=ExperimentPublic)
+async def get_experiment(experiment_id: str, service: ServiceDep) -> ExperimentPublic:
+    """Spec, counts, and the model: hyperparameters, last fit, fit failures."""
+    rec = await service.get_experiment(experiment_id)
+    return experiment_public(rec, await service.model_status(experiment_id))
+
+
+@router.patch("/{experiment_id}", response_model=ExperimentPublic,
+              responses={409: {"model": ErrorPublic}})
+async def update_status(experiment_id: str, body: StatusUpdate,
+                        service: ServiceDep) -> ExperimentPublic:
+    """Pause (no new suggestions), resume, or close (read-only; pending ones abandoned)."""
+    return experiment_public(await service.set_status(experiment_id, body.status))

@@ -1,0 +1,220 @@
+"""Request and response bodies of the HTTP API (role suffixes: Create, Public, Request).
+
+These shape and document the wire format; semantic checks (bounds, names, forbidden
+regions) happen once, in the steering core, which names the failing field.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from server.store.base import ExperimentStatus, SuggestionStatus
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ParameterCreate(_Strict):
+    """One axis of the parameter space."""
+
+    name: str = Field(examples=["x"])
+    lower: float
+    upper: float
+    units: str = ""
+    speed: float | None = Field(None, description="Motor speed, units/s; orders a batch")
+
+
+class OutputCreate(_Strict):
+    """One measured quantity."""
+
+    name: str = Field(examples=["intensity"])
+    units: str = ""
+
+
+class ExperimentCreate(_Strict):
+    """A new experiment. Only name, parameters and outputs are required."""
+
+    name: str = Field(examples=["gradient-film"])
+    parameters: list[ParameterCreate] = Field(min_length=1)
+    outputs: list[OutputCreate] = Field(min_length=1)
+    goal: Literal["map", "maximize", "minimize"] = "map"
+    acquisition: Literal["variance", "integrated_variance", "ucb", "ei"] | None = Field(
+        None, description="Default: integrated_variance for map, ei for maximize/minimize")
+    kernel: Literal["matern52", "matern32", "rbf"] = "matern52"
+    target: str | None = Field(None, description="Output that steers; default the first")
+    batch_size: int = Field(1, description="Default q of an ask")
+    initial_design: int | None = Field(None, description="Sobol points before the GP; "
+                                                         "default max(4, 2d)")
+    forbidden: list[dict[str, list[float]]] = Field(
+        default_factory=list, description="Boxes never suggested: {parameter: [lower, upper]}")
+    ucb_beta: float = 4.0
+    seed: int = 0
+    suggestion_ttl_s: float | None = None
+    description: str = ""
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class OutputModelPublic(BaseModel):
+    """One output's GP."""
+
+    n: int
+    fitted_n: int
+    hyperparameters: dict[str, Any]
+    last_fit_at: float | None
+    last_fit_seconds: float | None
+    fit_failures: int
+    last_error: str | None
+
+
+class ModelPublic(BaseModel):
+    """The engine's state."""
+
+    n: int
+    refitting: bool
+    outputs: dict[str, OutputModelPublic]
+
+
+class ExperimentPublic(BaseModel):
+    """An experiment with its full spec (defaults filled in) and counts."""
+
+    id: str
+    spec: dict[str, Any]
+    status: ExperimentStatus
+    created_at: float
+    updated_at: float
+    n_measurements: int
+    n_pending: int
+    model: ModelPublic | None = None
+
+
+class ExperimentsPublic(BaseModel):
+    """All experiments, newest first."""
+
+    experiments: list[ExperimentPublic]
+
+
+class StatusUpdate(_Strict):
+    """Pause, resume or close an experiment."""
+
+    status: ExperimentStatus
+
+
+class SuggestionRequest(_Strict):
+    """An ask."""
+
+    n: int | None = Field(None, description="How many positions (q); default the spec's "
+                                            "batch_size")
+
+
+class SuggestionPublic(BaseModel):
+    """A suggested position; ``mean``/``std`` are the posterior per output there."""
+
+    id: str
+    position: dict[str, float]
+    mean: dict[str, float]
+    std: dict[str, float]
+    acquisition: float | None
+    source: str
+    status: SuggestionStatus
+    batch: str
+    rank: int
+    created_at: float
+    expires_at: float | None
+    closed_at: float | None
+
+
+class SuggestionsPublic(BaseModel):
+    """Suggestions, in the order to measure them."""
+
+    suggestions: list[SuggestionPublic]
+
+
+class MeasurementCreate(_Strict):
+    """One measurement. ``key`` makes a retry safe: a repeated key stores nothing new."""
+
+    position: dict[str, float]
+    values: dict[str, float]
+    noise: dict[str, float] | None = Field(None, description="Variance per output")
+    suggestion_id: str | None = None
+    key: str | None = Field(None, description="Client idempotency key")
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class MeasurementsCreate(_Strict):
+    """A batch of measurements, stored atomically."""
+
+    measurements: list[MeasurementCreate] = Field(min_length=1)
+
+
+class MeasurementPublic(BaseModel):
+    """A stored measurement."""
+
+    id: int
+    seq: int
+    position: dict[str, float]
+    values: dict[str, float]
+    noise: dict[str, float]
+    suggestion_id: str | None
+    key: str | None
+    metadata: dict[str, Any]
+    created_at: float
+
+
+class MeasurementsStored(BaseModel):
+    """Result of a tell, in the order sent; ``created[i]`` is false for a repeated key."""
+
+    measurements: list[MeasurementPublic]
+    created: list[bool]
+
+
+class MeasurementsPage(BaseModel):
+    """A page of measurements; pass ``next_after`` as ``after`` for the next page."""
+
+    measurements: list[MeasurementPublic]
+    next_after: int | None
+
+
+class PosteriorRequest(_Strict):
+    """Where to evaluate the posterior: explicit points, or a regular grid."""
+
+    points: list[list[float]] | None = Field(
+        None, description="n x d positions in parameter order")
+    grid: dict[str, int] | None = Field(
+        None, description="Points per parameter, e.g. {'x': 50, 'y': 50}; a parameter left "
+                          "out is fixed at its midpoint, or at `at`")
+    at: dict[str, float] | None = Field(None, description="Values of parameters off the grid")
+
+
+class OutputPosterior(BaseModel):
+    """Posterior of one output; NaN (null) where it has no model yet."""
+
+    mean: list[float | None]
+    std: list[float | None]
+
+
+class PosteriorPublic(BaseModel):
+    """Posterior at ``points`` (n x d); for a grid, ``axes`` holds each axis' values and
+    the points run with the last grid axis fastest."""
+
+    parameters: list[str]
+    points: list[list[float]]
+    axes: dict[str, list[float]] | None = None
+    outputs: dict[str, OutputPosterior]
+
+
+class ErrorItem(BaseModel):
+    """One problem with a request."""
+
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ErrorPublic(BaseModel):
+    """Every error reply: what went wrong, where, and the request id for the logs."""
+
+    detail: list[ErrorItem] | str
+    request_id: str | None = None

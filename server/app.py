@@ -1,0 +1,76 @@
+"""The app factory: ``create_app(settings) -> FastAPI``; nothing is built at import time."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+
+from server import __version__
+from server.api import events, experiments, health, measurements, posterior, suggestions
+from server.api.errors import install_error_handlers
+from server.api.middleware import BodyLimit, RequestContext
+from server.metrics import Metrics
+from server.service import SteeringService
+from server.settings import Settings, get_settings
+from server.store.base import Store, open_store
+
+log = logging.getLogger("beamsteer.app")
+
+
+def create_app(settings: Settings | None = None, *, store: Store | None = None) -> FastAPI:
+    """Build the service.
+
+    Args:
+        settings: Configuration; default from the environment (``BEAMSTEER_*``).
+        store: A store to use instead of opening ``settings.store_url`` (the app then
+            leaves closing it to the caller).
+    """
+    settings = settings or get_settings()
+    metrics = Metrics()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        import torch  # heavy: imported when the service starts, not when the module loads
+
+        torch.set_num_threads(settings.torch_threads)
+        own_store = store is None
+        the_store = store or open_store(settings.store_url)
+        service = SteeringService(the_store, settings, metrics=metrics)
+        await service.start()
+        app.state.service = service
+        expiry = asyncio.create_task(_expire_forever(service, settings.expiry_interval_s))
+        log.info("beamsteer ready", extra={"store": the_store.url.split(":", 1)[0],
+                                          "version": __version__})
+        try:
+            yield
+        finally:
+            expiry.cancel()
+            await service.stop()
+            if own_store:
+                the_store.close()
+
+    app = FastAPI(
+        title="Beamsteer", version=__version__, lifespan=lifespan,
+        description="Autonomous experiments at scattering beamlines: ask where to measure "
+                    "next, tell what was measured, follow the GP posterior live.")
+    app.state.settings = settings
+    install_error_handlers(app)
+    for module in (experiments, suggestions, measurements, posterior, events, health):
+        app.include_router(module.router)
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(RequestContext, metrics=metrics)
+    return app
+
+
+async def _expire_forever(service: SteeringService, interval: float) -> None:
+    """Expire overdue pending suggestions every ``interval`` seconds; survive store errors."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await service.expire_due()
+        except Exception:
+            log.exception("expiry pass failed")

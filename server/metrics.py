@@ -1,0 +1,41 @@
+"""Prometheus metrics of one app instance (its own registry, so tests can build many apps)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+# Asks and tells live between ~1 ms and a few s; refits between ~10 ms and minutes.
+_FAST = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+_SLOW = (0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+
+class Metrics:
+    """The service's metrics; ``registry`` is what ``/metrics`` exposes."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.suggest_seconds = Histogram(
+            "beamsteer_suggest_seconds", "Time to answer an ask (suggestions), server side",
+            buckets=_FAST, registry=r)
+        self.measure_seconds = Histogram(
+            "beamsteer_measure_seconds", "Time to store and ingest a tell (measurements)",
+            buckets=_FAST, registry=r)
+        self.refit_seconds = Histogram(
+            "beamsteer_refit_seconds", "Duration of hyperparameter refits", buckets=_SLOW,
+            registry=r)
+        self.refit_failures = Counter(
+            "beamsteer_refit_failures_total", "Refits that failed and kept the old model",
+            registry=r)
+        self.measurements = Counter(
+            "beamsteer_measurements_total", "Measurements stored (repeats excluded)", registry=r)
+        self.suggestions = Counter(
+            "beamsteer_suggestions_total", "Suggestions handed out", registry=r)
+        self.expired = Counter(
+            "beamsteer_suggestions_expired_total", "Pending suggestions that expired", registry=r)
+        self.http_requests = Counter(
+            "beamsteer_http_requests_total", "HTTP requests by route and status class",
+            ["method", "route", "status"], registry=r)
+        self.websockets = Gauge(
+            "beamsteer_websockets", "Open event websockets", registry=r)
+        self.engines = Gauge("beamsteer_engines", "GP engines held in memory", registry=r)

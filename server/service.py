@@ -1,0 +1,388 @@
+"""The steering service: ties the store, one GP engine per experiment, and the event bus.
+
+Routers call this; it knows no HTTP. The rules it keeps:
+
+* A measurement is committed to the store before anyone is told it exists; the engine
+  ingests it afterwards (cheap, incremental), and a refit is only *scheduled* (background
+  thread). An ask never waits for a refit.
+* Asks on one experiment are serialized, and each ask conditions on every pending
+  suggestion, so parallel asks never return the same spot.
+* Engines are rebuilt from the store at start-up (measurements, pending suggestions and
+  the last good hyperparameters), so a restart loses nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import numpy as np
+
+from server.events import EventBus
+from server.metrics import Metrics
+from server.settings import Settings
+from server.steering.engine import GPEngine
+from server.steering.errors import Conflict, InvalidInput, InvalidMeasurement, UnknownSuggestion
+from server.steering.spec import ExperimentSpec
+from server.steering.types import ModelStatus, Posterior
+from server.store.base import (
+    ExperimentRecord,
+    ExperimentStatus,
+    MeasurementRecord,
+    NewMeasurement,
+    NewSuggestion,
+    Store,
+    StoredMeasurements,
+    SuggestionRecord,
+    SuggestionStatus,
+)
+
+log = logging.getLogger("beamsteer.service")
+T = TypeVar("T")
+
+
+@dataclass
+class _Live:
+    """What the service holds in memory for one experiment."""
+
+    spec: ExperimentSpec
+    engine: GPEngine
+    ask_lock: asyncio.Lock
+    refit: Future[ModelStatus] | None = None
+
+
+class SteeringService:
+    """Experiments, suggestions, measurements and posteriors, over a :class:`Store`."""
+
+    def __init__(self, store: Store, settings: Settings, *, events: EventBus | None = None,
+                 metrics: Metrics | None = None) -> None:
+        self.store = store
+        self.settings = settings
+        self.events = events or EventBus()
+        self.metrics = metrics or Metrics()
+        self._live: dict[str, _Live] = {}
+        self._compute = ThreadPoolExecutor(settings.compute_threads, "beamsteer-gp")
+        self._refits = ThreadPoolExecutor(settings.refit_threads, "beamsteer-refit")
+        self._load_lock = asyncio.Lock()
+
+    @property
+    def engine_count(self) -> int:
+        """Number of GP engines held in memory."""
+        return len(self._live)
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Rebuild the engine of every experiment that is not closed."""
+        self.events.bind(asyncio.get_running_loop())
+        records = await self._io(self.store.list_experiments)
+        for rec in records:
+            if rec.status != ExperimentStatus.closed:
+                await self._load(rec.id)
+        log.info("service started", extra={"experiments": len(records),
+                                            "engines": len(self._live)})
+
+    async def stop(self) -> None:
+        """Stop background work; running refits are abandoned (their result is not needed)."""
+        self._refits.shutdown(wait=False, cancel_futures=True)
+        self._compute.shutdown(wait=False, cancel_futures=True)
+
+    async def _io(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        """Run a blocking store call in the default thread pool."""
+        return await asyncio.to_thread(fn, *args, **kwargs)
+
+    async def _cpu(self, fn: Any, *args: Any) -> Any:
+        """Run GP work in the compute pool."""
+        return await asyncio.get_running_loop().run_in_executor(self._compute, fn, *args)
+
+    async def _load(self, experiment_id: str) -> _Live:
+        """The live engine of an experiment, rebuilt from the store on first use."""
+        live = self._live.get(experiment_id)
+        if live is not None:
+            return live
+        async with self._load_lock:
+            if experiment_id in self._live:
+                return self._live[experiment_id]
+            rec = await self._io(self.store.get_experiment, experiment_id)
+            ms = await self._io(self.store.list_measurements, experiment_id)
+            spec = ExperimentSpec.from_dict(rec.spec)
+            engine = await self._cpu(self._build_engine, spec, rec.model_state, ms)
+            live = _Live(spec, engine, asyncio.Lock())
+            self._live[experiment_id] = live
+            self.metrics.engines.set(len(self._live))
+            self._maybe_refit(experiment_id, live)
+            return live
+
+    @staticmethod
+    def _build_engine(spec: ExperimentSpec, state: Mapping[str, Any],
+                      ms: Sequence[MeasurementRecord]) -> GPEngine:
+        engine = GPEngine(spec, hyperparameters=dict(state) or None)
+        if ms:
+            engine.ingest(*_arrays(spec, ms))
+        return engine
+
+    # --- experiments -------------------------------------------------------------------
+
+    async def create_experiment(self, spec_data: Mapping[str, Any]) -> ExperimentRecord:
+        """Validate a spec (raises InvalidSpec naming the field), store it, start its engine."""
+        spec = ExperimentSpec.from_dict(spec_data)
+        rec: ExperimentRecord = await self._io(self.store.create_experiment, spec.to_dict())
+        self._live[rec.id] = _Live(spec, GPEngine(spec), asyncio.Lock())
+        self.metrics.engines.set(len(self._live))
+        self.events.publish(rec.id, "experiment_created", {"name": spec.name})
+        log.info("experiment created", extra={"experiment_id": rec.id, "experiment": spec.name})
+        return rec
+
+    async def get_experiment(self, experiment_id: str) -> ExperimentRecord:
+        """Raises UnknownExperiment."""
+        rec: ExperimentRecord = await self._io(self.store.get_experiment, experiment_id)
+        return rec
+
+    async def list_experiments(self) -> list[ExperimentRecord]:
+        """All experiments, newest first."""
+        recs: list[ExperimentRecord] = await self._io(self.store.list_experiments)
+        return recs
+
+    async def set_status(self, experiment_id: str, status: ExperimentStatus) -> ExperimentRecord:
+        """Pause, resume or close an experiment; closing abandons its pending suggestions."""
+        rec: ExperimentRecord = await self._io(self.store.set_status, experiment_id, status)
+        if status == ExperimentStatus.closed:
+            pending = await self._io(self.store.list_suggestions, experiment_id,
+                                     status=SuggestionStatus.pending)
+            for s in pending:
+                await self._io(self.store.close_suggestion, experiment_id, s.id,
+                               SuggestionStatus.abandoned)
+            rec = await self._io(self.store.get_experiment, experiment_id)
+        self.events.publish(experiment_id, "status", {"status": status.value})
+        return rec
+
+    async def model_status(self, experiment_id: str) -> ModelStatus | None:
+        """The engine's state, or ``None`` for a closed experiment not held in memory."""
+        live = self._live.get(experiment_id)
+        if live is None:
+            rec = await self.get_experiment(experiment_id)
+            if rec.status == ExperimentStatus.closed:
+                return None
+            live = await self._load(experiment_id)
+        return live.engine.status()
+
+    # --- ask -----------------------------------------------------------------------------
+
+    async def suggest(self, experiment_id: str, n: int | None = None) -> list[SuggestionRecord]:
+        """Propose ``n`` positions (default: the spec's batch size) and store them as pending.
+
+        Raises:
+            UnknownExperiment; Conflict if the experiment is not active; InvalidInput for n.
+        """
+        t0 = time.perf_counter()
+        rec = await self.get_experiment(experiment_id)
+        if rec.status != ExperimentStatus.active:
+            raise Conflict("status", f"experiment is {rec.status.value}; suggestions need active")
+        live = await self._load(experiment_id)
+        q = live.spec.batch_size if n is None else n
+        if not 1 <= q <= self.settings.max_suggestions:
+            raise InvalidInput("n", f"must be in [1, {self.settings.max_suggestions}]")
+        async with live.ask_lock:
+            await self.expire_due()
+            pending = await self._io(self.store.list_suggestions, experiment_id,
+                                     status=SuggestionStatus.pending)
+            last = await self._io(self.store.list_measurements, experiment_id,
+                                  after_seq=max(0, rec.n_measurements - 1), limit=1)
+            names = live.spec.parameter_names
+            x_pending = np.array([[s.position[k] for k in names] for s in pending],
+                                 dtype=float).reshape(-1, live.spec.dim)
+            start = np.array([last[-1].position[k] for k in names]) if last else None
+            candidates = await self._cpu(live.engine.suggest, q, x_pending, start)
+            ttl = live.spec.suggestion_ttl_s or self.settings.suggestion_ttl_s
+            now = time.time()
+            new = [NewSuggestion(position=dict(zip(names, c.x, strict=True)), mean=c.mean,
+                                 std=c.std, acquisition=c.acquisition, source=c.source,
+                                 expires_at=now + ttl) for c in candidates]
+            stored: list[SuggestionRecord] = await self._io(self.store.add_suggestions,
+                                                            experiment_id, new)
+        self.metrics.suggestions.inc(len(stored))
+        self.metrics.suggest_seconds.observe(time.perf_counter() - t0)
+        self.events.publish(experiment_id, "suggestions",
+                            {"suggestions": [suggestion_json(s) for s in stored]})
+        return stored
+
+    async def abandon(self, experiment_id: str, suggestion_id: str) -> SuggestionRecord:
+        """Give up a pending suggestion (a no-op on one already closed)."""
+        rec: SuggestionRecord = await self._io(self.store.close_suggestion, experiment_id,
+                                               suggestion_id, SuggestionStatus.abandoned)
+        self.events.publish(experiment_id, "suggestion_closed",
+                            {"id": rec.id, "status": rec.status.value})
+        return rec
+
+    async def expire_due(self) -> list[SuggestionRecord]:
+        """Expire pending suggestions past their time (all experiments)."""
+        expired: list[SuggestionRecord] = await self._io(self.store.expire_suggestions,
+                                                         time.time())
+        for s in expired:
+            self.events.publish(s.experiment_id, "suggestion_closed",
+                                {"id": s.id, "status": s.status.value})
+        self.metrics.expired.inc(len(expired))
+        return expired
+
+    async def list_suggestions(self, experiment_id: str,
+                               status: SuggestionStatus | None = None) -> list[SuggestionRecord]:
+        """Suggestions, oldest first."""
+        recs: list[SuggestionRecord] = await self._io(self.store.list_suggestions,
+                                                      experiment_id, status=status)
+        return recs
+
+    # --- tell ----------------------------------------------------------------------------
+
+    async def measure(self, experiment_id: str,
+                      items: Sequence[Mapping[str, Any]]) -> StoredMeasurements:
+        """Validate, store (committed before return) and ingest a batch of measurements.
+
+        Args:
+            experiment_id: The experiment.
+            items: Each ``{"position", "values", "noise"?, "suggestion_id"?, "key"?,
+                "metadata"?}``.
+
+        Raises:
+            UnknownExperiment; InvalidMeasurement naming ``measurements[i].<field>``;
+            Conflict for a closed experiment; UnknownSuggestion.
+        """
+        t0 = time.perf_counter()
+        rec = await self.get_experiment(experiment_id)
+        if rec.status == ExperimentStatus.closed:
+            raise Conflict("status", "experiment is closed")
+        if not items:
+            raise InvalidMeasurement("measurements", "at least one measurement is needed")
+        if len(items) > self.settings.max_batch_measurements:
+            raise InvalidMeasurement(
+                "measurements", f"at most {self.settings.max_batch_measurements} per request")
+        spec = ExperimentSpec.from_dict(rec.spec)
+        new = [_check_measurement(spec, m, f"measurements[{i}]") for i, m in enumerate(items)]
+        try:
+            stored: StoredMeasurements = await self._io(self.store.add_measurements,
+                                                        experiment_id, new)
+        except UnknownSuggestion as e:
+            i = next(i for i, m in enumerate(new) if m.suggestion_id == e.suggestion_id)
+            raise InvalidMeasurement(f"measurements[{i}].suggestion_id",
+                                     f"unknown suggestion {e.suggestion_id!r}") from None
+        fresh = [r for r, c in zip(stored.records, stored.created, strict=True) if c]
+        if fresh:
+            live = self._live.get(experiment_id)
+            if live is None:
+                await self._load(experiment_id)  # rebuilt from the store: includes `fresh`
+            else:
+                await self._cpu(live.engine.ingest, *_arrays(live.spec, fresh))
+                self._maybe_refit(experiment_id, live)
+            self.metrics.measurements.inc(len(fresh))
+            self.events.publish(experiment_id, "measurements",
+                                {"measurements": [measurement_json(r) for r in fresh]})
+        self.metrics.measure_seconds.observe(time.perf_counter() - t0)
+        return stored
+
+    async def list_measurements(self, experiment_id: str, *, after_seq: int = 0,
+                                limit: int | None = None) -> list[MeasurementRecord]:
+        """Measurements in order (raises UnknownExperiment)."""
+        await self.get_experiment(experiment_id)
+        recs: list[MeasurementRecord] = await self._io(
+            self.store.list_measurements, experiment_id, after_seq=after_seq, limit=limit)
+        return recs
+
+    # --- posterior -----------------------------------------------------------------------
+
+    async def posterior(self, experiment_id: str, points: np.ndarray) -> Posterior:
+        """Posterior mean and std of every output at ``points`` (``n x d``, spec units)."""
+        live = await self._load(experiment_id)
+        post: Posterior = await self._cpu(live.engine.posterior, points)
+        return post
+
+    async def spec(self, experiment_id: str) -> ExperimentSpec:
+        """The validated spec of an experiment."""
+        live = self._live.get(experiment_id)
+        if live is not None:
+            return live.spec
+        rec = await self.get_experiment(experiment_id)
+        return ExperimentSpec.from_dict(rec.spec)
+
+    # --- refits --------------------------------------------------------------------------
+
+    def _maybe_refit(self, experiment_id: str, live: _Live) -> None:
+        if (live.refit is not None and not live.refit.done()) or not live.engine.needs_refit():
+            return
+        fut = self._refits.submit(self._run_refit, experiment_id, live)
+        live.refit = fut
+
+    def _run_refit(self, experiment_id: str, live: _Live) -> ModelStatus:
+        """Background thread: refit, persist the hyperparameters, tell the subscribers."""
+        t0 = time.perf_counter()
+        failures_before = sum(o.fit_failures for o in live.engine.status().outputs.values())
+        status = live.engine.refit()
+        seconds = time.perf_counter() - t0
+        self.metrics.refit_seconds.observe(seconds)
+        failures = sum(o.fit_failures for o in status.outputs.values()) - failures_before
+        if failures:
+            self.metrics.refit_failures.inc(failures)
+        try:
+            self.store.save_model_state(experiment_id, live.engine.hyperparameters())
+        except Exception:  # the model in memory is fine; the next refit saves again
+            log.exception("could not save model state", extra={"experiment_id": experiment_id})
+        self.events.publish(experiment_id, "refit", {
+            "seconds": seconds, "n": status.n, "failed": failures,
+            "outputs": {k: {"hyperparameters": o.hyperparameters, "last_error": o.last_error}
+                        for k, o in status.outputs.items()}})
+        log.info("refit", extra={"experiment_id": experiment_id, "n": status.n,
+                                 "seconds": round(seconds, 3), "failed": failures})
+        return status
+
+    def wait_for_refits(self, timeout: float = 60.0) -> None:
+        """Block until running refits finish (tests and orderly shutdown)."""
+        for live in list(self._live.values()):
+            if live.refit is not None:
+                live.refit.result(timeout)
+
+
+def _check_measurement(spec: ExperimentSpec, m: Mapping[str, Any], fld: str) -> NewMeasurement:
+    if not isinstance(m, Mapping):
+        raise InvalidMeasurement(fld, "must be an object")
+    pos = spec.check_position(m.get("position"), f"{fld}.position")
+    values = spec.check_values(m.get("values"), f"{fld}.values")
+    noise = spec.check_noise(m.get("noise") or {}, values, f"{fld}.noise")
+    key = m.get("key")
+    if key is not None and (not isinstance(key, str) or not 1 <= len(key) <= 200):
+        raise InvalidMeasurement(f"{fld}.key", "must be a string of 1 to 200 characters")
+    meta = m.get("metadata") or {}
+    if not isinstance(meta, Mapping):
+        raise InvalidMeasurement(f"{fld}.metadata", "must be an object")
+    return NewMeasurement(position=dict(zip(spec.parameter_names, pos, strict=True)),
+                          values=values, noise=noise, suggestion_id=m.get("suggestion_id"),
+                          key=key, metadata=dict(meta))
+
+
+def _arrays(spec: ExperimentSpec,
+            ms: Sequence[MeasurementRecord]) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Measurements as engine arrays: ``X (n x d)``, ``Y (n x m)`` and ``Yvar`` (NaN = none)."""
+    names, outs = spec.parameter_names, spec.output_names
+    X = np.array([[m.position[k] for k in names] for m in ms], dtype=float)
+    Y = np.array([[m.values.get(k, np.nan) for k in outs] for m in ms], dtype=float)
+    Yvar = None
+    if any(m.noise for m in ms):
+        Yvar = np.array([[m.noise.get(k, np.nan) for k in outs] for m in ms], dtype=float)
+    return X, Y, Yvar
+
+
+def suggestion_json(s: SuggestionRecord) -> dict[str, Any]:
+    """The public JSON shape of a suggestion (also used in events)."""
+    return {"id": s.id, "position": s.position, "mean": s.mean, "std": s.std,
+            "acquisition": s.acquisition, "source": s.source, "status": s.status.value,
+            "batch": s.batch, "rank": s.rank, "created_at": s.created_at,
+            "expires_at": s.expires_at, "closed_at": s.closed_at}
+
+
+def measurement_json(m: MeasurementRecord) -> dict[str, Any]:
+    """The public JSON shape of a measurement (also used in events)."""
+    return {"id": m.id, "seq": m.seq, "position": m.position, "values": m.values,
+            "noise": m.noise, "suggestion_id": m.suggestion_id, "key": m.key,
+            "metadata": m.metadata, "created_at": m.created_at}

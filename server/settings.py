@@ -1,0 +1,67 @@
+"""One settings object for the service: environment variables with prefix ``BEAMSTEER_``.
+
+Every knob has a safe default: ``beamsteer serve`` with nothing set runs on an SQLite file
+in ``./data``, an in-process queue and the CPU, bound to loopback only.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Service configuration (env prefix ``BEAMSTEER_``, e.g. ``BEAMSTEER_DATABASE_URL``)."""
+
+    model_config = SettingsConfigDict(env_prefix="BEAMSTEER_", extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    data_dir: Path = Path("data")
+    database_url: str | None = Field(
+        None, description="SQLAlchemy URL; default sqlite:///<data_dir>/beamsteer.db")
+    redis_url: str | None = Field(None, description="Redis for the inference queue (optional)")
+    redis_prefix: str = "beamsteer"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_json: bool = True
+
+    # Pending suggestions expire so that a crashed beamline does not block a region forever.
+    # One hour covers a slow raster of a batch; a spec may set its own.
+    suggestion_ttl_s: float = Field(3600.0, gt=0)
+    expiry_interval_s: float = Field(5.0, gt=0)
+    # Bodies beyond this are refused with 413 before they are parsed.
+    max_body_bytes: int = Field(8 * 1024 * 1024, gt=0)
+    max_batch_measurements: int = Field(1000, ge=1)
+    max_suggestions: int = Field(100, ge=1)
+    max_posterior_points: int = Field(250_000, ge=1)
+    # Threads for torch inside the API process. One thread per GP op was the steady choice on
+    # 2-core machines (two spun OpenMP barriers against each other, DESIGN.md); raise it on
+    # bigger hosts.
+    torch_threads: int = Field(1, ge=1)
+    # Worker threads for the GP work (asks, posteriors) and for refits.
+    compute_threads: int = Field(2, ge=1)
+    refit_threads: int = Field(1, ge=1)
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_scheme(cls, v: str | None) -> str | None:
+        if v is not None and not v.split(":", 1)[0].split("+", 1)[0] in ("sqlite", "postgresql"):
+            raise ValueError("database_url must be sqlite:///... or postgresql://...")
+        return v
+
+    @property
+    def store_url(self) -> str:
+        """The database URL in use: ``database_url`` or the SQLite file in ``data_dir``."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'beamsteer.db').resolve()}"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()

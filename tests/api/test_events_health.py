@@ -1,0 +1,75 @@
+"""The websocket event stream, health, metrics and the OpenAPI docs."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
+
+from tests.api.conftest import LiveServer
+
+
+def _recv_until(ws, kind: str, timeout: float = 60) -> dict:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while True:
+        event = json.loads(ws.recv(timeout=max(0.01, deadline - time.monotonic())))
+        if event["type"] == kind:
+            return event
+
+
+def test_events_follow_the_experiment(live_server: LiveServer, client: httpx.Client,
+                                      experiment: dict) -> None:
+    ws_url = live_server.url.replace("http", "ws") + \
+        f"/api/v1/experiments/{experiment['id']}/events"
+    url = f"/api/v1/experiments/{experiment['id']}"
+    with connect(ws_url) as ws:
+        hello = json.loads(ws.recv(timeout=10))
+        assert hello["type"] == "hello" and hello["data"]["n_measurements"] == 0
+        batch = client.post(f"{url}/suggestions", json={"n": 2}).json()["suggestions"]
+        ev = _recv_until(ws, "suggestions")
+        assert [s["id"] for s in ev["data"]["suggestions"]] == [s["id"] for s in batch]
+        items = [{"position": {"x": x, "y": y}, "values": {"intensity": x + y}}
+                 for x in (1, 4, 8) for y in (-3, 0, 3)]
+        client.post(f"{url}/measurements", json={"measurements": items})
+        ev = _recv_until(ws, "measurements")
+        assert len(ev["data"]["measurements"]) == 9
+        ev = _recv_until(ws, "refit")  # 9 points: the first fit runs in the background
+        assert ev["data"]["n"] == 9 and "intensity" in ev["data"]["outputs"]
+        client.delete(f"{url}/suggestions/{batch[0]['id']}")
+        ev = _recv_until(ws, "suggestion_closed")
+        assert ev["data"] == {"id": batch[0]["id"], "status": "abandoned"}
+        client.patch(url, json={"status": "paused"})
+        assert _recv_until(ws, "status")["data"] == {"status": "paused"}
+
+
+def test_events_of_unknown_experiment_close(live_server: LiveServer) -> None:
+    ws_url = live_server.url.replace("http", "ws") + "/api/v1/experiments/nope/events"
+    with pytest.raises(ConnectionClosed) as info, connect(ws_url) as ws:
+        ws.recv(timeout=5)
+    assert info.value.rcvd is not None and info.value.rcvd.code == 4404
+
+
+def test_health_metrics_docs(client: httpx.Client, experiment: dict) -> None:
+    h = client.get("/health")
+    assert h.status_code == 200 and h.json()["status"] == "ok"
+    assert h.headers["x-request-id"]
+    client.post(f"/api/v1/experiments/{experiment['id']}/suggestions", json={"n": 1})
+    text = client.get("/metrics").text
+    for name in ("beamsteer_suggest_seconds_bucket", "beamsteer_measure_seconds",
+                 "beamsteer_refit_seconds", "beamsteer_measurements_total",
+                 "beamsteer_http_requests_total"):
+        assert name in text
+    assert client.get("/docs").status_code == 200
+    schema = client.get("/openapi.json").json()
+    assert "/api/v1/experiments/{experiment_id}/suggestions" in schema["paths"]
+    r = client.get("/health", headers={"x-request-id": "trace-me"})
+    assert r.headers["x-request-id"] == "trace-me"
+
+
+def test_errors_carry_request_id(client: httpx.Client) -> None:
+    r = client.get("/api/v1/experiments/nope", headers={"x-request-id": "rid-1"})
+    assert r.status_code == 404 and r.json()["request_id"] == "rid-1"
