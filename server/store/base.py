@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any, Protocol
 
 
-class ExperimentStatus(str, Enum):
+class ExperimentStatus(StrEnum):
     """Lifecycle of an experiment."""
 
     active = "active"  # accepts suggestions and measurements
@@ -25,7 +25,7 @@ class ExperimentStatus(str, Enum):
     closed = "closed"  # read-only
 
 
-class SuggestionStatus(str, Enum):
+class SuggestionStatus(StrEnum):
     """Lifecycle of a suggestion."""
 
     pending = "pending"
