@@ -2,7 +2,9 @@
 
 Concurrency: every write runs in one transaction that serializes with the other writes
 of its experiment, so ``seq`` numbers stay gapless and idempotency keys are checked
-against committed data. PostgreSQL locks the experiment row (``SELECT ... FOR UPDATE``);
+against committed data. PostgreSQL locks the experiment row (``SELECT ... FOR UPDATE``)
+before it touches the experiment's suggestions or measurements, in every write, so that
+two writers never wait on each other's locks in opposite orders (a deadlock);
 SQLite opens write transactions with ``BEGIN IMMEDIATE``, which takes the database's one
 write lock up front (a deferred transaction that later writes can fail with
 ``SQLITE_BUSY`` instead of waiting). In WAL mode, readers are never blocked by writers.
@@ -465,6 +467,7 @@ class SQLStore:
 
         def tx(conn: Connection) -> SuggestionRecord:
             s = suggestions
+            self._lock_experiment(conn, experiment_id)
             row = self._find_suggestion(conn, experiment_id, suggestion_id)
             if row.status != PENDING:
                 return _suggestion(row)
@@ -479,18 +482,21 @@ class SQLStore:
 
     def expire_suggestions(self, now: float) -> list[SuggestionRecord]:
         def tx(conn: Connection) -> list[SuggestionRecord]:
-            s = suggestions
+            s, e = suggestions, experiments
+            due = (s.c.status == PENDING, s.c.expires_at.is_not(None), s.c.expires_at <= now)
+            touched = conn.execute(sa.select(s.c.experiment_id).where(*due).distinct())
+            ids = sorted(touched.scalars())
+            if not ids:
+                return []
+            # Lock order, as everywhere: experiment rows first (sorted), then suggestions.
+            conn.execute(sa.select(e.c.id).where(e.c.id.in_(ids)).order_by(e.c.id)
+                         .with_for_update())
             rows = conn.execute(
-                s.update()
-                .where(s.c.status == PENDING, s.c.expires_at.is_not(None),
-                       s.c.expires_at <= now)
+                s.update().where(*due, s.c.experiment_id.in_(ids))
                 .values(status=SuggestionStatus.expired.value, closed_at=now)
                 .returning(*s.c)
             ).all()
-            touched = {row.experiment_id for row in rows}
-            if touched:
-                conn.execute(experiments.update().where(experiments.c.id.in_(touched))
-                             .values(updated_at=time.time()))
+            conn.execute(e.update().where(e.c.id.in_(ids)).values(updated_at=time.time()))
             return sorted((_suggestion(row) for row in rows),
                           key=lambda r: (r.created_at, r.batch, r.rank))
 
