@@ -12,6 +12,7 @@ write lock up front (a deferred transaction that later writes can fail with
 
 from __future__ import annotations
 
+import json
 import secrets
 import threading
 import time
@@ -68,6 +69,12 @@ def _sqlalchemy_url(url: str) -> URL:
     return u
 
 
+def _json(value: Any) -> str:
+    """Strict JSON: NaN and inf are refused on every backend (PostgreSQL's json type would
+    refuse them, SQLite would store them), so the store behaves the same on both."""
+    return json.dumps(value, allow_nan=False)
+
+
 def _is_memory(u: URL) -> bool:
     return u.get_backend_name() == "sqlite" and u.database in (None, "", ":memory:")
 
@@ -76,12 +83,13 @@ def _sqlite_engine(u: URL) -> Engine:
     memory = _is_memory(u)
     if memory:
         # One shared connection, or every checkout would see its own empty database.
-        engine = sa.create_engine(u, poolclass=StaticPool,
+        engine = sa.create_engine(u, poolclass=StaticPool, json_serializer=_json,
                                   connect_args={"check_same_thread": False})
     else:
         assert u.database is not None
         Path(u.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(u, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+        engine = sa.create_engine(u, json_serializer=_json,
+                                  connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
 
     @sa.event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -108,7 +116,8 @@ def _engine(u: URL) -> Engine:
     if u.get_backend_name() == "sqlite":
         return _sqlite_engine(u)
     # pre_ping: a threaded server outlives database restarts and idle-connection reapers.
-    return sa.create_engine(u, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return sa.create_engine(u, json_serializer=_json, pool_pre_ping=True, pool_size=10,
+                            max_overflow=20)
 
 
 # ---------------------------------------------------------------- rows -> records
@@ -225,6 +234,12 @@ class SQLStore:
             except sa.exc.IntegrityError:
                 if attempt == attempts:
                     raise
+            except sa.exc.StatementError as exc:
+                # A value the JSON serializer refuses (NaN): the same ValueError on every
+                # backend (SQLite's driver path wraps it, psycopg's does not).
+                if isinstance(exc.orig, ValueError):
+                    raise exc.orig from None
+                raise
         raise AssertionError("unreachable")
 
     def _lock_experiment(self, conn: Connection, experiment_id: str) -> str:

@@ -73,3 +73,12 @@ def test_only_active_experiments_take_suggestions(store: Store, experiment_id: s
         with pytest.raises(Conflict):
             store.add_suggestions(experiment_id, [suggestion(1)])
     assert store.list_suggestions(experiment_id) == []
+
+
+def test_nan_is_refused_alike(store: Store, experiment_id: str) -> None:
+    from dataclasses import replace
+
+    bad = replace(suggestion(1), std={"intensity": float("nan")})
+    with pytest.raises(ValueError, match="JSON"):
+        store.add_suggestions(experiment_id, [suggestion(2), bad])
+    assert store.list_suggestions(experiment_id) == []
