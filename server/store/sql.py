@@ -12,19 +12,16 @@ write lock up front (a deferred transaction that later writes can fail with
 
 from __future__ import annotations
 
-import json
 import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import asdict
-from pathlib import Path
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
-from sqlalchemy.engine import URL, Connection, Engine, make_url
-from sqlalchemy.pool import StaticPool
+from sqlalchemy.engine import Connection
 
 from server.steering.errors import Conflict, UnknownExperiment, UnknownSuggestion
 from server.store.base import (
@@ -38,18 +35,14 @@ from server.store.base import (
     SuggestionStatus,
     register_store,
 )
+from server.store.engine import IMMEDIATE, is_memory, make_engine, sqlalchemy_url
 from server.store.schema import experiments, measurements, metadata, suggestions
 
 T = TypeVar("T")
 
-# A writer waits this long for SQLite's write lock before failing with "database is locked";
-# generous because a beamline's burst of posts queues behind one slow commit (fsync).
-SQLITE_BUSY_TIMEOUT_MS = 30_000
 # A concurrent insert of the same key (or seq) loses with IntegrityError; the retry then
 # sees the winner's row. Locks make this rare, so a few attempts are plenty.
 WRITE_ATTEMPTS = 4
-# Execution option that makes the SQLite "begin" hook emit BEGIN IMMEDIATE.
-_IMMEDIATE = "beamsteer_immediate"
 # Key of the PostgreSQL advisory lock that serializes create_all across processes.
 _SCHEMA_LOCK = 0x6265616D  # "beam"
 
@@ -59,65 +52,6 @@ PENDING = SuggestionStatus.pending.value
 def _new_id() -> str:
     """A short URL-safe random id (72 bits)."""
     return secrets.token_urlsafe(9)
-
-
-def _sqlalchemy_url(url: str) -> URL:
-    """Parse a store URL; plain ``postgresql://`` gets the psycopg 3 driver."""
-    u = make_url(url)
-    if u.drivername in ("postgresql", "postgres"):
-        u = u.set(drivername="postgresql+psycopg")
-    return u
-
-
-def _json(value: Any) -> str:
-    """Strict JSON: NaN and inf are refused on every backend (PostgreSQL's json type would
-    refuse them, SQLite would store them), so the store behaves the same on both."""
-    return json.dumps(value, allow_nan=False)
-
-
-def _is_memory(u: URL) -> bool:
-    return u.get_backend_name() == "sqlite" and u.database in (None, "", ":memory:")
-
-
-def _sqlite_engine(u: URL) -> Engine:
-    memory = _is_memory(u)
-    if memory:
-        # One shared connection, or every checkout would see its own empty database.
-        engine = sa.create_engine(u, poolclass=StaticPool, json_serializer=_json,
-                                  connect_args={"check_same_thread": False})
-    else:
-        assert u.database is not None
-        Path(u.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(u, json_serializer=_json,
-                                  connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
-
-    @sa.event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-        # Let SQLAlchemy emit BEGIN itself (see _on_begin): the sqlite3 module's own
-        # transaction handling never begins a transaction for SELECT.
-        dbapi_conn.isolation_level = None
-        cur = dbapi_conn.cursor()
-        if not memory:
-            cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=FULL")  # a returned write survives power loss
-        cur.execute("PRAGMA foreign_keys=ON")
-        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
-        cur.close()
-
-    @sa.event.listens_for(engine, "begin")
-    def _on_begin(conn: Connection) -> None:
-        immediate = conn.get_execution_options().get(_IMMEDIATE, False)
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
-
-    return engine
-
-
-def _engine(u: URL) -> Engine:
-    if u.get_backend_name() == "sqlite":
-        return _sqlite_engine(u)
-    # pre_ping: a threaded server outlives database restarts and idle-connection reapers.
-    return sa.create_engine(u, json_serializer=_json, pool_pre_ping=True, pool_size=10,
-                            max_overflow=20)
 
 
 # ---------------------------------------------------------------- rows -> records
@@ -198,11 +132,11 @@ class SQLStore:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        u = _sqlalchemy_url(url)
-        self._engine = _engine(u)
+        u = sqlalchemy_url(url)
+        self._engine = make_engine(u)
         self._sqlite = u.get_backend_name() == "sqlite"
         # An in-memory database is one shared connection: let one thread use it at a time.
-        self._serial: Any = threading.RLock() if _is_memory(u) else nullcontext()
+        self._serial: Any = threading.RLock() if is_memory(u) else nullcontext()
         with self._begin(write=True) as conn:
             if not self._sqlite:
                 conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_SCHEMA_LOCK)))
@@ -221,7 +155,7 @@ class SQLStore:
         """One transaction; a write one takes SQLite's write lock at BEGIN."""
         with self._serial, self._engine.connect() as conn:
             if write:
-                conn.execution_options(**{_IMMEDIATE: True})
+                conn.execution_options(**{IMMEDIATE: True})
             with conn.begin():
                 yield conn
 
