@@ -13,11 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from typing import Any, Protocol
 
 
-class ExperimentStatus(str, Enum):
+class ExperimentStatus(StrEnum):
     """Lifecycle of an experiment."""
 
     active = "active"  # accepts suggestions and measurements
@@ -25,7 +25,7 @@ class ExperimentStatus(str, Enum):
     closed = "closed"  # read-only
 
 
-class SuggestionStatus(str, Enum):
+class SuggestionStatus(StrEnum):
     """Lifecycle of a suggestion."""
 
     pending = "pending"
@@ -162,7 +162,11 @@ class Store(Protocol):
         """Change the lifecycle state. Raises UnknownExperiment."""
 
     def save_model_state(self, experiment_id: str, state: dict[str, Any]) -> None:
-        """Persist the last good hyperparameters (JSON). Raises UnknownExperiment."""
+        """Persist the last good hyperparameters (JSON); ``updated_at`` stays.
+
+        Raises:
+            UnknownExperiment.
+        """
 
     # measurements
     def add_measurements(self, experiment_id: str,
@@ -172,27 +176,45 @@ class Store(Protocol):
         Items whose ``key`` already exists in the experiment are not stored again; their
         original record is returned with ``created=False`` (a key repeated inside one batch
         stores the first). A ``suggestion_id`` that is pending becomes ``measured``; one that
-        is unknown raises UnknownSuggestion and stores nothing.
+        is unknown raises UnknownSuggestion and stores nothing. A paused experiment takes
+        measurements; a closed one does not.
 
         Raises:
             UnknownExperiment, UnknownSuggestion.
+            Conflict: A key already names a different measurement (position, values, noise
+                or suggestion differ; metadata may), or the experiment is closed.
+            ValueError: A value JSON cannot hold (NaN, inf).
         """
 
     def list_measurements(self, experiment_id: str, *, after_seq: int = 0,
                           limit: int | None = None) -> list[MeasurementRecord]:
-        """Measurements with ``seq > after_seq`` in ``seq`` order, at most ``limit``."""
+        """Measurements with ``seq > after_seq`` in ``seq`` order, at most ``limit``.
+
+        Raises:
+            UnknownExperiment.
+        """
 
     # suggestions
     def add_suggestions(self, experiment_id: str,
                         items: Sequence[NewSuggestion]) -> list[SuggestionRecord]:
-        """Store one ask's suggestions as pending, one batch, ranked in the given order."""
+        """Store one ask's suggestions as pending, one batch, ranked 0, 1, ... in order.
+
+        Raises:
+            UnknownExperiment.
+            Conflict: The experiment is not active (paused or closed).
+            ValueError: A value JSON cannot hold (NaN, inf).
+        """
 
     def get_suggestion(self, experiment_id: str, suggestion_id: str) -> SuggestionRecord:
         """Raises UnknownExperiment, UnknownSuggestion."""
 
     def list_suggestions(self, experiment_id: str, *,
                          status: SuggestionStatus | None = None) -> list[SuggestionRecord]:
-        """Suggestions of an experiment, oldest first, optionally of one status."""
+        """Suggestions of an experiment, oldest first, optionally of one status.
+
+        Raises:
+            UnknownExperiment.
+        """
 
     def close_suggestion(self, experiment_id: str, suggestion_id: str,
                          status: SuggestionStatus) -> SuggestionRecord:
@@ -200,6 +222,7 @@ class Store(Protocol):
 
         Raises:
             UnknownExperiment, UnknownSuggestion.
+            ValueError: ``status`` is neither ``abandoned`` nor ``expired``.
         """
 
     def expire_suggestions(self, now: float) -> list[SuggestionRecord]:

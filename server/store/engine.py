@@ -1,0 +1,78 @@
+"""SQLAlchemy engines for the store's URLs: driver choice, pool, SQLite pragmas and BEGIN."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.pool import StaticPool
+
+# A writer waits this long for SQLite's write lock before failing with "database is locked";
+# generous because a beamline's burst of posts queues behind one slow commit (fsync).
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+# Execution option that makes the SQLite "begin" hook emit BEGIN IMMEDIATE.
+IMMEDIATE = "beamsteer_immediate"
+
+
+def sqlalchemy_url(url: str) -> URL:
+    """Parse a store URL; plain ``postgresql://`` gets the psycopg 3 driver."""
+    u = make_url(url)
+    if u.drivername in ("postgresql", "postgres"):
+        u = u.set(drivername="postgresql+psycopg")
+    return u
+
+
+def _json(value: Any) -> str:
+    """Strict JSON: NaN and inf are refused on every backend (PostgreSQL's json type would
+    refuse them, SQLite would store them), so the store behaves the same on both."""
+    return json.dumps(value, allow_nan=False)
+
+
+def is_memory(u: URL) -> bool:
+    """Whether the URL names an in-memory SQLite database."""
+    return u.get_backend_name() == "sqlite" and u.database in (None, "", ":memory:")
+
+
+def _sqlite_engine(u: URL) -> Engine:
+    memory = is_memory(u)
+    if memory:
+        # One shared connection, or every checkout would see its own empty database.
+        engine = sa.create_engine(u, poolclass=StaticPool, json_serializer=_json,
+                                  connect_args={"check_same_thread": False})
+    else:
+        assert u.database is not None
+        Path(u.database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(u, json_serializer=_json,
+                                  connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000})
+
+    @sa.event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Let SQLAlchemy emit BEGIN itself (see _on_begin): the sqlite3 module's own
+        # transaction handling never begins a transaction for SELECT.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        if not memory:
+            cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=FULL")  # a returned write survives power loss
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cur.close()
+
+    @sa.event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        immediate = conn.get_execution_options().get(IMMEDIATE, False)
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    return engine
+
+
+def make_engine(u: URL) -> Engine:
+    """An engine for a parsed store URL, with pool and per-connection settings set."""
+    if u.get_backend_name() == "sqlite":
+        return _sqlite_engine(u)
+    # pre_ping: a threaded server outlives database restarts and idle-connection reapers.
+    return sa.create_engine(u, json_serializer=_json, pool_pre_ping=True, pool_size=10,
+                            max_overflow=20)

@@ -1,0 +1,453 @@
+"""The SQL store: SQLite (embedded default) and PostgreSQL through SQLAlchemy 2 Core.
+
+Concurrency: every write runs in one transaction that serializes with the other writes
+of its experiment, so ``seq`` numbers stay gapless and idempotency keys are checked
+against committed data. PostgreSQL locks the experiment row (``SELECT ... FOR UPDATE``)
+before it touches the experiment's suggestions or measurements, in every write, so that
+two writers never wait on each other's locks in opposite orders (a deadlock);
+SQLite opens write transactions with ``BEGIN IMMEDIATE``, which takes the database's one
+write lock up front (a deferred transaction that later writes can fail with
+``SQLITE_BUSY`` instead of waiting). In WAL mode, readers are never blocked by writers.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from server.steering.errors import Conflict, UnknownExperiment, UnknownSuggestion
+from server.store.base import (
+    ExperimentRecord,
+    ExperimentStatus,
+    MeasurementRecord,
+    NewMeasurement,
+    NewSuggestion,
+    StoredMeasurements,
+    SuggestionRecord,
+    SuggestionStatus,
+    register_store,
+)
+from server.store.engine import IMMEDIATE, is_memory, make_engine, sqlalchemy_url
+from server.store.schema import experiments, measurements, metadata, suggestions
+
+T = TypeVar("T")
+
+# A concurrent insert of the same key (or seq) loses with IntegrityError; the retry then
+# sees the winner's row. Locks make this rare, so a few attempts are plenty.
+WRITE_ATTEMPTS = 4
+# Key of the PostgreSQL advisory lock that serializes create_all across processes.
+_SCHEMA_LOCK = 0x6265616D  # "beam"
+
+PENDING = SuggestionStatus.pending.value
+
+
+def _new_id() -> str:
+    """A short URL-safe random id (72 bits)."""
+    return secrets.token_urlsafe(9)
+
+
+# ---------------------------------------------------------------- rows -> records
+
+
+def _experiment(row: sa.Row[Any]) -> ExperimentRecord:
+    return ExperimentRecord(
+        id=row.id,
+        spec=row.spec,
+        status=ExperimentStatus(row.status),
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+        model_state=row.model_state,
+        n_measurements=row.n_measurements,
+        n_pending=row.n_pending,
+    )
+
+
+def _measurement(row: sa.Row[Any]) -> MeasurementRecord:
+    return MeasurementRecord(
+        id=row.id,
+        experiment_id=row.experiment_id,
+        seq=row.seq,
+        position=row.position,
+        values=row.values_,
+        noise=row.noise,
+        suggestion_id=row.suggestion_id,
+        key=row.key,
+        metadata=row.metadata,
+        created_at=row.created_at,
+    )
+
+
+def _suggestion(row: sa.Row[Any]) -> SuggestionRecord:
+    return SuggestionRecord(
+        id=row.id,
+        experiment_id=row.experiment_id,
+        position=row.position,
+        mean=row.mean,
+        std=row.std,
+        acquisition=row.acquisition,
+        source=row.source,
+        status=SuggestionStatus(row.status),
+        batch=row.batch,
+        rank=row.rank,
+        created_at=row.created_at,
+        expires_at=row.expires_at,
+        closed_at=row.closed_at,
+    )
+
+
+def _content(m: MeasurementRecord | NewMeasurement) -> tuple[Any, ...]:
+    """What must match when a key is repeated (metadata, e.g. a retry's timestamp, may not)."""
+    return (m.position, m.values, m.noise, m.suggestion_id)
+
+
+def _n_measurements() -> sa.ScalarSelect[int]:
+    m = measurements
+    return (sa.select(sa.func.count()).where(m.c.experiment_id == experiments.c.id)
+            .scalar_subquery())
+
+
+def _n_pending() -> sa.ScalarSelect[int]:
+    s = suggestions
+    return (sa.select(sa.func.count())
+            .where(s.c.experiment_id == experiments.c.id, s.c.status == PENDING)
+            .scalar_subquery())
+
+
+@register_store("sqlite", "postgresql")
+class SQLStore:
+    """The :class:`~server.store.base.Store` on SQLite or PostgreSQL.
+
+    Args:
+        url: ``sqlite:///path/to.db``, ``sqlite:///:memory:``, ``postgresql://user@host/db``
+            or ``postgresql+psycopg://...``. The schema is created if missing.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        u = sqlalchemy_url(url)
+        self._engine = make_engine(u)
+        self._sqlite = u.get_backend_name() == "sqlite"
+        # An in-memory database is one shared connection: let one thread use it at a time.
+        self._serial: Any = threading.RLock() if is_memory(u) else nullcontext()
+        with self._begin(write=True) as conn:
+            if not self._sqlite:
+                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_SCHEMA_LOCK)))
+            metadata.create_all(conn)
+
+    def close(self) -> None:
+        self._engine.dispose()
+
+    def __repr__(self) -> str:
+        return f"SQLStore({self._engine.url.render_as_string(hide_password=True)!r})"
+
+    # ------------------------------------------------------------ transactions
+
+    @contextmanager
+    def _begin(self, *, write: bool) -> Iterator[Connection]:
+        """One transaction; a write one takes SQLite's write lock at BEGIN."""
+        with self._serial, self._engine.connect() as conn:
+            if write:
+                conn.execution_options(**{IMMEDIATE: True})
+            with conn.begin():
+                yield conn
+
+    def _write(self, fn: Callable[[Connection], T], attempts: int = 1) -> T:
+        """Run ``fn`` in a write transaction, again on IntegrityError up to ``attempts``."""
+        for attempt in range(1, attempts + 1):
+            try:
+                with self._begin(write=True) as conn:
+                    return fn(conn)
+            except sa.exc.IntegrityError:
+                if attempt == attempts:
+                    raise
+            except sa.exc.StatementError as exc:
+                # A value the JSON serializer refuses (NaN): the same ValueError on every
+                # backend (SQLite's driver path wraps it, psycopg's does not).
+                if isinstance(exc.orig, ValueError):
+                    raise exc.orig from None
+                raise
+        raise AssertionError("unreachable")
+
+    def _lock_experiment(self, conn: Connection, experiment_id: str) -> str:
+        """Lock the experiment row until commit (a no-op on SQLite); return its status."""
+        e = experiments
+        status = conn.execute(sa.select(e.c.status).where(e.c.id == experiment_id)
+                              .with_for_update()).scalar_one_or_none()
+        if status is None:
+            raise UnknownExperiment(experiment_id)
+        return str(status)
+
+    def _require_experiment(self, conn: Connection, experiment_id: str) -> None:
+        e = experiments
+        if conn.execute(sa.select(e.c.id).where(e.c.id == experiment_id)).first() is None:
+            raise UnknownExperiment(experiment_id)
+
+    def _get_experiment(self, conn: Connection, experiment_id: str) -> ExperimentRecord:
+        row = conn.execute(
+            sa.select(experiments, _n_measurements().label("n_measurements"),
+                      _n_pending().label("n_pending"))
+            .where(experiments.c.id == experiment_id)
+        ).first()
+        if row is None:
+            raise UnknownExperiment(experiment_id)
+        return _experiment(row)
+
+    # ------------------------------------------------------------ experiments
+
+    def create_experiment(self, spec: dict[str, Any]) -> ExperimentRecord:
+        def tx(conn: Connection) -> ExperimentRecord:
+            now = time.time()
+            experiment_id = _new_id()
+            conn.execute(experiments.insert().values(
+                id=experiment_id, name=str(spec.get("name", ""))[:200], spec=spec,
+                status=ExperimentStatus.active.value, created_at=now, updated_at=now,
+                model_state={}))
+            return self._get_experiment(conn, experiment_id)
+
+        return self._write(tx, attempts=2)  # 2: a (72-bit) id collision gets a new id
+
+    def get_experiment(self, experiment_id: str) -> ExperimentRecord:
+        with self._begin(write=False) as conn:
+            return self._get_experiment(conn, experiment_id)
+
+    def list_experiments(self) -> list[ExperimentRecord]:
+        e, m, s = experiments, measurements, suggestions
+        # One grouped query, however many experiments there are.
+        n_m = (sa.select(m.c.experiment_id, sa.func.count().label("n"))
+               .group_by(m.c.experiment_id).subquery())
+        n_p = (sa.select(s.c.experiment_id, sa.func.count().label("n"))
+               .where(s.c.status == PENDING).group_by(s.c.experiment_id).subquery())
+        query = (
+            sa.select(e, sa.func.coalesce(n_m.c.n, 0).label("n_measurements"),
+                      sa.func.coalesce(n_p.c.n, 0).label("n_pending"))
+            .select_from(e.outerjoin(n_m, n_m.c.experiment_id == e.c.id)
+                         .outerjoin(n_p, n_p.c.experiment_id == e.c.id))
+            .order_by(e.c.created_at.desc(), e.c.id)
+        )
+        with self._begin(write=False) as conn:
+            return [_experiment(row) for row in conn.execute(query)]
+
+    def set_status(self, experiment_id: str, status: ExperimentStatus) -> ExperimentRecord:
+        status = ExperimentStatus(status)
+
+        def tx(conn: Connection) -> ExperimentRecord:
+            e = experiments
+            done = conn.execute(e.update().where(e.c.id == experiment_id)
+                                .values(status=status.value, updated_at=time.time()))
+            if done.rowcount == 0:
+                raise UnknownExperiment(experiment_id)
+            return self._get_experiment(conn, experiment_id)
+
+        return self._write(tx)
+
+    def save_model_state(self, experiment_id: str, state: dict[str, Any]) -> None:
+        # updated_at stays: a refit changes no data a client posted or was given.
+        def tx(conn: Connection) -> None:
+            e = experiments
+            done = conn.execute(e.update().where(e.c.id == experiment_id)
+                                .values(model_state=state))
+            if done.rowcount == 0:
+                raise UnknownExperiment(experiment_id)
+
+        self._write(tx)
+
+    # ------------------------------------------------------------ measurements
+
+    def add_measurements(self, experiment_id: str,
+                         items: Sequence[NewMeasurement]) -> StoredMeasurements:
+        items = list(items)
+        return self._write(lambda conn: self._add_measurements(conn, experiment_id, items),
+                           attempts=WRITE_ATTEMPTS)
+
+    def _add_measurements(self, conn: Connection, experiment_id: str,
+                          items: list[NewMeasurement]) -> StoredMeasurements:
+        m, s = measurements, suggestions
+        if self._lock_experiment(conn, experiment_id) == ExperimentStatus.closed.value:
+            raise Conflict("status", f"experiment {experiment_id!r} is closed")
+        now = time.time()
+        suggestion_ids = {it.suggestion_id for it in items if it.suggestion_id is not None}
+        self._require_suggestions(conn, experiment_id, suggestion_ids)
+
+        keys = {it.key for it in items if it.key is not None}
+        stored: dict[str, MeasurementRecord] = {}
+        if keys:
+            rows = conn.execute(sa.select(m).where(m.c.experiment_id == experiment_id,
+                                                   m.c.key.in_(keys)))
+            stored = {row.key: _measurement(row) for row in rows}
+        seq = conn.execute(sa.select(sa.func.coalesce(sa.func.max(m.c.seq), 0))
+                           .where(m.c.experiment_id == experiment_id)).scalar_one()
+
+        # Plan the batch: each item resolves to a stored record or to a row to insert.
+        plan: list[MeasurementRecord | int] = []  # a record, or an index into new_rows
+        new_rows: list[dict[str, Any]] = []
+        new_by_key: dict[str, int] = {}  # key -> index of its first item
+        created: list[bool] = []
+        for i, it in enumerate(items):
+            known: MeasurementRecord | NewMeasurement | None = None
+            if it.key in stored:
+                known = stored[it.key]
+                plan.append(stored[it.key])
+            elif it.key in new_by_key:
+                known = items[new_by_key[it.key]]
+                plan.append(plan[new_by_key[it.key]])
+            else:
+                seq += 1
+                plan.append(len(new_rows))
+                new_rows.append(dict(
+                    experiment_id=experiment_id, seq=seq, position=dict(it.position),
+                    values_=dict(it.values), noise=dict(it.noise),
+                    suggestion_id=it.suggestion_id, key=it.key, metadata=dict(it.metadata),
+                    created_at=now))
+                if it.key is not None:
+                    new_by_key[it.key] = i
+            created.append(known is None)
+            if known is not None and _content(known) != _content(it):
+                raise Conflict(f"measurements[{i}].key",
+                               f"key {it.key!r} already used for a different measurement")
+
+        new_records: list[MeasurementRecord] = []
+        if new_rows:
+            ids = conn.execute(m.insert().returning(m.c.id, sort_by_parameter_order=True),
+                               new_rows).scalars().all()
+            new_records = [MeasurementRecord(
+                id=id_, experiment_id=experiment_id, seq=r["seq"], position=r["position"],
+                values=r["values_"], noise=r["noise"], suggestion_id=r["suggestion_id"],
+                key=r["key"], metadata=r["metadata"], created_at=now)
+                for id_, r in zip(ids, new_rows, strict=True)]
+            conn.execute(experiments.update().where(experiments.c.id == experiment_id)
+                         .values(updated_at=now))
+        if suggestion_ids:
+            # A late answer to an abandoned or expired suggestion is still data; only a
+            # pending one changes state.
+            conn.execute(s.update().where(s.c.id.in_(suggestion_ids), s.c.status == PENDING)
+                         .values(status=SuggestionStatus.measured.value, closed_at=now))
+        records = [p if isinstance(p, MeasurementRecord) else new_records[p] for p in plan]
+        return StoredMeasurements(records=records, created=created)
+
+    def _require_suggestions(self, conn: Connection, experiment_id: str,
+                             suggestion_ids: set[str]) -> None:
+        if not suggestion_ids:
+            return
+        s = suggestions
+        known = set(conn.execute(sa.select(s.c.id).where(
+            s.c.experiment_id == experiment_id, s.c.id.in_(suggestion_ids))).scalars())
+        missing = sorted(suggestion_ids - known)
+        if missing:
+            raise UnknownSuggestion(experiment_id, missing[0])
+
+    def list_measurements(self, experiment_id: str, *, after_seq: int = 0,
+                          limit: int | None = None) -> list[MeasurementRecord]:
+        m = measurements
+        query = (sa.select(m).where(m.c.experiment_id == experiment_id, m.c.seq > after_seq)
+                 .order_by(m.c.seq).limit(limit))
+        with self._begin(write=False) as conn:
+            rows = conn.execute(query).all()
+            if not rows:
+                self._require_experiment(conn, experiment_id)
+            return [_measurement(row) for row in rows]
+
+    # ------------------------------------------------------------ suggestions
+
+    def add_suggestions(self, experiment_id: str,
+                        items: Sequence[NewSuggestion]) -> list[SuggestionRecord]:
+        items = list(items)
+
+        def tx(conn: Connection) -> list[SuggestionRecord]:
+            status = self._lock_experiment(conn, experiment_id)
+            if status != ExperimentStatus.active.value:
+                raise Conflict("status", f"experiment {experiment_id!r} is {status}")
+            if not items:
+                return []
+            now, batch = time.time(), _new_id()
+            records = [SuggestionRecord(
+                id=_new_id(), experiment_id=experiment_id, position=dict(it.position),
+                mean=dict(it.mean), std=dict(it.std), acquisition=it.acquisition,
+                source=it.source,
+                status=SuggestionStatus.pending, batch=batch, rank=rank, created_at=now,
+                expires_at=it.expires_at, closed_at=None) for rank, it in enumerate(items)]
+            conn.execute(suggestions.insert(), [
+                asdict(r) | {"status": r.status.value} for r in records])
+            conn.execute(experiments.update().where(experiments.c.id == experiment_id)
+                         .values(updated_at=now))
+            return records
+
+        return self._write(tx, attempts=2)  # 2: an id collision gets new ids
+
+    def _find_suggestion(self, conn: Connection, experiment_id: str,
+                         suggestion_id: str) -> sa.Row[Any]:
+        s = suggestions
+        row = conn.execute(sa.select(s).where(s.c.id == suggestion_id,
+                                              s.c.experiment_id == experiment_id)).first()
+        if row is None:
+            self._require_experiment(conn, experiment_id)
+            raise UnknownSuggestion(experiment_id, suggestion_id)
+        return row
+
+    def get_suggestion(self, experiment_id: str, suggestion_id: str) -> SuggestionRecord:
+        with self._begin(write=False) as conn:
+            return _suggestion(self._find_suggestion(conn, experiment_id, suggestion_id))
+
+    def list_suggestions(self, experiment_id: str, *,
+                         status: SuggestionStatus | None = None) -> list[SuggestionRecord]:
+        s = suggestions
+        query = (sa.select(s).where(s.c.experiment_id == experiment_id)
+                 .order_by(s.c.created_at, s.c.batch, s.c.rank))
+        if status is not None:
+            query = query.where(s.c.status == SuggestionStatus(status).value)
+        with self._begin(write=False) as conn:
+            rows = conn.execute(query).all()
+            if not rows:
+                self._require_experiment(conn, experiment_id)
+            return [_suggestion(row) for row in rows]
+
+    def close_suggestion(self, experiment_id: str, suggestion_id: str,
+                         status: SuggestionStatus) -> SuggestionRecord:
+        status = SuggestionStatus(status)
+        if status not in (SuggestionStatus.abandoned, SuggestionStatus.expired):
+            raise ValueError(f"a suggestion is closed as abandoned or expired, not {status}")
+
+        def tx(conn: Connection) -> SuggestionRecord:
+            s = suggestions
+            self._lock_experiment(conn, experiment_id)
+            row = self._find_suggestion(conn, experiment_id, suggestion_id)
+            if row.status != PENDING:
+                return _suggestion(row)
+            now = time.time()
+            conn.execute(s.update().where(s.c.id == suggestion_id)
+                         .values(status=status.value, closed_at=now))
+            conn.execute(experiments.update().where(experiments.c.id == experiment_id)
+                         .values(updated_at=now))
+            return _suggestion(self._find_suggestion(conn, experiment_id, suggestion_id))
+
+        return self._write(tx)
+
+    def expire_suggestions(self, now: float) -> list[SuggestionRecord]:
+        def tx(conn: Connection) -> list[SuggestionRecord]:
+            s, e = suggestions, experiments
+            due = (s.c.status == PENDING, s.c.expires_at.is_not(None), s.c.expires_at <= now)
+            touched = conn.execute(sa.select(s.c.experiment_id).where(*due).distinct())
+            ids = sorted(touched.scalars())
+            if not ids:
+                return []
+            # Lock order, as everywhere: experiment rows first (sorted), then suggestions.
+            conn.execute(sa.select(e.c.id).where(e.c.id.in_(ids)).order_by(e.c.id)
+                         .with_for_update())
+            rows = conn.execute(
+                s.update().where(*due, s.c.experiment_id.in_(ids))
+                .values(status=SuggestionStatus.expired.value, closed_at=now)
+                .returning(*s.c)
+            ).all()
+            conn.execute(e.update().where(e.c.id.in_(ids)).values(updated_at=time.time()))
+            return sorted((_suggestion(row) for row in rows),
+                          key=lambda r: (r.created_at, r.batch, r.rank))
+
+        return self._write(tx)
+

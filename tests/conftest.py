@@ -1,0 +1,62 @@
+"""Shared fixtures: database URLs for the store's backends (after tiled's ``conftest.py``).
+
+``sqlite_url`` is a fresh SQLite file per test. ``postgres_url`` is a fresh PostgreSQL
+database per test session, created through the admin URL in
+``BEAMSTEER_TEST_POSTGRES_URL`` (default ``postgresql://postgres@127.0.0.1:5432/test``)
+and dropped at the end, so parallel runs never share tables; tests sharing it must create
+their own experiments. Without a PostgreSQL server the tests that need it are skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+def _admin_connect(admin_url: str):  # -> psycopg.Connection
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    # psycopg takes plain libpq URLs: drop a "+psycopg" driver suffix.
+    conninfo = make_url(admin_url).set(drivername="postgresql")
+    return psycopg.connect(conninfo.render_as_string(hide_password=False), autocommit=True,
+                           connect_timeout=3)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """URL of a fresh PostgreSQL database, dropped after the session."""
+    import psycopg
+    from psycopg import sql
+    from sqlalchemy.engine import make_url
+
+    admin_url = os.environ.get("BEAMSTEER_TEST_POSTGRES_URL", POSTGRES_ADMIN_URL)
+    try:
+        admin = _admin_connect(admin_url)
+    except psycopg.OperationalError as exc:
+        shown = make_url(admin_url).render_as_string(hide_password=True)
+        pytest.skip(f"PostgreSQL at {shown} does not answer "
+                    f"(set BEAMSTEER_TEST_POSTGRES_URL): {exc}".strip())
+    name = f"beamsteer_test_{secrets.token_hex(6)}"
+    with admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
+    try:
+        yield url
+    finally:
+        with _admin_connect(admin_url) as admin:
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                          "WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    """URL of a SQLite file that does not exist yet, in a directory that does not either."""
+    return f"sqlite:///{tmp_path / 'data' / 'beamsteer.db'}"
