@@ -49,7 +49,7 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _known_scheme(cls, v: str | None) -> str | None:
-        if v is not None and not v.split(":", 1)[0].split("+", 1)[0] in ("sqlite", "postgresql"):
+        if v is not None and v.split(":", 1)[0].split("+", 1)[0] not in ("sqlite", "postgresql"):
             raise ValueError("database_url must be sqlite:///... or postgresql://...")
         return v
 

@@ -41,6 +41,8 @@ def postgres_url() -> Iterator[str]:
         admin = _admin_connect(admin_url)
     except psycopg.OperationalError as exc:
         shown = make_url(admin_url).render_as_string(hide_password=True)
+        if os.environ.get("BEAMSTEER_TEST_REQUIRE_SERVICES"):  # CI: a missing server fails
+            pytest.fail(f"PostgreSQL at {shown} does not answer: {exc}")
         pytest.skip(f"PostgreSQL at {shown} does not answer "
                     f"(set BEAMSTEER_TEST_POSTGRES_URL): {exc}".strip())
     name = f"beamsteer_test_{secrets.token_hex(6)}"

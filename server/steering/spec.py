@@ -9,13 +9,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import Any
 
 from server.steering.errors import InvalidMeasurement, InvalidSpec
 
 
-class Goal(str, Enum):
+class Goal(StrEnum):
     """What the experiment is after."""
 
     map = "map"  # reduce the map's uncertainty everywhere (kriging, Noack et al. 2019)
@@ -23,7 +23,7 @@ class Goal(str, Enum):
     minimize = "minimize"
 
 
-class Acquisition(str, Enum):
+class Acquisition(StrEnum):
     """How the next positions are chosen."""
 
     variance = "variance"  # max posterior std (gpCAM's default)
@@ -32,7 +32,7 @@ class Acquisition(str, Enum):
     ei = "ei"  # log expected improvement
 
 
-class Kernel(str, Enum):
+class Kernel(StrEnum):
     """Covariance function of the GP (ARD: one lengthscale per parameter)."""
 
     matern52 = "matern52"
@@ -57,8 +57,9 @@ def _check_name(name: object, fld: str) -> str:
         raise InvalidSpec(fld, "must be a non-empty string")
     if len(name) > MAX_NAME:
         raise InvalidSpec(fld, f"longer than {MAX_NAME} characters")
-    if not (name[0].isalpha() or name[0] == "_") or not all(c.isalnum() or c in "_-." for c in name):
-        raise InvalidSpec(fld, "must start with a letter and hold only letters, digits, '_', '-', '.'")
+    ok = all(c.isalnum() or c in "_-." for c in name)
+    if not (name[0].isalpha() or name[0] == "_") or not ok:
+        raise InvalidSpec(fld, "must start with a letter; only letters, digits, '_', '-', '.'")
     return name
 
 
@@ -316,7 +317,8 @@ class ExperimentSpec:
         out: dict[str, float] = {}
         for k, v in values.items():
             if k not in self.output_names:
-                raise InvalidMeasurement(f"{fld}.{k}", f"unknown output; expected {self.output_names}")
+                raise InvalidMeasurement(f"{fld}.{k}",
+                                         f"unknown output; expected {self.output_names}")
             out[k] = _finite(v, f"{fld}.{k}", InvalidMeasurement)
         if not allow_partial and set(out) != set(self.output_names):
             missing = sorted(set(self.output_names) - set(out))
@@ -369,7 +371,8 @@ class ExperimentSpec:
         boxes = []
         for i, b in enumerate(data.pop("forbidden", None) or []):
             if not isinstance(b, Mapping):
-                raise InvalidSpec(f"forbidden[{i}]", "must be an object {parameter: [lower, upper]}")
+                raise InvalidSpec(f"forbidden[{i}]",
+                                  "must be an object {parameter: [lower, upper]}")
             boxes.append(Box(dict(b)))
         try:
             return cls(parameters=tuple(params), outputs=tuple(outputs), forbidden=tuple(boxes),

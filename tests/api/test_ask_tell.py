@@ -153,8 +153,8 @@ def test_bad_measurement_names_field_and_stores_nothing(
 
 @pytest.mark.parametrize("bad", ["NaN", "Infinity", "-Infinity"])
 def test_non_finite_values_are_refused(client: httpx.Client, experiment: dict, bad: str) -> None:
-    body = ('{"measurements": [{"position": {"x": 1, "y": 1}, "values": {"intensity": %s}}]}'
-            % bad)
+    body = '{"measurements": [{"position": {"x": 1, "y": 1}, "values": {"intensity": ' + \
+        bad + "}}]}"
     r = client.post(_url(experiment, "/measurements"), content=body,
                     headers={"content-type": "application/json"})
     assert r.status_code == 422, r.text
