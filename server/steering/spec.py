@@ -57,8 +57,10 @@ def _check_name(name: object, fld: str) -> str:
         raise InvalidSpec(fld, "must be a non-empty string")
     if len(name) > MAX_NAME:
         raise InvalidSpec(fld, f"longer than {MAX_NAME} characters")
-    if not (name[0].isalpha() or name[0] == "_") or not all(c.isalnum() or c in "_-." for c in name):
-        raise InvalidSpec(fld, "must start with a letter and hold only letters, digits, '_', '-', '.'")
+    if not (name[0].isalpha() or name[0] == "_") or not all(
+            c.isalnum() or c in "_-." for c in name):
+        raise InvalidSpec(fld,
+                          "must start with a letter and hold only letters, digits, '_', '-', '.'")
     return name
 
 
@@ -316,7 +318,8 @@ class ExperimentSpec:
         out: dict[str, float] = {}
         for k, v in values.items():
             if k not in self.output_names:
-                raise InvalidMeasurement(f"{fld}.{k}", f"unknown output; expected {self.output_names}")
+                raise InvalidMeasurement(f"{fld}.{k}",
+                                         f"unknown output; expected {self.output_names}")
             out[k] = _finite(v, f"{fld}.{k}", InvalidMeasurement)
         if not allow_partial and set(out) != set(self.output_names):
             missing = sorted(set(self.output_names) - set(out))
@@ -369,7 +372,8 @@ class ExperimentSpec:
         boxes = []
         for i, b in enumerate(data.pop("forbidden", None) or []):
             if not isinstance(b, Mapping):
-                raise InvalidSpec(f"forbidden[{i}]", "must be an object {parameter: [lower, upper]}")
+                raise InvalidSpec(f"forbidden[{i}]",
+                                  "must be an object {parameter: [lower, upper]}")
             boxes.append(Box(dict(b)))
         try:
             return cls(parameters=tuple(params), outputs=tuple(outputs), forbidden=tuple(boxes),
