@@ -1,0 +1,112 @@
+"""Acquisition functions on a (fantasy-conditioned) exact posterior, in model space.
+
+Larger is better for all of them. They are evaluated two ways: in bulk on the candidate set
+held by :class:`~server.steering.gp.Fantasies`, and differentiably at arbitrary points for
+the gradient polish. Values are in standardized units; :meth:`Scorer.to_output_units`
+converts what is reported.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from server.steering.gp import Fantasies
+from server.steering.spec import Acquisition, ExperimentSpec, Goal
+
+_C1 = 0.5 * math.log(2 * math.pi)
+_C2 = 0.5 * math.log(math.pi / 2)
+_ASYMPTOTIC_Z = -1e6  # below this, log h(z) ~ log phi(z) - 2 log|z| to double precision
+
+
+def effective_acquisition(spec: ExperimentSpec) -> str:
+    """The acquisition actually used: ``ucb``/``ei`` with goal ``map`` fall back to variance."""
+    acq = Acquisition(spec.acquisition)
+    if spec.goal == Goal.map and acq in (Acquisition.ucb, Acquisition.ei):
+        return Acquisition.variance.value
+    return acq.value
+
+
+def _log1mexp(a: Tensor) -> Tensor:
+    """``log(1 - exp(a))`` for ``a < 0``, stable on both sides of ``-log 2``."""
+    a = a.clamp_max(-1e-300)
+    return torch.where(a > -math.log(2), torch.log(-torch.expm1(a)), torch.log1p(-torch.exp(a)))
+
+
+def log_h(z: Tensor) -> Tensor:
+    """``log(phi(z) + z Phi(z))``, the log of the standardized expected improvement.
+
+    Stable for very negative ``z`` (via the scaled complementary error function), with finite
+    gradients everywhere (each branch sees clamped inputs).
+
+    Args:
+        z: Any shape.
+    """
+    zu = z.clamp_min(-1.0)
+    upper = torch.log(torch.exp(-0.5 * zu**2 - _C1) + zu * torch.special.ndtr(zu))
+    zl = z.clamp(_ASYMPTOTIC_Z, -1.0)
+    lower = -0.5 * zl**2 - _C1 + _log1mexp(
+        torch.log(-zl) + torch.log(torch.special.erfcx(-zl / math.sqrt(2))) + _C2)
+    za = z.clamp_max(_ASYMPTOTIC_Z)
+    asym = -0.5 * za**2 - _C1 - 2 * torch.log(-za)
+    return torch.where(z > -1.0, upper, torch.where(z > _ASYMPTOTIC_Z, lower, asym))
+
+
+class Scorer:
+    """One acquisition function bound to a :class:`Fantasies` state.
+
+    Args:
+        kind: ``variance``, ``integrated_variance``, ``ucb`` or ``ei``.
+        fantasies: Posterior at the candidates (and integration points for
+            ``integrated_variance``), conditioned on pending/chosen points.
+        maximize: Direction for ``ucb``/``ei`` (``False``: minimize).
+        beta: ``ucb`` exploration weight.
+        best: Best posterior mean at measured points (``ei``), standardized.
+        noise: Noise variance of a new observation, standardized.
+    """
+
+    def __init__(self, kind: str, fantasies: Fantasies, *, maximize: bool = True,
+                 beta: float = 4.0, best: float = 0.0, noise: float = 0.0) -> None:
+        self.kind, self.f, self.noise = kind, fantasies, noise
+        self.sign = 1.0 if maximize else -1.0
+        self.sqrt_beta = math.sqrt(beta)
+        self.best = self.sign * best  # in sign space: larger is better
+
+    def believe(self, mean: float) -> None:
+        """Kriging believer: a fantasy at posterior mean ``mean`` may raise the incumbent."""
+        self.best = max(self.best, self.sign * mean)
+
+    def _value(self, mean: Tensor, var: Tensor, cov_z: Tensor | None) -> Tensor:
+        std = var.sqrt()
+        if self.kind == "variance":
+            return std
+        if self.kind == "ucb":
+            return self.sign * mean + self.sqrt_beta * std
+        if self.kind == "ei":
+            return log_h((self.sign * mean - self.best) / std) + torch.log(std)
+        if self.kind == "integrated_variance":
+            assert cov_z is not None
+            return cov_z.pow(2).mean(0) / (var + self.noise)
+        raise ValueError(f"unknown acquisition {self.kind!r}")
+
+    def candidates(self) -> Tensor:
+        """Values ``M`` on the candidate set of the fantasy state."""
+        M = self.f.M
+        return self._value(self.f.mean[:M], self.f.var[:M], self.f.cross)
+
+    def at(self, x: Tensor) -> Tensor:
+        """Values at ``x`` (``b x d``, normalized), differentiable in ``x``."""
+        mean, var, cov_z = self.f.at(x)
+        return self._value(mean, var, cov_z)
+
+    def to_output_units(self, value: float, y_mean: float, y_std: float) -> float:
+        """Convert a standardized value to the output's units (as reported in candidates)."""
+        if self.kind == "variance":
+            return value * y_std
+        if self.kind == "ucb":
+            return value * y_std + self.sign * y_mean
+        if self.kind == "ei":
+            return value + math.log(y_std)
+        return value * y_std**2

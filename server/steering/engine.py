@@ -1,0 +1,368 @@
+"""The GP steering engine of one experiment: ingest, suggest, posterior, background refit.
+
+Thread safety: one lock guards the data and the per-output posteriors. Posteriors
+(:class:`~server.steering.gp.ExactGP`) are immutable, so ``suggest`` and ``posterior`` take
+references under the lock and compute without it; ``ingest`` swaps in an extended posterior
+under the lock (O(N^2 k)); ``refit`` fits on a snapshot with no lock held, and only swaps the
+result in under it. Refits are serialized by a second lock.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import torch
+
+from server.steering import design, fit, hyper
+from server.steering.acquisition import Scorer, effective_acquisition
+from server.steering.errors import InvalidInput, InvalidMeasurement
+from server.steering.gp import DTYPE, NOISE_FLOOR, ExactGP, Fantasies, Hyperparameters
+from server.steering.optimize import select
+from server.steering.planner import order_for_travel
+from server.steering.spec import MAX_BATCH, ExperimentSpec, Goal
+from server.steering.types import Candidate, ModelStatus, OutputStatus, Posterior
+
+MIN_FIT_POINTS = 3  # an output is fitted once it has this many measurements
+MAX_FIT_POINTS = 2000  # above this, hyperparameters are fitted on a seeded random subset
+FLOP_BUDGET = 4e9  # bounds N^2 * (candidates + integration points) of one ask
+PREDICT_ENTRIES = 10_000_000  # N x chunk entries per posterior chunk (80 MB in float64)
+
+
+@dataclass
+class _Output:
+    """Mutable bookkeeping of one output's GP (guarded by the engine's lock)."""
+
+    name: str
+    hp: Hyperparameters | None = None
+    gp: ExactGP | None = None
+    failures: int = 0
+    failed_at_n: int | None = None  # measurements at the last failed fit, None after success
+    last_error: str | None = None
+    last_fit_at: float | None = None
+    last_fit_seconds: float | None = None
+
+
+class GPEngine:
+    """One experiment's GP models (one independent exact GP per output) and acquisition.
+
+    Args:
+        spec: The experiment spec.
+        hyperparameters: Warm start, as returned by :meth:`hyperparameters` (e.g. after a
+            restart): ``{output: {...} | None}``.
+
+    Raises:
+        InvalidInput: Malformed warm-start hyperparameters.
+    """
+
+    def __init__(self, spec: ExperimentSpec, *,
+                 hyperparameters: dict[str, Any] | None = None) -> None:
+        self.spec = spec
+        d, m = spec.dim, len(spec.outputs)
+        self._lock = threading.Lock()
+        self._refit_lock = threading.Lock()
+        self._refitting = False
+        self._n = 0
+        self._X = np.empty((64, d))
+        self._Y = np.empty((64, m))
+        self._Yvar = np.empty((64, m))
+        self._outputs = [_Output(o.name) for o in spec.outputs]
+        self._target = spec.output_names.index(spec.target)  # type: ignore[arg-type]
+        for name, data in (hyperparameters or {}).items():
+            if name not in spec.output_names:
+                raise InvalidInput(f"hyperparameters.{name}", "unknown output")
+            if data is not None:
+                self._outputs[spec.output_names.index(name)].hp = hyper.from_dict(
+                    spec, data, f"hyperparameters.{name}")
+
+    # --- data -------------------------------------------------------------------------------
+
+    def ingest(self, X: np.ndarray, Y: np.ndarray, Yvar: np.ndarray | None = None) -> None:
+        """Add measurements and update each output's posterior incrementally (no refit).
+
+        Args:
+            X: ``n x d`` positions in spec units, axis order.
+            Y: ``n x m`` values in output order; NaN where an output was not measured.
+            Yvar: ``n x m`` known noise variances (output units); NaN (or ``None``) where
+                unknown, so the output's learned noise is used.
+
+        Raises:
+            InvalidMeasurement: Wrong shapes, non-finite positions, negative variances.
+        """
+        X, Y, Yvar = self._check_data(X, Y, Yvar)
+        with self._lock:
+            n, k = self._n, X.shape[0]
+            if n + k > self._X.shape[0]:
+                cap = max(2 * self._X.shape[0], n + k)
+                for attr in ("_X", "_Y", "_Yvar"):
+                    old = getattr(self, attr)
+                    new = np.empty((cap, old.shape[1]))
+                    new[:n] = old[:n]
+                    setattr(self, attr, new)
+            self._X[n:n + k], self._Y[n:n + k], self._Yvar[n:n + k] = X, Y, Yvar
+            self._n = n + k
+            for j, out in enumerate(self._outputs):
+                if out.hp is not None:
+                    self._update(j, out, out.gp)
+
+    def _check_data(self, X: np.ndarray, Y: np.ndarray,
+                    Yvar: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        d, m = self.spec.dim, len(self.spec.outputs)
+        X = np.asarray(X, dtype=np.float64)
+        Y = np.asarray(Y, dtype=np.float64)
+        if X.ndim != 2 or X.shape[1] != d:
+            raise InvalidMeasurement("X", f"must have shape n x {d}, got {X.shape}")
+        if Y.shape != (X.shape[0], m):
+            raise InvalidMeasurement("Y", f"must have shape {(X.shape[0], m)}, got {Y.shape}")
+        Yvar = np.full_like(Y, np.nan) if Yvar is None else np.asarray(Yvar, dtype=np.float64)
+        if Yvar.shape != Y.shape:
+            raise InvalidMeasurement("Yvar", f"must have shape {Y.shape}, got {Yvar.shape}")
+        if not np.isfinite(X).all():
+            raise InvalidMeasurement("X", "positions must be finite")
+        if np.isinf(Y).any():
+            raise InvalidMeasurement("Y", "values must be finite (NaN = not measured)")
+        if np.isinf(Yvar).any() or (Yvar < 0).any():
+            raise InvalidMeasurement("Yvar", "variances must be finite and >= 0 (NaN = unknown)")
+        return X, Y, Yvar
+
+    def _rows(self, j: int, n: int | None = None) -> np.ndarray:
+        """Row indices (of the first ``n`` rows) where output ``j`` was measured."""
+        n = self._n if n is None else n
+        return np.flatnonzero(~np.isnan(self._Y[:n, j]))
+
+    def _training(self, j: int, hp: Hyperparameters, rows: np.ndarray
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Model-space ``(X n x d, y n, noise n)`` of output ``j`` at ``rows``."""
+        U = design.to_unit(self.spec, self._X[rows])
+        y = (self._Y[rows, j] - hp.y_mean) / hp.y_std
+        var = self._Yvar[rows, j]
+        noise = np.where(np.isnan(var), hp.noise, np.maximum(var / hp.y_std**2, NOISE_FLOOR))
+        return (torch.as_tensor(U, dtype=DTYPE), torch.as_tensor(y, dtype=DTYPE),
+                torch.as_tensor(noise, dtype=DTYPE))
+
+    def _update(self, j: int, out: _Output, gp: ExactGP | None) -> None:
+        """Bring ``gp`` (built on a prefix of output ``j``'s rows) up to date; lock held."""
+        assert out.hp is not None
+        rows = self._rows(j)
+        start = 0 if gp is None else gp.n
+        if start == len(rows):
+            out.gp = gp
+            return
+        try:
+            Xt, yt, nt = self._training(j, out.hp, rows[start:])
+            out.gp = ExactGP.build(out.hp, Xt, yt, nt) if gp is None else gp.extend(Xt, yt, nt)
+        except (RuntimeError, ValueError) as e:  # LinAlgError is a RuntimeError
+            out.gp, out.last_error = gp, f"posterior update failed: {e}"
+
+    # --- refit ------------------------------------------------------------------------------
+
+    def needs_refit(self) -> bool:
+        """Whether a refit is due: an output's first fit (>= 3 points), or its data grew by
+        ``max(3, 25%)`` since the last fit; after a failed fit, only once more data arrived.
+        ``False`` while a refit runs."""
+        with self._lock:
+            if self._refitting:
+                return False
+            for j, out in enumerate(self._outputs):
+                nj = len(self._rows(j))
+                if nj < MIN_FIT_POINTS or (out.failed_at_n is not None and nj <= out.failed_at_n):
+                    continue
+                fitted = 0 if out.hp is None else out.hp.fitted_n
+                if out.hp is None or nj >= fitted + max(3, math.ceil(0.25 * fitted)):
+                    return True
+            return False
+
+    def refit(self) -> ModelStatus:
+        """Refit the hyperparameters of every output with >= 3 points; never raises.
+
+        Fits on a snapshot without holding the lock (above :data:`MAX_FIT_POINTS` points on a
+        random subset seeded by ``(spec.seed, N, output)``), then swaps the new hyperparameters
+        in and rebuilds each posterior on all data, including rows that arrived meanwhile. A
+        failed fit keeps the previous model and counts in ``fit_failures``.
+
+        Returns:
+            The status after the refit.
+        """
+        with self._refit_lock:
+            with self._lock:
+                self._refitting = True
+                n = self._n
+                X, Y, Yvar = self._X[:n].copy(), self._Y[:n].copy(), self._Yvar[:n].copy()
+            try:
+                for j, out in enumerate(self._outputs):
+                    self._refit_output(j, out, X, Y[:, j], Yvar[:, j])
+            finally:
+                with self._lock:
+                    self._refitting = False
+        return self.status()
+
+    def _refit_output(self, j: int, out: _Output, X: np.ndarray, y: np.ndarray,
+                      yvar: np.ndarray) -> None:
+        rows = np.flatnonzero(~np.isnan(y))
+        if len(rows) < MIN_FIT_POINTS:
+            return
+        t0 = time.perf_counter()
+        try:
+            fit_rows = rows
+            if len(rows) > MAX_FIT_POINTS:
+                rng = np.random.default_rng(design.mix_seed(self.spec.seed, len(X), j))
+                fit_rows = np.sort(rng.choice(rows, MAX_FIT_POINTS, replace=False))
+            known = bool(np.isfinite(yvar[fit_rows]).all())
+            hp = fit.fit_hyperparameters(
+                design.to_unit(self.spec, X[fit_rows]), y[fit_rows],
+                yvar[fit_rows] if known else None, self.spec.kernel.value,
+                seed=design.mix_seed(self.spec.seed, len(X), j))
+            hp = replace(hp, fitted_n=len(rows))
+            with self._lock:
+                Xt, yt, nt = self._training(j, hp, rows)
+            gp = ExactGP.build(hp, Xt, yt, nt)  # O(N^3), outside the lock
+        except Exception as e:  # noqa: BLE001 - a bad fit must never take the experiment down
+            with self._lock:
+                out.failures += 1
+                out.failed_at_n = len(rows)
+                out.last_error = f"{type(e).__name__}: {e}"[:500]
+            return
+        with self._lock:
+            out.hp, out.failed_at_n, out.last_error = hp, None, None
+            out.last_fit_at, out.last_fit_seconds = time.time(), time.perf_counter() - t0
+            self._update(j, out, gp)  # adds the rows that arrived during the fit
+
+    # --- suggest ----------------------------------------------------------------------------
+
+    def suggest(self, q: int, pending: np.ndarray | None = None,
+                start: np.ndarray | None = None) -> list[Candidate]:
+        """Propose ``q`` positions, ordered for short motor travel; never waits for a refit.
+
+        The scrambled-Sobol initial design runs while measured + pending points are fewer
+        than ``spec.initial_design``, or the target output has fewer than 3 measurements or
+        no fitted model yet; then the spec's acquisition of the target output is maximized,
+        greedily for ``q > 1``, conditioning on pending and chosen points (kriging believer).
+
+        Args:
+            q: Number of positions, ``1 <= q <= 100``.
+            pending: ``p x d`` positions (spec units) suggested but not measured yet.
+            start: ``d`` current motor position; defaults to the last measured position.
+
+        Returns:
+            Up to ``q`` candidates (fewer only when the allowed region runs out of distinct
+            points).
+
+        Raises:
+            InvalidInput: Bad ``q``, ``pending`` or ``start``.
+        """
+        if isinstance(q, bool) or not isinstance(q, int) or not 1 <= q <= MAX_BATCH:
+            raise InvalidInput("q", f"must be an integer in [1, {MAX_BATCH}]")
+        d = self.spec.dim
+        P = np.zeros((0, d)) if pending is None else np.asarray(pending, dtype=np.float64)
+        if P.ndim != 2 or P.shape[1] != d or not np.isfinite(P).all():
+            raise InvalidInput("pending", f"must be a finite p x {d} array")
+        with self._lock:
+            n = self._n
+            measured = self._X[:n].copy()
+            n_target = len(self._rows(self._target))
+            gp = self._outputs[self._target].gp
+        if start is None and n:
+            start = measured[-1]
+        P_unit = design.to_unit(self.spec, P)
+        if n + len(P) < self.spec.initial_design or n_target < MIN_FIT_POINTS or gp is None:
+            taken = np.vstack([design.to_unit(self.spec, measured), P_unit])
+            U = design.initial_design(self.spec, q, taken)
+            values: list[float | None] = [None] * len(U)
+            source = "initial_design"
+        else:
+            U, values, source = self._acquire(gp, q, P_unit, n)
+        X = design.from_unit(self.spec, U)
+        order = order_for_travel(X, [p.speed for p in self.spec.parameters],
+                                 start=start, bounds=self.spec.bounds)
+        post = self.posterior(X[order]) if len(order) else None
+        result = []
+        for i, idx in enumerate(order):
+            mean = {k: float(v[i]) for k, v in post.mean.items() if np.isfinite(v[i])}
+            std = {k: float(post.std[k][i]) for k in mean}
+            result.append(Candidate(x=X[idx].tolist(), mean=mean, std=std,
+                                    acquisition=values[idx], source=source))
+        return result
+
+    def _acquire(self, gp: ExactGP, q: int, P_unit: np.ndarray,
+                 n: int) -> tuple[np.ndarray, list[float | None], str]:
+        spec, kind = self.spec, effective_acquisition(self.spec)
+        d = spec.dim
+        M = min(4096, 256 * 2 ** min(d, 4))  # candidates: denser in higher d
+        Nz = min(512, 64 * 2 ** min(d, 3)) if kind == "integrated_variance" else 0
+        scale = min(1.0, FLOP_BUDGET / ((M + Nz) * gp.n**2))
+        M, Nz = max(128, int(M * scale)), (max(64, int(Nz * scale)) if Nz else 0)
+        C = design.allowed_sobol(spec, M, design.mix_seed(spec.seed, n, len(P_unit)))
+        Z = design.allowed_sobol(spec, Nz, design.mix_seed(spec.seed, 7919)) if Nz else None
+        hp = gp.hp
+        with torch.no_grad():
+            fant = Fantasies(gp, torch.as_tensor(C, dtype=DTYPE),
+                             None if Z is None else torch.as_tensor(Z, dtype=DTYPE), hp.noise)
+            train_mean = gp.mean_at_train() if kind == "ei" else None
+        maximize = spec.goal != Goal.minimize
+        best = 0.0
+        if train_mean is not None:
+            best = float(train_mean.max() if maximize else train_mean.min())
+        scorer = Scorer(kind, fant, maximize=maximize, beta=spec.ucb_beta, best=best,
+                        noise=hp.noise)
+        picks = select(scorer, q, P_unit,
+                       lambda U: design.forbidden_mask(spec, design.from_unit(spec, U)))
+        U = np.array([p.x for p in picks]).reshape(-1, d)
+        values: list[float | None] = [
+            scorer.to_output_units(p.value, hp.y_mean, hp.y_std) for p in picks]
+        return U, values, kind
+
+    # --- posterior and status ---------------------------------------------------------------
+
+    def posterior(self, X: np.ndarray) -> Posterior:
+        """Latent posterior mean and std of every output, in output units.
+
+        Args:
+            X: ``n x d`` positions in spec units.
+
+        Returns:
+            Means and stds, ``{output: (n,)}``; NaN for an output without a model yet.
+
+        Raises:
+            InvalidInput: ``X`` is not a finite ``n x d`` array.
+        """
+        X = np.asarray(X, dtype=np.float64)
+        if X.ndim != 2 or X.shape[1] != self.spec.dim or not np.isfinite(X).all():
+            raise InvalidInput("X", f"must be a finite n x {self.spec.dim} array")
+        with self._lock:
+            gps = [out.gp for out in self._outputs]
+        U = torch.as_tensor(design.to_unit(self.spec, X), dtype=DTYPE)
+        mean, std = {}, {}
+        for out, gp in zip(self._outputs, gps, strict=True):
+            mu, sd = np.full(len(X), np.nan), np.full(len(X), np.nan)
+            if gp is not None:
+                chunk = max(256, PREDICT_ENTRIES // max(gp.n, 1))
+                with torch.no_grad():
+                    for s in range(0, len(X), chunk):
+                        m_, v_ = gp.predict(U[s:s + chunk])
+                        mu[s:s + chunk] = m_.numpy() * gp.hp.y_std + gp.hp.y_mean
+                        sd[s:s + chunk] = v_.sqrt().numpy() * gp.hp.y_std
+            mean[out.name], std[out.name] = mu, sd
+        return Posterior(mean=mean, std=std)
+
+    def hyperparameters(self) -> dict[str, dict[str, Any] | None]:
+        """JSON-ready hyperparameters per output (``None`` before the first fit); the
+        constructor takes them back as a warm start."""
+        with self._lock:
+            return {o.name: None if o.hp is None else hyper.to_dict(self.spec, o.hp)
+                    for o in self._outputs}
+
+    def status(self) -> ModelStatus:
+        """The engine's state per output (counts, hyperparameters, fit history)."""
+        with self._lock:
+            outputs = {
+                o.name: OutputStatus(
+                    n=len(self._rows(j)), fitted_n=0 if o.hp is None else o.hp.fitted_n,
+                    hyperparameters={} if o.hp is None else hyper.to_dict(self.spec, o.hp),
+                    last_fit_at=o.last_fit_at, last_fit_seconds=o.last_fit_seconds,
+                    fit_failures=o.failures, last_error=o.last_error)
+                for j, o in enumerate(self._outputs)}
+            return ModelStatus(n=self._n, outputs=outputs, refitting=self._refitting)

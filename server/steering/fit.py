@@ -1,0 +1,99 @@
+"""Hyperparameter fitting of one output's GP with BoTorch (``SingleTaskGP`` + ``fit_gpytorch_mll``).
+
+The model mirrors BoTorch's default ``SingleTaskGP``: an ARD kernel with the dimension-scaled
+LogNormal lengthscale prior of Hvarfner et al. (2024) (``get_covar_module_with_dim_scaled_prior``)
+and no outputscale (outputs are standardized), a constant mean, and either a learned Gaussian
+noise with BoTorch's LogNormal(-4, 1) prior or fixed per-point noise (``train_Yvar``). Inputs
+arrive normalized to the unit cube; outputs are standardized here.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from botorch.fit import fit_gpytorch_mll
+from botorch.models import SingleTaskGP
+from gpytorch.constraints import GreaterThan
+from gpytorch.kernels import Kernel, MaternKernel, RBFKernel
+from gpytorch.mlls import ExactMarginalLogLikelihood
+from gpytorch.priors import LogNormalPrior
+
+from server.steering.errors import FitFailed
+from server.steering.gp import NOISE_FLOOR, Hyperparameters
+
+MIN_LENGTHSCALE = 2.5e-2  # BoTorch's constraint on the dim-scaled prior, for stability
+MAXITER = 200  # L-BFGS-B iterations; fits converge well before on these small problems
+
+
+def covar_module(kernel: str, d: int) -> Kernel:
+    """The ARD kernel with BoTorch's dimension-scaled LogNormal lengthscale prior.
+
+    Args:
+        kernel: ``"matern52"``, ``"matern32"`` or ``"rbf"``.
+        d: Input dimension.
+    """
+    prior = LogNormalPrior(loc=math.sqrt(2) + 0.5 * math.log(d), scale=math.sqrt(3))
+    kw = dict(ard_num_dims=d, lengthscale_prior=prior,
+              lengthscale_constraint=GreaterThan(MIN_LENGTHSCALE, transform=None,
+                                                 initial_value=prior.mode))
+    if kernel == "rbf":
+        return RBFKernel(**kw)
+    nu = {"matern52": 2.5, "matern32": 1.5}[kernel]
+    return MaternKernel(nu=nu, **kw)
+
+
+def standardize(y: np.ndarray) -> tuple[float, float]:
+    """Mean and scale used to standardize ``y`` (``n``); scale 1 for fewer than 2 distinct."""
+    mean = float(np.mean(y)) if y.size else 0.0
+    std = float(np.std(y, ddof=1)) if y.size > 1 else 0.0
+    if not math.isfinite(std) or std < 1e-12 * max(1.0, abs(mean)):
+        std = 1.0
+    return mean, std
+
+
+def fit_hyperparameters(X: np.ndarray, y: np.ndarray, yvar: np.ndarray | None, kernel: str,
+                        *, seed: int = 0) -> Hyperparameters:
+    """Fit one output's hyperparameters by maximizing the marginal likelihood.
+
+    Args:
+        X: ``n x d`` inputs normalized to the unit cube.
+        y: ``n`` outputs in output units.
+        yvar: ``n`` known noise variances (output units), or ``None`` to learn the noise.
+        kernel: ``"matern52"``, ``"matern32"`` or ``"rbf"``.
+        seed: Seeds the random restarts BoTorch draws from the priors after a failed attempt.
+
+    Returns:
+        The fitted hyperparameters (model space), with ``fitted_n = n``.
+
+    Raises:
+        FitFailed: The optimizer failed or produced non-finite values.
+    """
+    n, d = X.shape
+    y_mean, y_std = standardize(y)
+    tX = torch.as_tensor(X, dtype=torch.float64)
+    tY = torch.as_tensor((y - y_mean) / y_std, dtype=torch.float64).unsqueeze(-1)
+    tYvar = None
+    if yvar is not None:
+        tYvar = torch.as_tensor(np.maximum(yvar / y_std**2, NOISE_FLOOR),
+                                dtype=torch.float64).unsqueeze(-1)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = SingleTaskGP(tX, tY, train_Yvar=tYvar, covar_module=covar_module(kernel, d),
+                             outcome_transform=None)
+        mll = ExactMarginalLogLikelihood(model.likelihood, model)
+        fit_gpytorch_mll(mll, optimizer_kwargs={"options": {"maxiter": MAXITER}})
+    with torch.no_grad():
+        lengthscale = model.covar_module.lengthscale.reshape(-1).numpy().copy()
+        mean_constant = float(model.mean_module.constant)
+        if tYvar is None:
+            noise = float(model.likelihood.noise.reshape(-1)[0])
+        else:
+            noise = float(tYvar.median())
+    values = [*lengthscale.tolist(), mean_constant, noise]
+    if not all(math.isfinite(v) for v in values) or noise < 0 or (lengthscale <= 0).any():
+        raise FitFailed("?", f"non-finite hyperparameters {values}")
+    return Hyperparameters(kernel=kernel, lengthscale=lengthscale, noise=noise,
+                           mean_constant=mean_constant, y_mean=y_mean, y_std=y_std,
+                           noise_model="learned" if yvar is None else "fixed", fitted_n=n)

@@ -1,0 +1,360 @@
+"""Exact GP posterior with an incrementally grown Cholesky factor, and fantasy conditioning.
+
+Everything here works in *model space*: inputs normalized to the unit cube by the spec's
+bounds, outputs standardized by the ``y_mean``/``y_std`` stored with the hyperparameters,
+float64 torch tensors. :class:`ExactGP` and :class:`GrowingCholesky` are immutable: an
+ingest returns a new object that shares the large base factor with the old one, so a reader
+that grabbed a reference under the engine's lock can keep computing without it.
+
+Why a base + tail factor: the lower-triangular factor ``L`` of ``K + diag(noise)`` is kept as
+a contiguous ``n0 x n0`` base and a ``t x n`` block of rows appended since. Appending rows to a
+single buffer would need a strided view, which LAPACK wrappers copy (a 5000 x 5000 copy
+costs ~50 ms); the tail keeps an ingest at O(N^2 k) flops and is merged into a new base every
+:data:`TAIL_ROWS` rows (one O(N^2) copy, amortized).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+DTYPE = torch.float64
+TAIL_ROWS = 256  # rows appended before the tail is merged into a new contiguous base
+JITTERS = (0.0, 1e-8, 1e-7, 1e-6, 1e-5, 1e-4)  # relative to the mean diagonal
+VAR_FLOOR = 1e-12  # posterior variances are clamped here (standardized units)
+NOISE_FLOOR = 1e-6  # known (fixed) noise variances are floored here (standardized units)
+
+
+@dataclass(frozen=True)
+class Hyperparameters:
+    """Hyperparameters of one output's GP in model space.
+
+    Args:
+        kernel: ``"matern52"``, ``"matern32"`` or ``"rbf"``.
+        lengthscale: ``d`` ARD lengthscales in normalized (unit-cube) units.
+        noise: Homoscedastic noise variance (standardized units): learned, or with known
+            per-point variances the median of them, used for new and fantasy points.
+        mean_constant: Prior mean (standardized units).
+        y_mean: Mean subtracted from the output before standardizing.
+        y_std: Scale the output is divided by.
+        noise_model: ``"learned"`` or ``"fixed"`` (fitted with known per-point variances).
+        outputscale: Prior variance (standardized units); 1 with botorch's default model.
+        fitted_n: Number of points the hyperparameters were fitted on (0: not fitted).
+    """
+
+    kernel: str
+    lengthscale: np.ndarray
+    noise: float
+    mean_constant: float
+    y_mean: float
+    y_std: float
+    noise_model: str = "learned"
+    outputscale: float = 1.0
+    fitted_n: int = 0
+
+
+def kernel_matrix(kernel: str, A: Tensor, B: Tensor, lengthscale: Tensor,
+                  outputscale: float = 1.0) -> Tensor:
+    """Stationary ARD covariance, equal to gpytorch's ``MaternKernel``/``RBFKernel``.
+
+    Args:
+        kernel: ``"matern52"``, ``"matern32"`` or ``"rbf"``.
+        A: ``n x d`` points.
+        B: ``m x d`` points.
+        lengthscale: ``d`` lengthscales.
+        outputscale: Prior variance multiplying the correlation.
+
+    Returns:
+        ``n x m`` covariance matrix.
+    """
+    center = A.reshape(-1, A.shape[-1]).mean(0)  # as gpytorch does, for precision
+    a = (A - center) / lengthscale
+    b = (B - center) / lengthscale
+    r2 = (a.pow(2).sum(-1, keepdim=True) + b.pow(2).sum(-1).unsqueeze(-2)
+          - 2.0 * a @ b.transpose(-1, -2)).clamp_min(1e-30)
+    if kernel == "rbf":
+        k = torch.exp(-0.5 * r2)
+    else:
+        r = r2.sqrt()
+        if kernel == "matern52":
+            s = math.sqrt(5.0) * r
+            k = (1.0 + s + s.pow(2) / 3.0) * torch.exp(-s)
+        elif kernel == "matern32":
+            s = math.sqrt(3.0) * r
+            k = (1.0 + s) * torch.exp(-s)
+        else:
+            raise ValueError(f"unknown kernel {kernel!r}")
+    return k * outputscale if outputscale != 1.0 else k
+
+
+class GrowingCholesky:
+    """Lower Cholesky factor ``L`` (``n x n``) stored as a contiguous base plus appended rows.
+
+    Args:
+        base: ``n0 x n0`` lower-triangular, contiguous.
+        tail: ``t x n`` rows of ``L`` below the base (``n = n0 + t``).
+    """
+
+    def __init__(self, base: Tensor, tail: Tensor | None = None) -> None:
+        self.base = base
+        n0 = base.shape[0]
+        self.tail = base.new_zeros(0, n0) if tail is None else tail
+        self.n0 = n0
+        self.n = n0 + self.tail.shape[0]
+
+    def solve(self, B: Tensor) -> Tensor:
+        """``L^{-1} B`` for ``B`` of shape ``n x k``; differentiable in ``B``."""
+        W1 = torch.linalg.solve_triangular(self.base, B[: self.n0], upper=False)
+        if self.n == self.n0:
+            return W1
+        D = self.tail[:, self.n0:]
+        W2 = torch.linalg.solve_triangular(D, B[self.n0:] - self.tail[:, : self.n0] @ W1,
+                                           upper=False)
+        return torch.cat([W1, W2], 0)
+
+    def solve_transpose(self, B: Tensor) -> Tensor:
+        """``L^{-T} B`` for ``B`` of shape ``n x k``."""
+        if self.n == self.n0:
+            return torch.linalg.solve_triangular(self.base.T, B, upper=True)
+        D = self.tail[:, self.n0:]
+        W2 = torch.linalg.solve_triangular(D.T, B[self.n0:], upper=True)
+        rhs = B[: self.n0] - self.tail[:, : self.n0].T @ W2
+        W1 = torch.linalg.solve_triangular(self.base.T, rhs, upper=True)
+        return torch.cat([W1, W2], 0)
+
+    def append(self, rows: Tensor) -> GrowingCholesky:
+        """A new factor with ``k`` rows ``[L21, L22]`` (``k x (n + k)``) appended."""
+        k = rows.shape[0]
+        t = self.tail.shape[0]
+        if t + k > TAIL_ROWS:
+            return GrowingCholesky(self._merged(rows))
+        tail = torch.zeros(t + k, self.n + k, dtype=rows.dtype)
+        tail[:t, : self.n] = self.tail
+        tail[t:] = rows
+        return GrowingCholesky(self.base, tail)
+
+    def _merged(self, rows: Tensor | None = None) -> Tensor:
+        extra = 0 if rows is None else rows.shape[0]
+        L = torch.zeros(self.n + extra, self.n + extra, dtype=self.base.dtype)
+        L[: self.n0, : self.n0] = self.base
+        L[self.n0: self.n, : self.n] = self.tail
+        if rows is not None:
+            L[self.n:] = rows
+        return L
+
+    def dense(self) -> Tensor:
+        """The full ``n x n`` factor (for tests and debugging)."""
+        return self._merged()
+
+
+def cholesky_with_jitter(K: Tensor) -> tuple[Tensor, float]:
+    """Cholesky of ``K``, adding jitter ``1e-8 .. 1e-4`` of the mean diagonal on failure.
+
+    Args:
+        K: ``n x n`` symmetric matrix.
+
+    Returns:
+        ``(L, jitter)``: the factor and the absolute jitter added to the diagonal.
+
+    Raises:
+        torch.linalg.LinAlgError: If even the largest jitter fails, or ``K`` is not finite.
+    """
+    if not torch.isfinite(K).all():
+        raise torch.linalg.LinAlgError("covariance matrix holds NaN or inf")
+    scale = float(K.diagonal().mean()) if K.shape[0] else 1.0
+    for rel in JITTERS:
+        jitter = rel * scale
+        Kj = K + jitter * torch.eye(K.shape[0], dtype=K.dtype) if jitter else K
+        L, info = torch.linalg.cholesky_ex(Kj)
+        if int(info) == 0:
+            return L, jitter
+    raise torch.linalg.LinAlgError(f"not positive definite even with jitter {JITTERS[-1]:g}")
+
+
+class ExactGP:
+    """Exact GP posterior of one output, in model space; immutable.
+
+    Args:
+        hp: Hyperparameters.
+        X: ``n x d`` normalized training inputs.
+        y: ``n`` standardized training outputs.
+        noise: ``n`` noise variances (standardized units).
+        chol: Factor of ``K(X, X) + diag(noise) + jitter I``.
+        v: ``n`` vector ``L^{-1} (y - mean_constant)``.
+        jitter: Jitter on the diagonal (also added to appended rows).
+    """
+
+    def __init__(self, hp: Hyperparameters, X: Tensor, y: Tensor, noise: Tensor,
+                 chol: GrowingCholesky, v: Tensor, jitter: float) -> None:
+        self.hp = hp
+        self.X, self.y, self.noise, self.chol, self.v, self.jitter = X, y, noise, chol, v, jitter
+        self.lengthscale = torch.as_tensor(hp.lengthscale, dtype=DTYPE)
+
+    @property
+    def n(self) -> int:
+        """Number of training points."""
+        return self.X.shape[0]
+
+    def k(self, A: Tensor, B: Tensor) -> Tensor:
+        """Prior covariance ``n x m`` between ``A`` (``n x d``) and ``B`` (``m x d``)."""
+        return kernel_matrix(self.hp.kernel, A, B, self.lengthscale, self.hp.outputscale)
+
+    @classmethod
+    def build(cls, hp: Hyperparameters, X: Tensor, y: Tensor, noise: Tensor) -> ExactGP:
+        """Factor from scratch, O(N^3).
+
+        Args:
+            hp: Hyperparameters.
+            X: ``n x d`` normalized inputs (``n >= 1``).
+            y: ``n`` standardized outputs.
+            noise: ``n`` noise variances (standardized units).
+
+        Raises:
+            torch.linalg.LinAlgError: If the covariance cannot be factored.
+        """
+        kern = kernel_matrix(hp.kernel, X, X, torch.as_tensor(hp.lengthscale, dtype=DTYPE),
+                             hp.outputscale)
+        L, jitter = cholesky_with_jitter(kern + torch.diag(noise))
+        chol = GrowingCholesky(L)
+        v = chol.solve((y - hp.mean_constant).unsqueeze(-1)).squeeze(-1)
+        return cls(hp, X, y, noise, chol, v, jitter)
+
+    def extend(self, X: Tensor, y: Tensor, noise: Tensor) -> ExactGP:
+        """Posterior with ``k`` more points, by a rank-k extension of the factor, O(N^2 k).
+
+        Falls back to a rebuild (with more jitter) if the extension is not positive definite.
+
+        Args:
+            X: ``k x d`` normalized inputs.
+            y: ``k`` standardized outputs.
+            noise: ``k`` noise variances.
+        """
+        X_all = torch.cat([self.X, X])
+        y_all = torch.cat([self.y, y])
+        noise_all = torch.cat([self.noise, noise])
+        W = self.chol.solve(self.k(self.X, X))  # n x k
+        S = self.k(X, X) + torch.diag(noise + self.jitter) - W.T @ W
+        D, info = torch.linalg.cholesky_ex(S)
+        if int(info) != 0 or not torch.isfinite(D).all():
+            return ExactGP.build(self.hp, X_all, y_all, noise_all)
+        chol = self.chol.append(torch.cat([W.T, D], 1))
+        v_new = torch.linalg.solve_triangular(
+            D, (y - self.hp.mean_constant - W.T @ self.v).unsqueeze(-1), upper=False)
+        return ExactGP(self.hp, X_all, y_all, noise_all, chol,
+                       torch.cat([self.v, v_new.squeeze(-1)]), self.jitter)
+
+    def predict(self, Xq: Tensor) -> tuple[Tensor, Tensor]:
+        """Latent posterior mean and variance (standardized units).
+
+        Args:
+            Xq: ``q x d`` normalized points.
+
+        Returns:
+            ``(mean, var)``, each of shape ``q``.
+        """
+        W = self.chol.solve(self.k(self.X, Xq))
+        mean = self.hp.mean_constant + W.T @ self.v
+        var = (self.hp.outputscale - W.pow(2).sum(0)).clamp_min(VAR_FLOOR)
+        return mean, var
+
+    def mean_at_train(self) -> Tensor:
+        """Posterior mean at the ``n`` training inputs, O(N^2): ``y - (noise + jitter) alpha``."""
+        alpha = self.chol.solve_transpose(self.v.unsqueeze(-1)).squeeze(-1)
+        return self.y - (self.noise + self.jitter) * alpha
+
+
+class Fantasies:
+    """Posterior at fixed points ``P``, conditioned on fantasy observations one at a time.
+
+    Kriging believer: a fantasy's value is the posterior mean, so means never change and only
+    the covariance is updated: each fantasy appends one row to an extended Cholesky factor.
+    ``P`` is the stack of the candidate set ``C`` and (optionally) integration points ``Z``;
+    the ``Z x C`` posterior cross-covariance is maintained for integrated variance.
+
+    Args:
+        gp: The posterior to condition.
+        C: ``M x d`` candidate points (normalized).
+        Z: ``Nz x d`` integration points, or ``None``.
+        noise: Noise variance of a fantasy observation (standardized units).
+    """
+
+    def __init__(self, gp: ExactGP, C: Tensor, Z: Tensor | None, noise: float) -> None:
+        self.gp, self.C, self.Z, self.noise = gp, C, Z, noise
+        M = C.shape[0]
+        P = C if Z is None else torch.cat([C, Z])
+        self.W = gp.chol.solve(gp.k(gp.X, P))  # N x (M + Nz)
+        self.mean = gp.hp.mean_constant + self.W.T @ gp.v
+        self.var = (gp.hp.outputscale - self.W.pow(2).sum(0)).clamp_min(VAR_FLOOR)
+        self.M = M
+        self.U = P.new_zeros(0, P.shape[0])  # fantasy rows of the extended factor
+        self.Xf = P.new_zeros(0, P.shape[1])
+        self.Wf = P.new_zeros(gp.n, 0)
+        self.Df = P.new_zeros(0, 0)
+        self.cross: Tensor | None = None
+        if Z is not None:
+            Wc, Wz = self.W[:, :M], self.W[:, M:]
+            self.cross = gp.k(Z, C) - Wz.T @ Wc  # Nz x M
+
+    @property
+    def n_fantasies(self) -> int:
+        """Number of fantasies conditioned on."""
+        return self.Xf.shape[0]
+
+    def at(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Conditioned posterior at arbitrary points; differentiable in ``x``.
+
+        Args:
+            x: ``b x d`` normalized points.
+
+        Returns:
+            ``(mean (b), var (b), cov_Z (Nz x b) or None)`` in standardized units.
+        """
+        gp = self.gp
+        wx = gp.chol.solve(gp.k(gp.X, x))  # N x b
+        mean = gp.hp.mean_constant + wx.T @ gp.v
+        var = gp.hp.outputscale - wx.pow(2).sum(0)
+        ux = None
+        if self.n_fantasies:
+            cov_f = gp.k(self.Xf, x) - self.Wf.T @ wx
+            ux = torch.linalg.solve_triangular(self.Df, cov_f, upper=False)  # F x b
+            var = var - ux.pow(2).sum(0)
+        cov_z = None
+        if self.Z is not None:
+            cov_z = gp.k(self.Z, x) - self.W[:, self.M:].T @ wx
+            if ux is not None:
+                cov_z = cov_z - self.U[:, self.M:].T @ ux
+        return mean, var.clamp_min(VAR_FLOOR), cov_z
+
+    def condition(self, x: Tensor) -> None:
+        """Condition on a fantasy observation at ``x`` (shape ``d``), in place."""
+        gp = self.gp
+        x = x.reshape(1, -1)
+        P = self.C if self.Z is None else torch.cat([self.C, self.Z])
+        wx = gp.chol.solve(gp.k(gp.X, x))  # N x 1
+        cov_p = gp.k(x, P) - wx.T @ self.W  # 1 x (M + Nz)
+        var_x = gp.hp.outputscale - float(wx.pow(2).sum())
+        if self.n_fantasies:
+            cov_f = gp.k(self.Xf, x) - self.Wf.T @ wx
+            ux = torch.linalg.solve_triangular(self.Df, cov_f, upper=False)  # F x 1
+            cov_p = cov_p - ux.T @ self.U
+            var_x -= float(ux.pow(2).sum())
+        else:
+            ux = x.new_zeros(0, 1)
+        d = math.sqrt(max(var_x, VAR_FLOOR) + self.noise)
+        r = cov_p / d
+        self.U = torch.cat([self.U, r])
+        self.var = (self.var - r.squeeze(0).pow(2)).clamp_min(VAR_FLOOR)
+        if self.cross is not None:
+            self.cross = self.cross - r[:, self.M:].T @ r[:, : self.M]
+        F = self.n_fantasies
+        Df = x.new_zeros(F + 1, F + 1)
+        Df[:F, :F] = self.Df
+        Df[F, :F] = ux.squeeze(-1)
+        Df[F, F] = d
+        self.Df = Df
+        self.Wf = torch.cat([self.Wf, wx], 1)
+        self.Xf = torch.cat([self.Xf, x])

@@ -1,0 +1,100 @@
+"""Exact posterior: incremental Cholesky, fantasy conditioning, kernels vs gpytorch."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from gpytorch.kernels import MaternKernel, RBFKernel
+
+from server.steering import gp as gpmod
+from server.steering.gp import ExactGP, Fantasies, Hyperparameters, kernel_matrix
+
+D = torch.float64
+
+
+def _hp(kernel: str = "matern52", d: int = 2, noise: float = 1e-3) -> Hyperparameters:
+    return Hyperparameters(kernel=kernel, lengthscale=np.linspace(0.15, 0.3, d), noise=noise,
+                           mean_constant=0.1, y_mean=0.0, y_std=1.0)
+
+
+def _data(n: int, d: int = 2, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    X = torch.rand(n, d, generator=g, dtype=D)
+    y = torch.sin(6 * X[:, 0]) + X[:, 1:].sum(-1) + 0.01 * torch.randn(n, generator=g, dtype=D)
+    return X, y
+
+
+@pytest.mark.parametrize("kernel,cls,kw", [("matern52", MaternKernel, {"nu": 2.5}),
+                                           ("matern32", MaternKernel, {"nu": 1.5}),
+                                           ("rbf", RBFKernel, {})])
+def test_kernels_match_gpytorch(kernel: str, cls: type, kw: dict) -> None:
+    A, _ = _data(30, d=3, seed=1)
+    B, _ = _data(20, d=3, seed=2)
+    ls = torch.tensor([0.1, 0.5, 2.0], dtype=D)
+    ref = cls(ard_num_dims=3, **kw).to(D)
+    ref.lengthscale = ls
+    with torch.no_grad():
+        expected = ref(A, B).to_dense()
+        same = ref(A, A).to_dense()
+    assert torch.allclose(kernel_matrix(kernel, A, B, ls), expected, atol=1e-10, rtol=0)
+    assert torch.allclose(kernel_matrix(kernel, A, A, ls), same, atol=1e-10, rtol=0)
+
+
+@pytest.mark.parametrize("tail_rows", [256, 3])
+def test_incremental_equals_scratch(monkeypatch: pytest.MonkeyPatch, tail_rows: int) -> None:
+    monkeypatch.setattr(gpmod, "TAIL_ROWS", tail_rows)
+    X, y = _data(60)
+    noise = torch.full((60,), 1e-3, dtype=D)
+    noise[::7] = 0.05
+    hp = _hp()
+    inc = ExactGP.build(hp, X[:10], y[:10], noise[:10])
+    for a, b in [(10, 11), (11, 15), (15, 16), (16, 40), (40, 41), (41, 60)]:
+        inc = inc.extend(X[a:b], y[a:b], noise[a:b])
+    ref = ExactGP.build(hp, X, y, noise)
+    Xq, _ = _data(50, seed=5)
+    m1, v1 = inc.predict(Xq)
+    m0, v0 = ref.predict(Xq)
+    assert torch.allclose(m1, m0, atol=1e-8) and torch.allclose(v1, v0, atol=1e-8)
+    assert torch.allclose(inc.chol.dense(), ref.chol.dense(), atol=1e-8)
+    assert torch.allclose(inc.mean_at_train(), ref.predict(X)[0], atol=1e-8)
+    B = torch.randn(60, 3, dtype=D)
+    L = inc.chol.dense()
+    assert torch.allclose(L @ inc.chol.solve(B), B, atol=1e-8)
+    assert torch.allclose(L.T @ inc.chol.solve_transpose(B), B, atol=1e-8)
+
+
+def test_duplicates_get_jitter() -> None:
+    X = torch.tensor([[0.5, 0.5]] * 4 + [[0.1, 0.2]], dtype=D)
+    y = torch.tensor([1.0, 1.1, 0.9, 1.0, 0.0], dtype=D)
+    gp = ExactGP.build(_hp(noise=0.0), X, y, torch.zeros(5, dtype=D))
+    assert gp.jitter > 0
+    gp = gp.extend(X[:2], y[:2], torch.zeros(2, dtype=D))
+    mean, var = gp.predict(X)
+    assert torch.isfinite(mean).all() and torch.isfinite(var).all()
+
+
+def test_fantasy_reduces_variance_to_noise() -> None:
+    X, y = _data(20)
+    hp = _hp(noise=1e-2)
+    gp = ExactGP.build(hp, X, y, torch.full((20,), hp.noise, dtype=D))
+    C, _ = _data(40, seed=3)
+    Z, _ = _data(30, seed=4)
+    fant = Fantasies(gp, C, Z, noise=hp.noise)
+    f = C[7]
+    before = float(fant.var[7])
+    fant.condition(f)
+    assert float(fant.var[7]) <= hp.noise * 1.0001 < before
+    f2 = torch.tensor([0.93, 0.07], dtype=D)
+    fant.condition(f2)
+    # equal to the exact posterior with the fantasies added as observations
+    ref = gp.extend(torch.stack([f, f2]), torch.zeros(2, dtype=D),
+                    torch.full((2,), hp.noise, dtype=D))
+    _, var_ref = ref.predict(torch.cat([C, Z]))
+    assert torch.allclose(fant.var, var_ref, atol=1e-10)
+    _, var_at, cov_z = fant.at(C[:5])
+    assert torch.allclose(var_at, var_ref[:5], atol=1e-10)
+    W = ref.chol.solve(ref.k(ref.X, torch.cat([Z, C[:5]])))
+    cov_ref = ref.k(Z, C[:5]) - W[:, :30].T @ W[:, 30:]
+    assert cov_z is not None and torch.allclose(cov_z, cov_ref, atol=1e-10)
+    assert fant.cross is not None and torch.allclose(fant.cross[:, :5], cov_ref, atol=1e-10)
