@@ -17,7 +17,7 @@ from typing import Any
 OVERFLOW = "overflow"
 
 
-@dataclass
+@dataclass(eq=False)  # identity-hashed: held in sets
 class Subscription:
     """One subscriber's queue; iterate ``await sub.get()`` until an ``overflow`` event."""
 

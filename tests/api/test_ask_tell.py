@@ -22,6 +22,14 @@ def _f(x: float, y: float) -> float:
     return float((x - 3) ** 2 / 10 + (y + 1) ** 2 / 5)
 
 
+def _wait_fitted(client: httpx.Client, exp: dict) -> None:
+    """The first fit runs in the background; asks meanwhile use the initial design."""
+    deadline = time.monotonic() + 60
+    while not client.get(_url(exp)).json()["model"]["outputs"]["intensity"]["fitted_n"]:
+        assert time.monotonic() < deadline, "no fit within 60 s"
+        time.sleep(0.05)
+
+
 def _count(client: httpx.Client, exp: dict) -> int:
     return int(client.get(_url(exp)).json()["n_measurements"])
 
@@ -48,6 +56,7 @@ def test_suggestions_after_the_model_takes_over(client: httpx.Client, experiment
         _measure(client, experiment, [
             {"position": s["position"], "values": {"intensity": _f(**s["position"])},
              "suggestion_id": s["id"]} for s in batch])
+    _wait_fitted(client, experiment)
     first = client.post(_url(experiment, "/suggestions"), json={"n": 3}).json()["suggestions"]
     second = client.post(_url(experiment, "/suggestions"), json={"n": 3}).json()["suggestions"]
     assert all(s["source"] != "initial_design" for s in first + second)
@@ -182,10 +191,7 @@ def test_posterior_points_and_grid(client: httpx.Client, experiment: dict) -> No
     raster = [{"position": {"x": x, "y": y}, "values": {"intensity": _f(x, y)}}
               for x in (0, 2.5, 5, 7.5, 10) for y in (-5, -2.5, 0, 2.5, 5)]
     _measure(client, experiment, raster)
-    deadline = time.monotonic() + 60  # the first fit runs in the background
-    while not client.get(_url(experiment)).json()["model"]["outputs"]["intensity"]["fitted_n"]:
-        assert time.monotonic() < deadline
-        time.sleep(0.1)
+    _wait_fitted(client, experiment)
     r = client.post(_url(experiment, "/posterior"), json={"points": [[5, 0], [3, -1]]})
     assert r.status_code == 200, r.text
     post = r.json()["outputs"]["intensity"]

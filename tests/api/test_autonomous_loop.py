@@ -16,7 +16,7 @@ ROUNDS = 60
 
 def truth(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """A film with a composition gradient: a tilted ridge and a bump."""
-    return (np.sin(x / 1.6) * np.cos(y / 2.2) + 0.08 * x
+    return (np.sin(x / 0.9) * np.cos(y / 1.2) + 0.08 * x
             + 0.8 * np.exp(-((x - 7) ** 2 + (y + 2) ** 2) / 3))
 
 
@@ -46,15 +46,20 @@ def test_steered_map_beats_random(client: httpx.Client) -> None:
         assert r.status_code == 201
     _wait_fitted(client, url, ROUNDS // 2)
 
-    rng = np.random.default_rng(7)
-    rand = client.post("/api/v1/experiments", json={**SPEC, "name": "random"}).json()
-    rurl = f"/api/v1/experiments/{rand['id']}"
-    xs, ys = rng.uniform(0, 10, ROUNDS), rng.uniform(-5, 5, ROUNDS)
-    client.post(f"{rurl}/measurements", json={"measurements": [
-        {"position": {"x": float(x), "y": float(y)}, "values": {"intensity": float(truth(x, y))}}
-        for x, y in zip(xs, ys, strict=True)]})
-    _wait_fitted(client, rurl, ROUNDS)
+    # random designs vary a lot from seed to seed: compare with the mean of several
+    random_rmse = []
+    for seed in range(4):
+        rng = np.random.default_rng(seed)
+        rand = client.post("/api/v1/experiments", json={**SPEC, "name": f"random-{seed}"}).json()
+        rurl = f"/api/v1/experiments/{rand['id']}"
+        xs, ys = rng.uniform(0, 10, ROUNDS), rng.uniform(-5, 5, ROUNDS)
+        client.post(f"{rurl}/measurements", json={"measurements": [
+            {"position": {"x": float(x), "y": float(y)},
+             "values": {"intensity": float(truth(x, y))}} for x, y in zip(xs, ys, strict=True)]})
+        _wait_fitted(client, rurl, ROUNDS)
+        random_rmse.append(_rmse(client, rurl))
 
-    rmse_steered, rmse_random = _rmse(client, url), _rmse(client, rurl)
-    print(f"posterior RMSE after {ROUNDS}: steered {rmse_steered:.4f}, random {rmse_random:.4f}")
+    rmse_steered, rmse_random = _rmse(client, url), float(np.mean(random_rmse))
+    print(f"posterior RMSE after {ROUNDS}: steered {rmse_steered:.4f}, "
+          f"random {rmse_random:.4f} (mean of {random_rmse})")
     assert rmse_steered < 0.7 * rmse_random
