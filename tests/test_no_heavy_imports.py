@@ -1,0 +1,18 @@
+"""The steering core imports no transport or storage library (after tiled's test)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+HEAVY = ("fastapi", "sqlalchemy", "redis", "httpx", "starlette")
+
+
+def test_steering_imports_no_transport_or_storage() -> None:
+    code = (
+        "import sys\n"
+        "import server.steering, server.steering.engine\n"
+        f"bad = [m for m in {HEAVY!r} if m in sys.modules]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
