@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 HEAVY = ("fastapi", "sqlalchemy", "redis", "httpx", "starlette")
 
@@ -15,4 +17,6 @@ def test_steering_imports_no_transport_or_storage() -> None:
         f"bad = [m for m in {HEAVY!r} if m in sys.modules]\n"
         "assert not bad, bad\n"
     )
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120, cwd=root, env=env)
