@@ -30,7 +30,7 @@ from server.steering.types import Candidate, ModelStatus, OutputStatus, Posterio
 MIN_FIT_POINTS = 3  # an output is fitted once it has this many measurements
 MAX_FIT_POINTS = 2000  # above this, hyperparameters are fitted on a seeded random subset
 FLOP_BUDGET = 4e9  # bounds N^2 * (candidates + integration points) of one ask
-PREDICT_ENTRIES = 10_000_000  # N x chunk entries per posterior chunk (80 MB in float64)
+PREDICT_ENTRIES = 2_000_000  # N x chunk entries per posterior chunk: 16 MB, under malloc's mmap
 
 
 @dataclass

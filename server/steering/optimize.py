@@ -67,6 +67,12 @@ def polish(scorer: Scorer, starts: np.ndarray, iters: int = POLISH_ITERS) -> np.
     return np.clip(res.x.reshape(b, d), 0.0, 1.0)
 
 
+def polish_iterations(n: int) -> int:
+    """L-BFGS-B iterations for ``n`` training points: each costs two O(n^2) solves, so the
+    polish shrinks above 2000 points (5 iterations at 5000)."""
+    return max(5, min(POLISH_ITERS, int(POLISH_ITERS * (2000 / max(n, 1)) ** 2)))
+
+
 def select(scorer: Scorer, q: int, pending: np.ndarray,
            forbidden: Callable[[np.ndarray], np.ndarray]) -> list[Pick]:
     """Choose ``q`` points greedily, conditioning on pending and already chosen points.
@@ -96,7 +102,7 @@ def select(scorer: Scorer, q: int, pending: np.ndarray,
         order = order[np.isfinite(values[order])]
         best_x, best_v = C[order[0]], float(values[order[0]])
         taken = np.array([p.x for p in picks] + list(pending)).reshape(-1, C.shape[1])
-        polished = polish(scorer, C[order])
+        polished = polish(scorer, C[order], polish_iterations(fant.gp.n))
         with torch.no_grad():
             pv = scorer.at(torch.as_tensor(polished, dtype=DTYPE)).numpy()
         ok = (np.isfinite(pv) & ~forbidden(polished)

@@ -39,6 +39,10 @@ def test_kernels_match_gpytorch(kernel: str, cls: type, kw: dict) -> None:
         same = ref(A, A).to_dense()
     assert torch.allclose(kernel_matrix(kernel, A, B, ls), expected, atol=1e-10, rtol=0)
     assert torch.allclose(kernel_matrix(kernel, A, A, ls), same, atol=1e-10, rtol=0)
+    # the differentiable path (used by the polish) gives the same values
+    Ag = A.clone().requires_grad_(True)
+    assert torch.allclose(kernel_matrix(kernel, Ag, B, ls).detach(), expected, atol=1e-10,
+                          rtol=0)
 
 
 @pytest.mark.parametrize("tail_rows", [256, 3])
