@@ -31,11 +31,13 @@ class ServerProcess:
 
     def start(self) -> None:
         env = {**os.environ, "PYTHONPATH": str(ROOT), "BEAMSTEER_EXPIRY_INTERVAL_S": "3600"}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "clients.cli", "serve", "--port", str(self.port),
-             "--database-url", self.database_url, "--data-dir", str(self.data_dir),
-             "--log-level", "warning"],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        log = self.data_dir / "server.log"
+        with open(log, "ab") as err:  # a file, not a pipe: an unread pipe would block logging
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "clients.cli", "serve", "--port", str(self.port),
+                 "--database-url", self.database_url, "--data-dir", str(self.data_dir),
+                 "--log-level", "warning"],
+                cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=err)
         deadline = time.monotonic() + 90
         while True:
             try:
@@ -44,8 +46,7 @@ class ServerProcess:
             except httpx.TransportError:
                 pass
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                err = self.proc.stderr.read().decode() if self.proc.stderr else ""
-                raise RuntimeError(f"server did not start: {err[-2000:]}")
+                raise RuntimeError(f"server did not start: {log.read_text()[-2000:]}")
             time.sleep(0.1)
 
     def kill(self) -> None:
@@ -79,7 +80,11 @@ def _f(x: float, y: float) -> float:
 
 def test_sigkill_loses_nothing_acknowledged(server_process: ServerProcess) -> None:
     server_process.start()
-    c = httpx.Client(base_url=server_process.url, timeout=30)
+    with httpx.Client(base_url=server_process.url, timeout=30) as c:
+        _run_then_kill_then_check(server_process, c)
+
+
+def _run_then_kill_then_check(server_process: ServerProcess, c: httpx.Client) -> None:
     exp = c.post("/api/v1/experiments", json={**SPEC, "initial_design": 3}).json()
     url = f"/api/v1/experiments/{exp['id']}"
     # a few rounds, then a batch left pending
@@ -121,7 +126,6 @@ def test_sigkill_loses_nothing_acknowledged(server_process: ServerProcess) -> No
     assert len(acked) >= 25
 
     server_process.start()
-    c = httpx.Client(base_url=server_process.url, timeout=30)
     stored = c.get(f"{url}/measurements", params={"limit": 100_000}).json()["measurements"]
     keys = {m["key"] for m in stored}
     assert set(acked) <= keys, f"lost {sorted(set(acked) - keys)[:5]}"
