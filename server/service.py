@@ -200,8 +200,9 @@ class SteeringService:
             candidates = await self._cpu(live.engine.suggest, q, x_pending, start)
             ttl = live.spec.suggestion_ttl_s or self.settings.suggestion_ttl_s
             now = time.time()
-            new = [NewSuggestion(position=dict(zip(names, c.x, strict=True)), mean=c.mean,
-                                 std=c.std, acquisition=c.acquisition, source=c.source,
+            new = [NewSuggestion(position=dict(zip(names, c.x, strict=True)),
+                                 mean=_finite_only(c.mean), std=_finite_only(c.std),
+                                 acquisition=_finite_or_none(c.acquisition), source=c.source,
                                  expires_at=now + ttl) for c in candidates]
             stored: list[SuggestionRecord] = await self._io(self.store.add_suggestions,
                                                             experiment_id, new)
@@ -342,6 +343,15 @@ class SteeringService:
         for live in list(self._live.values()):
             if live.refit is not None:
                 live.refit.result(timeout)
+
+
+def _finite_or_none(v: float | None) -> float | None:
+    """JSON has no NaN/inf: a non-finite acquisition value (e.g. log-EI underflow) is null."""
+    return v if v is not None and np.isfinite(v) else None
+
+
+def _finite_only(d: Mapping[str, float]) -> dict[str, float]:
+    return {k: float(v) for k, v in d.items() if np.isfinite(v)}
 
 
 def _check_measurement(spec: ExperimentSpec, m: Mapping[str, Any], fld: str) -> NewMeasurement:
