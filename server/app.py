@@ -13,6 +13,7 @@ from server import __version__
 from server.api import events, experiments, health, measurements, posterior, suggestions
 from server.api.errors import install_error_handlers
 from server.api.middleware import BodyLimit, RequestContext
+from server.api.schemas import ErrorPublic
 from server.metrics import Metrics
 from server.service import SteeringService
 from server.settings import Settings, get_settings
@@ -55,6 +56,9 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
 
     app = FastAPI(
         title="Beamsteer", version=__version__, lifespan=lifespan,
+        responses={400: {"model": ErrorPublic, "description": "Body is not parseable"},
+                   413: {"model": ErrorPublic, "description": "Body too large"},
+                   500: {"model": ErrorPublic, "description": "Bug (logged with request id)"}},
         description="Autonomous experiments at scattering beamlines: ask where to measure "
                     "next, tell what was measured, follow the GP posterior live.")
     app.state.settings = settings
