@@ -7,7 +7,7 @@ import { api, ApiError } from "./api.js";
 import { ago, clock, fmt, h } from "./dom.js";
 import { debounce, follow } from "./live.js";
 import { drawCurve, drawHeat, drawLines, drawMap, label, purge } from "./plots.js";
-import { acquisitionSurface, histogramMean, maxMean, recentRate } from "./stats.js";
+import { acquisitionSurface, allowed, histogramMean, maxMean, recentRate } from "./stats.js";
 import { measurementTable } from "./table.js";
 
 const GRID_2D = 50; // 2,500 posterior points: ~30 ms on the server, smooth with zsmooth
@@ -146,11 +146,11 @@ export function experimentView(root, id) {
     if (!py) {
       drawCurve(el.map, { px, output, measured, pending, grid: curveGrid() });
     } else {
-      drawMap(el.map, { px, py, output, measured, pending, path: motorPath(measured, pending, px, py),
+      drawMap(el.map, { px, py, output, measured, pending, projected: st.exp.spec.parameters.length > 2, path: motorPath(measured, pending, px, py),
         forbidden: st.exp.spec.forbidden, at: st.view.at,
         range: { x: pad(px), y: pad(py) } });
-      renderPosterior();
     }
+    renderPosterior();
     drawLines(el.rate_plot, {
       title: "Measurements over time", xTitle: "time", yTitle: "measurements",
       series: [{ name: "measurements", x: times.map((t) => new Date(t * 1000)),
@@ -208,7 +208,8 @@ export function experimentView(root, id) {
     });
     const slice = st.exp.spec.parameters.length > 2 ? " on the shown slice" : "";
     el.convNote.textContent = `Grid max/mean: ${st.exp.spec.parameters.length > 1 ? `${GRID_2D}×${GRID_2D}` : GRID_1D}`
-      + ` grid${slice}, recorded by this browser while the page is open. Suggestions: the std`
+      + ` grid${slice}, outside forbidden regions, recorded by this browser while the page is`
+      + " open. Suggestions: the std"
       + " the engine reported where it chose to measure, for the whole run.";
     const ask = st.metrics && histogramMean(st.metrics, "beamsteer_suggest_seconds");
     const tell = st.metrics && histogramMean(st.metrics, "beamsteer_measure_seconds");
@@ -326,7 +327,7 @@ export function experimentView(root, id) {
   function recordConvergence(n) {
     const g = st.grid;
     const o = g && g.outputs[st.view.output];
-    const s = o && maxMean(o.std);
+    const s = o && maxMean(o.std, allowed(st.exp.spec, g.points));
     if (!s || !n) return;
     const key = convergenceKey();
     const hist = (st.conv[key] || []).filter((r) => r[0] !== n);

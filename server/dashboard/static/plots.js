@@ -72,7 +72,8 @@ function pendingTrace(pending, px, py, t) {
 }
 
 // Measured positions coloured by value, pending suggestions and the next batch's motor path.
-export function drawMap(el, { px, py, output, measured, pending, path, forbidden, at, range }) {
+export function drawMap(el, { px, py, output, measured, pending, path, forbidden, at, range,
+  projected }) {
   const t = theme();
   const values = measured.map((m) => m.values[output.name]);
   const traces = [
@@ -91,7 +92,8 @@ export function drawMap(el, { px, py, output, measured, pending, path, forbidden
     },
     pendingTrace(pending, px, py, t),
   ];
-  const lay = layout(t, { title: "Measured positions", xTitle: label(px), yTitle: label(py),
+  const title = projected ? "Measured positions (all, projected on this plane)" : "Measured positions";
+  const lay = layout(t, { title, xTitle: label(px), yTitle: label(py),
     range, extra: { shapes: forbiddenShapes(forbidden, px, py, at) } });
   sameScale(lay, px, py);
   return Plotly.react(el, traces, lay, CONFIG);
@@ -144,6 +146,10 @@ export function drawCurve(el, { px, output, measured, pending, grid }) {
     x: measured.map((m) => m.position[px.name]), y: measured.map((m) => m.values[output.name]),
     marker: { size: 7, color: t.fg },
   });
+  if (pending.length) {
+    traces.push({ type: "scatter", mode: "lines", x: [null], y: [null], name: "pending suggestion",
+      line: { color: t.pending, dash: "dot", width: 1.5 } });
+  }
   const pend = pending.map((s) => s.position[px.name]);
   const lay = layout(t, { title: "Measurements and posterior", xTitle: label(px),
     yTitle: label(output), range: { x: [px.lower, px.upper] },

@@ -61,12 +61,20 @@ export function acquisitionSurface(spec, mean, std, measured) {
   return { title: "posterior std", name: "std", z: std.slice() };
 }
 
-export function maxMean(values) {
+// Whether each point (n x d, parameter order) may be measured: outside every forbidden box.
+// Convergence leaves the boxes out: their uncertainty never shrinks, by design.
+export function allowed(spec, points) {
+  const index = Object.fromEntries(spec.parameters.map((p, i) => [p.name, i]));
+  const boxes = (spec.forbidden || []).map((b) => Object.entries(b).map(([k, r]) => [index[k], r]));
+  return points.map((x) => !boxes.some((box) => box.every(([i, [lo, hi]]) => x[i] >= lo && x[i] <= hi)));
+}
+
+export function maxMean(values, mask = null) {
   let max = -Infinity;
   let sum = 0;
   let n = 0;
-  for (const v of values) {
-    if (v === null || !Number.isFinite(v)) continue;
+  for (const [i, v] of values.entries()) {
+    if (v === null || !Number.isFinite(v) || (mask && !mask[i])) continue;
     if (v > max) max = v;
     sum += v;
     n += 1;
