@@ -14,6 +14,7 @@ from server.api import events, experiments, health, measurements, posterior, sug
 from server.api.errors import install_error_handlers
 from server.api.middleware import BodyLimit, RequestContext
 from server.api.schemas import ErrorPublic
+from server.dashboard import mount_dashboard
 from server.metrics import Metrics
 from server.service import SteeringService
 from server.settings import Settings, get_settings
@@ -65,6 +66,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     install_error_handlers(app)
     for module in (experiments, suggestions, measurements, posterior, events, health):
         app.include_router(module.router)
+    mount_dashboard(app)  # after the API routes, which keep winning
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContext, metrics=metrics)
     return app
