@@ -84,7 +84,11 @@ def pairs(text: str, what: str) -> dict[str, float]:
 def load_mapping_file(path: str) -> Any:
     """JSON, or YAML for ``.yaml``/``.yml`` (needs PyYAML); ``-`` reads JSON from stdin."""
     try:
-        text = sys.stdin.read() if path == "-" else open(path, encoding="utf-8").read()
+        if path == "-":
+            text = sys.stdin.read()
+        else:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
     except OSError as e:
         raise UsageError(f"cannot read {path}: {e.strerror}") from None
     if path.endswith((".yaml", ".yml")):
