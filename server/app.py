@@ -13,6 +13,8 @@ from server import __version__
 from server.api import events, experiments, health, measurements, posterior, suggestions
 from server.api.errors import install_error_handlers
 from server.api.middleware import BodyLimit, RequestContext
+from server.api.schemas import ErrorPublic
+from server.dashboard import mount_dashboard
 from server.metrics import Metrics
 from server.service import SteeringService
 from server.settings import Settings, get_settings
@@ -55,12 +57,16 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
 
     app = FastAPI(
         title="Beamsteer", version=__version__, lifespan=lifespan,
+        responses={400: {"model": ErrorPublic, "description": "Body is not parseable"},
+                   413: {"model": ErrorPublic, "description": "Body too large"},
+                   500: {"model": ErrorPublic, "description": "Bug (logged with request id)"}},
         description="Autonomous experiments at scattering beamlines: ask where to measure "
                     "next, tell what was measured, follow the GP posterior live.")
     app.state.settings = settings
     install_error_handlers(app)
     for module in (experiments, suggestions, measurements, posterior, events, health):
         app.include_router(module.router)
+    mount_dashboard(app)  # after the API routes, which keep winning
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(RequestContext, metrics=metrics)
     return app

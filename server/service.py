@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -69,6 +70,7 @@ class SteeringService:
         self._compute = ThreadPoolExecutor(settings.compute_threads, "beamsteer-gp")
         self._refits = ThreadPoolExecutor(settings.refit_threads, "beamsteer-refit")
         self._load_lock = asyncio.Lock()
+        self._refit_guard = threading.Lock()
 
     @property
     def engine_count(self) -> int:
@@ -311,13 +313,32 @@ class SteeringService:
     # --- refits --------------------------------------------------------------------------
 
     def _maybe_refit(self, experiment_id: str, live: _Live) -> None:
-        if (live.refit is not None and not live.refit.done()) or not live.engine.needs_refit():
-            return
-        fut = self._refits.submit(self._run_refit, experiment_id, live)
-        live.refit = fut
+        """Schedule a background refit if the engine asks for one and none is running.
+
+        Called after each tell and when a refit finishes (from the refit thread), so data
+        that arrived in the gap between a refit's last check and its end is not left
+        waiting for the next tell.
+        """
+        with self._refit_guard:
+            if ((live.refit is not None and not live.refit.done())
+                    or not live.engine.needs_refit()):
+                return
+            try:
+                fut = self._refits.submit(self._run_refit, experiment_id, live)
+            except RuntimeError:  # shutting down
+                return
+            live.refit = fut
+        fut.add_done_callback(lambda _: self._maybe_refit(experiment_id, live))
 
     def _run_refit(self, experiment_id: str, live: _Live) -> ModelStatus:
-        """Background thread: refit, persist the hyperparameters, tell the subscribers."""
+        """Background thread: refit until the schedule is satisfied (measurements that
+        arrived during a fit may call for another), persisting and announcing each."""
+        status = self._refit_once(experiment_id, live)
+        while live.engine.needs_refit():
+            status = self._refit_once(experiment_id, live)
+        return status
+
+    def _refit_once(self, experiment_id: str, live: _Live) -> ModelStatus:
         t0 = time.perf_counter()
         failures_before = sum(o.fit_failures for o in live.engine.status().outputs.values())
         status = live.engine.refit()

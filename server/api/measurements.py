@@ -39,7 +39,7 @@ async def measure(experiment_id: str, body: MeasurementsCreate,
             responses={200: {"content": {"text/csv": {}}}})
 async def list_measurements(
     experiment_id: str, service: ServiceDep,
-    after: int = Query(0, ge=0, description="Return measurements with seq > after"),
+    after: int = Query(0, ge=0, le=2**62, description="Return measurements with seq > after"),
     limit: int = Query(1000, ge=1, le=100_000),
     format: Literal["json", "csv"] = "json",
 ) -> MeasurementsPage | Response:

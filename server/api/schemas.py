@@ -24,7 +24,8 @@ class ParameterCreate(_Strict):
     lower: float
     upper: float
     units: str = ""
-    speed: float | None = Field(None, description="Motor speed, units/s; orders a batch")
+    speed: float | None = Field(None, gt=0,
+                                description="Motor speed, units/s; orders a batch")
 
 
 class OutputCreate(_Strict):
@@ -37,22 +38,23 @@ class OutputCreate(_Strict):
 class ExperimentCreate(_Strict):
     """A new experiment. Only name, parameters and outputs are required."""
 
-    name: str = Field(examples=["gradient-film"])
-    parameters: list[ParameterCreate] = Field(min_length=1)
-    outputs: list[OutputCreate] = Field(min_length=1)
+    name: str = Field(min_length=1, max_length=200, examples=["gradient-film"])
+    parameters: list[ParameterCreate] = Field(min_length=1, max_length=20)
+    outputs: list[OutputCreate] = Field(min_length=1, max_length=16)
     goal: Literal["map", "maximize", "minimize"] = "map"
     acquisition: Literal["variance", "integrated_variance", "ucb", "ei"] | None = Field(
         None, description="Default: integrated_variance for map, ei for maximize/minimize")
     kernel: Literal["matern52", "matern32", "rbf"] = "matern52"
     target: str | None = Field(None, description="Output that steers; default the first")
-    batch_size: int = Field(1, description="Default q of an ask")
-    initial_design: int | None = Field(None, description="Sobol points before the GP; "
-                                                         "default max(4, 2d)")
+    batch_size: int = Field(1, ge=1, le=100, description="Default q of an ask")
+    initial_design: int | None = Field(None, ge=0, le=10_000,
+                                       description="Sobol points before the GP; "
+                                                   "default max(4, 2d)")
     forbidden: list[dict[str, list[float]]] = Field(
         default_factory=list, description="Boxes never suggested: {parameter: [lower, upper]}")
-    ucb_beta: float = 4.0
-    seed: int = 0
-    suggestion_ttl_s: float | None = None
+    ucb_beta: float = Field(4.0, ge=0)
+    seed: int = Field(0, ge=0, lt=2**31)
+    suggestion_ttl_s: float | None = Field(None, gt=0)
     description: str = ""
     metadata: dict[str, Any] = Field(default_factory=dict)
 
@@ -105,8 +107,8 @@ class StatusUpdate(_Strict):
 class SuggestionRequest(_Strict):
     """An ask."""
 
-    n: int | None = Field(None, description="How many positions (q); default the spec's "
-                                            "batch_size")
+    n: int | None = Field(None, ge=1, le=100,
+                          description="How many positions (q); default the spec's batch_size")
 
 
 class SuggestionPublic(BaseModel):

@@ -66,7 +66,10 @@ def check_points(spec: ExperimentSpec, points: object, max_points: int = 250_000
     Raises:
         InvalidInput: Wrong shape, non-finite or out-of-bounds values, too many points.
     """
-    X = np.asarray(points, dtype=float)
+    try:
+        X = np.asarray(points, dtype=float)
+    except (TypeError, ValueError):  # ragged rows or non-numbers
+        raise InvalidInput("points", f"must be an n x {spec.dim} list of numbers") from None
     if X.ndim != 2 or X.shape[1] != spec.dim or X.shape[0] == 0:
         raise InvalidInput("points", f"must be a non-empty n x {spec.dim} list "
                                      f"(parameters {spec.parameter_names})")

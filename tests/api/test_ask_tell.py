@@ -202,6 +202,7 @@ def test_posterior_points_and_grid(client: httpx.Client, experiment: dict) -> No
     assert client.get(_url(experiment, "/posterior"), params={"n": 10}).status_code == 200
     for body, loc in [({"points": [[1, 2, 3]]}, ["body", "points"]),
                       ({"points": [[11, 0]]}, ["body", "points", 0, 0]),
+                      ({"points": [[1e16, 0, 3], [0.5, 1]]}, ["body", "points"]),  # ragged
                       ({"grid": {"q": 5}}, ["body", "grid", "q"]),
                       ({"grid": {"x": 1}}, ["body", "grid", "x"]),
                       ({}, ["body", "points"])]:

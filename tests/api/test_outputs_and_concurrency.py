@@ -79,3 +79,20 @@ def test_parallel_asks_never_share_a_spot(live_server: LiveServer, client: httpx
     assert not errors and len(got) == 12
     spots = {(round(s["position"]["x"], 6), round(s["position"]["y"], 6)) for s in got}
     assert len(spots) == 12
+
+
+def test_measurements_during_a_refit_get_fitted(client: httpx.Client, experiment: dict) -> None:
+    """Data told while a refit runs is fitted when it ends, with no further tell."""
+    url = f"/api/v1/experiments/{experiment['id']}"
+
+    def batch(xs: list[float]) -> list[dict]:
+        return [{"position": {"x": x, "y": y}, "values": {"intensity": x * y}}
+                for x in xs for y in (-4, 0, 4)]
+
+    client.post(f"{url}/measurements", json={"measurements": batch([1, 5, 9])})
+    # the first fit (9 points) has just started in the background; tell more meanwhile
+    client.post(f"{url}/measurements", json={"measurements": batch([0, 2, 3, 4, 6, 7, 8, 10])})
+    deadline = time.monotonic() + 60
+    while client.get(url).json()["model"]["outputs"]["intensity"]["fitted_n"] < 33:
+        assert time.monotonic() < deadline, "the refit stalled until the next tell"
+        time.sleep(0.05)
