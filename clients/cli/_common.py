@@ -95,7 +95,7 @@ def load_mapping_file(path: str) -> Any:
         try:
             import yaml
         except ImportError:
-            raise UsageError("YAML files need PyYAML: pip install 'beamsteer[cli]', "
+            raise UsageError("YAML files need PyYAML: pip install pyyaml, "
                              "or give the spec as JSON") from None
         try:
             return yaml.safe_load(text)

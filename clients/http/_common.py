@@ -101,3 +101,11 @@ def closed_unknown(code: int | None, experiment_id: str) -> NotFound | None:
                                  "msg": f"unknown experiment {experiment_id!r}",
                                  "type": "not_found"}])
     return None
+
+
+def fitted(exp: Experiment, min_fitted: int) -> bool:
+    """Whether the steering output was fitted on ``min_fitted`` points, no refit running."""
+    m = exp.model
+    if m is None or m.refitting or exp.target not in m.outputs:
+        return False
+    return m.outputs[exp.target].fitted_n >= min_fitted

@@ -162,6 +162,18 @@ class AsyncClient:
         """Every measurement as CSV."""
         return await self._send(_calls.measurements_csv(c.eid(experiment)))
 
+    async def wait_for_fit(self, experiment: c.ExperimentRef, *, min_fitted: int = 1,
+                           timeout: float = 120.0, poll: float = 0.2) -> Experiment:
+        """Wait for a fit (see :meth:`Client.wait_for_fit`)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            exp = await self.get_experiment(experiment)
+            if c.fitted(exp, min_fitted):
+                return exp
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{exp.id}: not fitted on {min_fitted} points in {timeout} s")
+            await asyncio.sleep(poll)
+
     async def posterior(self, experiment: c.ExperimentRef, *,
                         points: Sequence[Sequence[float]] | None = None,
                         grid: Mapping[str, int] | None = None,

@@ -187,6 +187,24 @@ class Client:
         """Every measurement as CSV, one column per parameter, output and noise."""
         return self._send(_calls.measurements_csv(c.eid(experiment)))
 
+    def wait_for_fit(self, experiment: c.ExperimentRef, *, min_fitted: int = 1,
+                     timeout: float = 120.0, poll: float = 0.2) -> Experiment:
+        """Wait until the steering output's GP hyperparameters were fitted on at least
+        ``min_fitted`` points and no refit is running (fits run in the background, so a
+        posterior right after the first tells may still be empty).
+
+        Raises:
+            TimeoutError: Not fitted within ``timeout`` seconds.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            exp = self.get_experiment(experiment)
+            if c.fitted(exp, min_fitted):
+                return exp
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{exp.id}: not fitted on {min_fitted} points in {timeout} s")
+            time.sleep(poll)
+
     # --- posterior and events ------------------------------------------------------------
 
     def posterior(self, experiment: c.ExperimentRef, *,

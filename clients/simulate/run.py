@@ -140,23 +140,6 @@ def random_positions(sample: Sample, n: int, seed: int) -> list[dict[str, float]
             for _ in range(n)]
 
 
-def wait_fitted(client: Client, experiment: Experiment, min_fitted: int,
-                timeout: float = 120.0) -> None:
-    """Wait until the target's hyperparameters were fitted on ``min_fitted`` points and no
-    refit is running (the server refits when the data grew by 25%: never ask for more
-    than ``0.8 n`` after an incremental run)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        model = client.get_experiment(experiment).model
-        if model is not None and not model.refitting and \
-                model.outputs[experiment.target].fitted_n >= min_fitted:
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{experiment.id}: no fit on {min_fitted} points "
-                               f"within {timeout} s")
-        time.sleep(0.1)
-
-
 def map_rmse(client: Client, sample: Sample, experiment: Experiment, outputs: Sequence[str],
              grid: int = 40) -> dict[str, float]:
     """RMSE of the posterior mean against the truth on a ``grid x grid`` map."""
@@ -212,7 +195,9 @@ def compare(client: Client, sample: Sample, points: int, *, batch: int = 1, seed
                                             batch=batch, seed=seed))
     log(f"steered: experiment {exp.id}, {points} points in batches of {batch}")
     n = run_steered(client, bl, exp, points, batch=batch, progress=progress)
-    wait_fitted(client, exp, int(0.75 * n))
+    # the server refits when the data grew by 25%: 0.75 n is the most an incremental
+    # run can be sure of
+    client.wait_for_fit(exp, min_fitted=int(0.75 * n))
     report.results.append(Result("steered", exp.id, n, map_rmse(client, sample, exp, scored),
                                  bl.travel_s, bl.count_s, time.monotonic() - t0))
 
@@ -223,7 +208,7 @@ def compare(client: Client, sample: Sample, points: int, *, batch: int = 1, seed
         e = _scan(client, bl, spec_for(sample, outputs, target, name=f"{tag}-{method}",
                                        seed=seed), positions)
         log(f"{method}: experiment {e.id}, {len(positions)} points")
-        wait_fitted(client, e, len(positions))
+        client.wait_for_fit(e, min_fitted=len(positions))
         report.results.append(Result(method, e.id, len(positions),
                                      map_rmse(client, sample, e, scored), bl.travel_s,
                                      bl.count_s, time.monotonic() - t0))

@@ -99,8 +99,9 @@ def test_stops_when_the_map_is_good_enough(live_server: LiveServer,
     RE = RunEngine({})
     with Client(live_server.url) as client:
         exp = client.create_experiment(SPEC, name="bluesky-std")
-        # any std is below infinity... once the model can say: the first check after the
-        # initial design (4 Sobol points) stops the scan
+        # any std is below 1e9, once the model can say (after its first fit, which runs in
+        # the background): the first batch checked after that stops the scan
         RE(autonomous_scan([det], [x, y], client, exp.id, max_points=40, batch=4,
                            target_std=1e9, reduce=lambda r: {"intensity": r["det"]}))
-        assert client.get_experiment(exp).n_measurements == 4
+        n = client.get_experiment(exp).n_measurements
+        assert n % 4 == 0 and 4 <= n < 40
