@@ -1,0 +1,157 @@
+"""A Bluesky plan steered by Beamsteer: ask where to measure, move, read, tell.
+
+Needs bluesky (``pip install 'beamsteer[bluesky]'``); ophyd or ophyd-async devices both do,
+as any Bluesky-readable detector and movable motor.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Generator, Mapping, Sequence
+from typing import Any
+
+import bluesky.plan_stubs as bps
+import bluesky.preprocessors as bpp
+from bluesky.utils import Msg
+
+from clients.http import BeamsteerError, Client, Experiment, Suggestion
+
+Reduce = Callable[[dict[str, Any]], Mapping[str, float]]
+
+
+def _motor_map(motors: Mapping[str, Any] | Sequence[Any], exp: Experiment) -> dict[str, Any]:
+    names = exp.parameter_names
+    if isinstance(motors, Mapping):
+        out = dict(motors)
+    else:
+        if len(motors) != len(names):
+            raise ValueError(f"{len(motors)} motors for {len(names)} parameters {names}: "
+                             "give one per parameter, in the spec's order, or a mapping")
+        out = dict(zip(names, motors, strict=True))
+    missing = [n for n in names if n not in out]
+    if missing:
+        raise ValueError(f"no motor for parameter(s) {missing}")
+    return {n: out[n] for n in names}
+
+
+def _where(motor: Any, reading: Mapping[str, Any], setpoint: float) -> float:
+    """Where the motor is: its readback in this event, else ``.position``, else the
+    setpoint (the GP should learn where the beam was, not where it was sent)."""
+    for f in (getattr(motor, "hints", None) or {}).get("fields", []) or [motor.name]:
+        if f in reading:
+            return float(reading[f]["value"])
+    pos = getattr(motor, "position", None)
+    return float(pos) if isinstance(pos, int | float) else float(setpoint)
+
+
+def _clip(exp: Experiment, position: dict[str, float]) -> dict[str, float]:
+    """Keep a readback that overshot a bound by an encoder step inside the parameter space."""
+    b = {p["name"]: (p["lower"], p["upper"]) for p in exp.spec["parameters"]}
+    return {k: min(max(v, b[k][0]), b[k][1]) for k, v in position.items()}
+
+
+def max_std(client: Client, exp: Experiment, points_per_axis: int = 20) -> float:
+    """Largest posterior std of the steering output on a grid over (up to) the first two
+    parameters; ``inf`` while the model cannot say."""
+    post = client.posterior(exp, grid={n: points_per_axis for n in exp.parameter_names[:2]})
+    std = post.std(exp.target)
+    if not std or any(s is None for s in std):
+        return math.inf
+    return max(s for s in std if s is not None)
+
+
+def autonomous_scan(detectors: Sequence[Any], motors: Mapping[str, Any] | Sequence[Any],
+                    client: Client, experiment_id: str, *, max_points: int, reduce: Reduce,
+                    target_std: float | None = None, batch: int = 1,
+                    md: Mapping[str, Any] | None = None
+                    ) -> Generator[Msg, Any, str]:
+    """Measure where Beamsteer suggests until ``max_points`` or the map is good enough.
+
+    Each round asks the server for ``batch`` positions (in the order that keeps motor
+    travel short), then for each: moves all motors at once, triggers and reads detectors and
+    motors into one event of the ``primary`` stream, reduces that reading to the outputs
+    the experiment expects, and posts it at once with ``metadata`` ``{"run_uid",
+    "seq_num", "plan_name"}`` and the idempotency key ``"<uid>-<seq_num>"``, so a retried
+    post never stores a point twice and every stored point leads back to its event.
+    Suggestions not measured (a pause, an abort, an error) are abandoned on the way out.
+
+    The whole scan is **one run**: one start document, one descriptor, one event per
+    point, one stop. One run keeps the documents of a scan together (a single uid finds
+    all of it in Tiled/databroker, live plots and callbacks see one growing table), and
+    it is what Bluesky's own adaptive plans (``adaptive_scan``, bluesky-adaptive's
+    ``adaptive_plan``) do. A run per batch would scatter one map over many uids.
+
+    Args:
+        detectors: Readable devices to trigger and read at each point.
+        motors: ``{parameter: motor}``, or motors in the order of the spec's parameters.
+        client: A :class:`clients.Client` of the server.
+        experiment_id: The experiment that steers; its outputs are what ``reduce`` returns.
+        max_points: Points to measure at most.
+        reduce: ``reading -> {output: value}``; ``reading`` maps each data key of the event
+            to its value, e.g. ``lambda r: {"intensity": r["det"]}``.
+        target_std: Stop once the largest posterior std of the steering output, on a
+            20 x 20 grid over the first two parameters, falls below this (checked after
+            each batch).
+        batch: Positions per ask.
+        md: Extra metadata for the start document.
+
+    Returns:
+        The run's uid (``uid = yield from autonomous_scan(...)``; ``RE(...)`` returns it
+        too).
+    """
+    if max_points < 1 or batch < 1:
+        raise ValueError("max_points and batch must be >= 1")
+    exp = client.get_experiment(experiment_id)
+    motor_of = _motor_map(motors, exp)
+    devices = [*detectors, *[m for m in motor_of.values() if m not in detectors]]
+    _md: dict[str, Any] = {
+        "plan_name": "autonomous_scan",
+        "detectors": [d.name for d in detectors],
+        "motors": [m.name for m in motor_of.values()],
+        "num_points": max_points,
+        "plan_args": {"experiment_id": exp.id, "max_points": max_points, "batch": batch,
+                      "target_std": target_std},
+        "beamsteer": {"url": client.url, "experiment_id": exp.id, "experiment": exp.name,
+                      "target": exp.target},
+        "hints": {"dimensions": [([f for m in motor_of.values()
+                                   for f in (getattr(m, "hints", None) or {}).get(
+                                       "fields", [m.name])], "primary")]},
+    }
+    _md.update(md or {})
+
+    def measure_one(uid: str, seq: int, s: Suggestion) -> Generator[Msg, Any, None]:
+        args: list[Any] = []
+        for name, motor in motor_of.items():
+            args += [motor, s.position[name]]
+        yield from bps.mv(*args)
+        reading = yield from bps.trigger_and_read(devices)
+        values = reduce({k: v["value"] for k, v in reading.items()})
+        here = _clip(exp, {n: _where(m, reading, s.position[n]) for n, m in motor_of.items()})
+        client.measure(exp, here, dict(values), suggestion=s, key=f"{uid}-{seq}",
+                       metadata={"run_uid": uid, "seq_num": seq,
+                                 "plan_name": "autonomous_scan"})
+
+    def scan() -> Generator[Msg, Any, str]:
+        uid: str = yield from bps.open_run(md=_md)
+        seq = 0
+        pending: list[Suggestion] = []
+        try:
+            while seq < max_points:
+                pending = client.suggest(exp, min(batch, max_points - seq))
+                while pending:
+                    seq += 1  # the seq_num of the event trigger_and_read emits
+                    yield from measure_one(uid, seq, pending[0])
+                    pending.pop(0)
+                if target_std is not None and max_std(client, exp) < target_std:
+                    break
+        finally:
+            for s in pending:  # never leave suggestions that nobody will measure
+                try:
+                    client.abandon(exp, s)
+                except BeamsteerError:
+                    pass
+        yield from bps.close_run()
+        return uid
+
+    uid: str = yield from bpp.stage_wrapper(scan(), devices)
+    return uid

@@ -1,0 +1,166 @@
+"""What the server sends back, as small typed objects (the client's own copy of the wire
+format: it never imports ``server``).
+
+Unknown fields are ignored, so a newer server does not break an older client.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+ExperimentStatus = Literal["active", "paused", "closed"]
+
+
+class _Wire(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class OutputModel(_Wire):
+    """One output's GP: how many points it holds, and how many its hyperparameters saw."""
+
+    n: int
+    fitted_n: int
+    hyperparameters: dict[str, Any] = {}
+    last_fit_at: float | None = None
+    last_fit_seconds: float | None = None
+    fit_failures: int = 0
+    last_error: str | None = None
+
+
+class ModelState(_Wire):
+    """The engine's state (only in :meth:`Client.get_experiment`)."""
+
+    n: int
+    refitting: bool
+    outputs: dict[str, OutputModel]
+
+
+class Experiment(_Wire):
+    """An experiment: its spec with every default filled in, status and counts."""
+
+    id: str
+    spec: dict[str, Any]
+    status: ExperimentStatus
+    created_at: float
+    updated_at: float
+    n_measurements: int
+    n_pending: int
+    model: ModelState | None = None
+
+    @property
+    def name(self) -> str:
+        """The spec's name."""
+        return str(self.spec.get("name", ""))
+
+    @property
+    def parameter_names(self) -> list[str]:
+        """Parameter names, in the spec's order (the order of posterior ``points``)."""
+        return [p["name"] for p in self.spec.get("parameters", [])]
+
+    @property
+    def output_names(self) -> list[str]:
+        """Output names, in the spec's order."""
+        return [o["name"] for o in self.spec.get("outputs", [])]
+
+    @property
+    def target(self) -> str:
+        """The output that steers."""
+        return str(self.spec.get("target") or self.output_names[0])
+
+
+class Suggestion(_Wire):
+    """A position to measure; ``mean``/``std`` are the posterior there when asked."""
+
+    id: str
+    position: dict[str, float]
+    mean: dict[str, float | None] = {}
+    std: dict[str, float | None] = {}
+    acquisition: float | None = None
+    source: str = ""
+    status: str = "pending"
+    batch: str = ""
+    rank: int = 0
+    created_at: float = 0.0
+    expires_at: float | None = None
+    closed_at: float | None = None
+
+
+class Measurement(_Wire):
+    """A stored measurement. ``created`` is false when a tell repeated a known ``key``
+    (the stored original comes back), None when read with :meth:`Client.measurements`."""
+
+    id: int
+    seq: int
+    position: dict[str, float]
+    values: dict[str, float]
+    noise: dict[str, float] = {}
+    suggestion_id: str | None = None
+    key: str | None = None
+    metadata: dict[str, Any] = {}
+    created_at: float = 0.0
+    created: bool | None = None
+
+    def flat(self) -> dict[str, Any]:
+        """One flat row: seq, each parameter, each output, ``<output>_noise``, ids, time."""
+        row: dict[str, Any] = {"seq": self.seq, **self.position, **self.values}
+        row.update({f"{k}_noise": v for k, v in self.noise.items()})
+        row.update(suggestion_id=self.suggestion_id, key=self.key,
+                   created_at=self.created_at, metadata=self.metadata or None)
+        return row
+
+
+class Measurements(list[Measurement]):
+    """A list of measurements that can become a pandas DataFrame."""
+
+    def as_dataframe(self) -> Any:
+        """One row per measurement (columns as :meth:`Measurement.flat`); needs pandas."""
+        try:
+            import pandas as pd
+        except ImportError as e:  # pandas is optional: say which extra brings it
+            raise ImportError("as_dataframe() needs pandas: pip install 'beamsteer[data]'"
+                              ) from e
+        return pd.DataFrame([m.flat() for m in self])
+
+
+class OutputPosterior(_Wire):
+    """Posterior of one output at every point; None where it has no model yet."""
+
+    mean: list[float | None]
+    std: list[float | None]
+
+
+class Posterior(_Wire):
+    """Posterior mean and std at ``points`` (``n x d``, in ``parameters`` order). For a
+    grid, ``axes`` holds each axis' values and the last axis runs fastest."""
+
+    parameters: list[str]
+    points: list[list[float]]
+    axes: dict[str, list[float]] | None = None
+    outputs: dict[str, OutputPosterior]
+
+    def mean(self, output: str | None = None) -> list[float | None]:
+        """Posterior mean of ``output`` (default: the first) at every point."""
+        return self.outputs[output or next(iter(self.outputs))].mean
+
+    def std(self, output: str | None = None) -> list[float | None]:
+        """Posterior std of ``output`` (default: the first) at every point."""
+        return self.outputs[output or next(iter(self.outputs))].std
+
+
+class Event(_Wire):
+    """One event from ``ws .../events``: ``hello`` (on every (re)connect), ``suggestions``,
+    ``measurements``, ``suggestion_closed``, ``refit``, ``status``, ``overflow``."""
+
+    type: str
+    experiment_id: str
+    seq: int
+    time: float
+    data: dict[str, Any] = {}
+
+    @property
+    def when(self) -> _dt.datetime:
+        """``time`` as a local datetime."""
+        return _dt.datetime.fromtimestamp(self.time)

@@ -1,0 +1,107 @@
+"""The Bluesky plan with the real RunEngine, simulated ophyd motors and a detector whose
+reading is a known function of where they are, against the live server."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pytest
+
+pytest.importorskip("bluesky")
+pytest.importorskip("ophyd")
+
+from bluesky import RunEngine  # noqa: E402
+from ophyd.sim import SynAxis, SynSignal  # noqa: E402
+
+from clients import Client  # noqa: E402
+from clients.bluesky import autonomous_scan  # noqa: E402
+from tests.clients.conftest import SPEC, LiveServer  # noqa: E402
+
+
+def truth(x: float, y: float) -> float:
+    return math.sin(x / 2) * math.cos(y / 3) + 0.1 * x
+
+
+@pytest.fixture
+def beamline() -> tuple[SynAxis, SynAxis, SynSignal]:
+    x, y = SynAxis(name="x"), SynAxis(name="y")
+    det = SynSignal(func=lambda: truth(x.position, y.position), name="det")
+    return x, y, det
+
+
+@pytest.mark.parametrize("live_server", ["sqlite"], indirect=True)
+def test_one_run_every_point_stored_with_its_event(live_server: LiveServer,
+                                                   beamline: tuple[Any, ...]) -> None:
+    x, y, det = beamline
+    docs: list[tuple[str, dict[str, Any]]] = []
+    RE = RunEngine({}, call_returns_result=True)
+    with Client(live_server.url) as client:
+        exp = client.create_experiment(SPEC, name="bluesky")
+        result = RE(autonomous_scan([det], {"x": x, "y": y}, client, exp.id, max_points=7,
+                                    batch=3, reduce=lambda r: {"intensity": r["det"]},
+                                    md={"sample": "film-3"}),
+                    lambda name, doc: docs.append((name, doc)))
+        stored = client.measurements(exp)
+        sugs = client.suggestions(exp)
+    names = [n for n, _ in docs]
+    assert names[0] == "start" and names[-1] == "stop"
+    assert names.count("start") == 1 and names.count("descriptor") == 1
+    start, stop = docs[0][1], docs[-1][1]
+    uid = start["uid"]
+    assert result.run_start_uids == (uid,) and result.exit_status == "success"
+    assert start["plan_name"] == "autonomous_scan" and start["sample"] == "film-3"
+    assert start["beamsteer"]["experiment_id"] == exp.id
+    assert stop["exit_status"] == "success" and stop["num_events"]["primary"] == 7
+    events = [d for n, d in docs if n == "event"]
+    assert [e["seq_num"] for e in events] == list(range(1, 8))
+
+    assert len(stored) == 7  # 3 + 3 + 1: the last ask was for just one
+    for m, ev in zip(stored, events, strict=True):
+        assert m.metadata == {"run_uid": uid, "seq_num": ev["seq_num"],
+                              "plan_name": "autonomous_scan"}
+        assert m.key == f"{uid}-{ev['seq_num']}"
+        assert m.position == {"x": ev["data"]["x"], "y": ev["data"]["y"]}
+        assert m.values["intensity"] == pytest.approx(truth(m.position["x"], m.position["y"]))
+        assert m.values["intensity"] == pytest.approx(ev["data"]["det"])
+    assert len(sugs) == 7 and all(s.status == "measured" for s in sugs)
+
+
+@pytest.mark.parametrize("live_server", ["sqlite"], indirect=True)
+def test_failure_closes_the_run_and_abandons_the_rest(live_server: LiveServer,
+                                                      beamline: tuple[Any, ...]) -> None:
+    x, y, det = beamline
+    docs: list[tuple[str, dict[str, Any]]] = []
+    calls = []
+
+    def reduce(r: dict[str, Any]) -> dict[str, float]:
+        calls.append(r)
+        if len(calls) == 2:
+            raise RuntimeError("detector saturated")
+        return {"intensity": r["det"]}
+
+    RE = RunEngine({})
+    with Client(live_server.url) as client:
+        exp = client.create_experiment(SPEC, name="bluesky-fail")
+        with pytest.raises(RuntimeError, match="saturated"):
+            RE(autonomous_scan([det], [x, y], client, exp.id, max_points=8, batch=4,
+                               reduce=reduce), lambda n, d: docs.append((n, d)))
+        states = sorted(s.status for s in client.suggestions(exp))
+        assert client.get_experiment(exp).n_measurements == 1
+    assert states == ["abandoned"] * 3 + ["measured"]
+    assert docs[-1][0] == "stop" and docs[-1][1]["exit_status"] == "fail"
+
+
+@pytest.mark.parametrize("live_server", ["sqlite"], indirect=True)
+def test_stops_when_the_map_is_good_enough(live_server: LiveServer,
+                                           beamline: tuple[Any, ...]) -> None:
+    x, y, det = beamline
+    RE = RunEngine({})
+    with Client(live_server.url) as client:
+        exp = client.create_experiment(SPEC, name="bluesky-std")
+        # any std is below 1e9, once the model can say (after its first fit, which runs in
+        # the background): the first batch checked after that stops the scan
+        RE(autonomous_scan([det], [x, y], client, exp.id, max_points=40, batch=4,
+                           target_std=1e9, reduce=lambda r: {"intensity": r["det"]}))
+        n = client.get_experiment(exp).n_measurements
+        assert n % 4 == 0 and 4 <= n < 40
