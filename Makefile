@@ -12,7 +12,7 @@ $(BIN)/python:
 
 install: $(BIN)/python
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[server,models,dev]'
+	$(BIN)/pip install -q -e '.[server,models,data,sim,bluesky,dev]'
 
 serve: install
 	$(BIN)/beamsteer serve

@@ -1,4 +1,4 @@
-"""The examples of docs/clients.md run as written against the live server, so they stay
+"""The examples of the README's Clients section run as written against the live server, so they stay
 true: ``python`` blocks in this process, ``bash`` blocks in a shell where ``beamsteer``
 is this checkout's command line; a ``yaml`` block whose first line is ``# NAME`` is
 written to the file NAME first. ``console`` blocks are shown, not run."""
@@ -17,13 +17,21 @@ from clients import Client
 from tests.clients.conftest import LiveServer
 
 ROOT = Path(__file__).resolve().parents[2]
-DOC = ROOT / "docs" / "clients.md"
+DOC = ROOT / "README.md"
 DOC_URL = "http://127.0.0.1:8000"
 BLOCK = re.compile(r"^```(\w+)\n(.*?)^```", re.S | re.M)
 
 
+def section() -> str:
+    """The README's ``## Clients`` section, up to the next ``## `` heading."""
+    text = DOC.read_text()
+    start = text.index("\n## Clients")
+    end = text.find("\n## ", start + 1)
+    return text[start:end if end > 0 else None]
+
+
 def blocks(lang: str) -> list[str]:
-    return [code for kind, code in BLOCK.findall(DOC.read_text()) if kind == lang]
+    return [code for kind, code in BLOCK.findall(section()) if kind == lang]
 
 
 def test_the_doc_has_the_examples() -> None:
