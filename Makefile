@@ -25,4 +25,5 @@ test: install
 	OPENBLAS_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE $(BIN)/python -m pytest -q
 
 bench: install
-	$(BIN)/python benchmarks/ask_latency.py
+	$(BIN)/pip install -q -e '.[bench]'
+	OPENBLAS_NUM_THREADS=1 OMP_WAIT_POLICY=PASSIVE $(BIN)/python benchmarks/ask_latency.py
