@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 # Modules that provide ``register(subparsers)``; a missing optional package just hides them.
-_COMMANDS = ("server.cli", "models.cli")
+_COMMANDS = ("server.cli", "server.db_cli", "models.cli")
 
 
 def _quiet_threads() -> None:
