@@ -84,16 +84,9 @@ def _upgrade(args: argparse.Namespace) -> int:
 
 
 def _log_steps() -> None:
-    """Show each migration step ("Running upgrade 0001 -> 0002, ...") and nothing else."""
+    """Show each migration step ("Running upgrade 0001 -> 0002, ...") on stderr."""
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
-    log = logging.getLogger("alembic.runtime.migration")
-    log.setLevel(logging.INFO)
-    if _steps_only not in log.filters:
-        log.addFilter(_steps_only)
-
-
-def _steps_only(record: logging.LogRecord) -> bool:
-    return record.getMessage().startswith("Running")
+    logging.getLogger("alembic.runtime.migration").setLevel(logging.INFO)  # see migrate.py
 
 
 def _current(args: argparse.Namespace) -> int:

@@ -21,6 +21,7 @@ exactly that one, and upgraded from there.
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -41,6 +42,17 @@ SCRIPT_LOCATION = Path(__file__).with_name("migrations")
 INITIAL = "0001"
 # Key of the PostgreSQL advisory lock that serializes migrations across processes ("beam").
 MIGRATION_LOCK = 0x6265616D
+
+
+def _steps_only(record: logging.LogRecord) -> bool:
+    """Keep "Running upgrade 0001 -> 0002, ..." lines; drop Alembic's other narration."""
+    return record.getMessage().startswith("Running ")
+
+
+# Alembic narrates every run at INFO (plugin setup, "Context impl ..."); a service log at
+# INFO should show the migration steps that ran and nothing else.
+logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+logging.getLogger("alembic.runtime.migration").addFilter(_steps_only)
 
 
 def alembic_config(connection: Connection | None = None, *,
