@@ -36,15 +36,14 @@ from server.store.base import (
     register_store,
 )
 from server.store.engine import IMMEDIATE, is_memory, make_engine, sqlalchemy_url
-from server.store.schema import experiments, measurements, metadata, suggestions
+from server.store.migrate import upgrade
+from server.store.schema import experiments, measurements, suggestions
 
 T = TypeVar("T")
 
 # A concurrent insert of the same key (or seq) loses with IntegrityError; the retry then
 # sees the winner's row. Locks make this rare, so a few attempts are plenty.
 WRITE_ATTEMPTS = 4
-# Key of the PostgreSQL advisory lock that serializes create_all across processes.
-_SCHEMA_LOCK = 0x6265616D  # "beam"
 
 PENDING = SuggestionStatus.pending.value
 
@@ -127,7 +126,8 @@ class SQLStore:
 
     Args:
         url: ``sqlite:///path/to.db``, ``sqlite:///:memory:``, ``postgresql://user@host/db``
-            or ``postgresql+psycopg://...``. The schema is created if missing.
+            or ``postgresql+psycopg://...``. The schema is created if missing and migrated
+            to the newest revision (``server/store/migrations``) if older.
     """
 
     def __init__(self, url: str) -> None:
@@ -137,10 +137,11 @@ class SQLStore:
         self._sqlite = u.get_backend_name() == "sqlite"
         # An in-memory database is one shared connection: let one thread use it at a time.
         self._serial: Any = threading.RLock() if is_memory(u) else nullcontext()
-        with self._begin(write=True) as conn:
-            if not self._sqlite:
-                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_SCHEMA_LOCK)))
-            metadata.create_all(conn)
+        try:
+            upgrade(self._engine)  # under a lock: safe when processes start together
+        except BaseException:
+            self._engine.dispose()
+            raise
 
     def close(self) -> None:
         self._engine.dispose()
