@@ -87,7 +87,8 @@ def form_factor(
     elif name == "fuzzy_sphere":
         params = {"radius": size, "fuzziness": size * rng.uniform(0.05, 0.2), **pd}
     elif name == "ellipsoid":
-        params = {"radius_polar": size * rng.uniform(1.5, 4), "radius_equatorial": size, **pd}
+        params = {"radius_polar": size * rng.uniform(1.5, 4), "radius_equatorial": size,
+                  "radius_equatorial_pd": pd["radius_pd"], "radius_equatorial_pd_n": 15}
     elif name in ("cylinder", "hollow_cylinder"):
         params = {"radius": size * rng.uniform(0.3, 1.0), "length": size * rng.uniform(3, 10), **pd}
     elif name == "guinier_porod":
