@@ -48,7 +48,7 @@ def _batch(
 
 
 def train(
-    epochs: int = 10,
+    epochs: int = 40,
     seed: int = 0,
     out: str | Path | None = None,
     n_images: int = 2000,

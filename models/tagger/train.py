@@ -50,7 +50,7 @@ def fit_temperature(net: TaggerNet, x: torch.Tensor, y: torch.Tensor) -> None:
 
 
 def train(
-    epochs: int = 8,
+    epochs: int = 10,
     seed: int = 0,
     out: str | Path | None = None,
     n_images: int = 6000,
@@ -60,6 +60,7 @@ def train(
     threads: int = 1,
     config: TaggerConfig | None = None,
     eval_images: int = 300,
+    baseline_images: int = 3000,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Train, calibrate, evaluate on the held-out sets and write the checkpoint.
@@ -75,6 +76,7 @@ def train(
         threads: torch CPU threads.
         config: the architecture; default ``TaggerConfig(TAGS, size=96, ...)``.
         eval_images: held-out images per evaluation set stored in the checkpoint.
+        baseline_images: training images for the logistic-regression baseline.
         progress: show a tqdm bar.
 
     Returns:
@@ -120,7 +122,7 @@ def train(
     fit_temperature(net, xc, yc)
     from models.tagger.eval import evaluate
 
-    metrics = evaluate(net, n=eval_images, baseline_seed=seed)
+    metrics = evaluate(net, n=eval_images, baseline_seed=seed, baseline_n=baseline_images)
     ckpt = {
         "name": NAME,
         "config": asdict(cfg),
