@@ -93,7 +93,8 @@ def _eval(args: argparse.Namespace) -> int:
         metrics = ev.evaluate(model.net, n=args.n or 300, baseline_seed=base_seed)
     print(ev.format_table(metrics))
     if args.figure:
-        print(f"figure: {ev.figure(model.net, args.figure)}")
+        fig_kw = {"n": args.n or 300} if args.name == "tagger" else {}
+        print(f"figure: {ev.figure(model.net, args.figure, **fig_kw)}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(metrics, indent=1, default=str))
@@ -119,7 +120,7 @@ def _list(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Standalone entry: ``python -m models train|eval|list ...``."""
-    parser = argparse.ArgumentParser(prog="python -m models")
+    parser = argparse.ArgumentParser(prog="python -m")  # + "models" = the real command
     sub = parser.add_subparsers(dest="command", required=True)
     register(sub)
     args = parser.parse_args(["models", *(argv if argv is not None else _argv())])

@@ -10,6 +10,7 @@ seeds and in particle shapes (``TRAIN_SHAPES`` vs ``HELDOUT_SHAPES``).
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import lru_cache
 
 import numpy as np
 
@@ -68,8 +69,14 @@ def low_res(truth: np.ndarray, factor: int, rng: np.random.Generator) -> np.ndar
     return rng.poisson(binned).astype(np.float32)
 
 
+@lru_cache(maxsize=4)
+def _heldout_truth(n: int, seed0: int) -> tuple[np.ndarray, ...]:
+    # both factors and the figure use the same noiseless images: draw them once
+    return truth_images(range(seed0, seed0 + n), HELDOUT)
+
+
 def heldout_pairs(n: int, factor: int, seed0: int = HELDOUT_SEED0) -> tuple[np.ndarray, ...]:
     """n held-out (lr counts, hr truth, hr mask, beam centre), deterministic."""
-    truth, mask, centers = truth_images(range(seed0, seed0 + n), HELDOUT)
+    truth, mask, centers = _heldout_truth(n, seed0)
     lr = low_res(truth, factor, np.random.default_rng(seed0 + factor))
     return lr, truth, mask, centers

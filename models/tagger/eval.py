@@ -40,9 +40,15 @@ def baseline_model(seed: int, n: int, tags: tuple[str, ...]) -> ProfileBaseline:
 
 
 def evaluate(
-    net: TaggerNet, n: int = 300, baseline_seed: int | None = 0, baseline_n: int = 3000
+    net: TaggerNet,
+    n: int = 300,
+    baseline_seed: int | None = 0,
+    baseline_n: int = 3000,
+    seed_offset: int = 0,
 ) -> dict[str, Any]:
     """Metrics of the net (and of the baseline unless baseline_seed is None) on both sets.
+
+    ``seed_offset`` moves both held-out sets to other (still unseen) seeds.
 
     Returns:
         {"n": n, "heldout": {"cnn": summary, "baseline": summary}, "shifted": {...}} where a
@@ -53,7 +59,7 @@ def evaluate(
     out: dict[str, Any] = {"n": n, "baseline_train_images": baseline_n if base else 0}
     for name, cfg, seed0 in (("heldout", data.TRAIN, data.HELDOUT_SEED0),
                              ("shifted", data.SHIFTED, data.SHIFTED_SEED0)):
-        ims = data.images(range(seed0, seed0 + n), cfg)
+        ims = data.images(range(seed0 + seed_offset, seed0 + seed_offset + n), cfg)
         labels = np.stack([im.tag_vector() for im in ims])
         res = {"cnn": metrics.summary(predict(net, ims), labels, tags)}
         if base is not None:
