@@ -22,6 +22,21 @@ WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 FORMAT_VERSION = 1
 
 
+def _plain(v: Any) -> Any:
+    """Python builtins only, so ``torch.load(weights_only=True)`` can read the file."""
+    if isinstance(v, dict):
+        return {str(k): _plain(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return type(v)(_plain(x) for x in v) if type(v) in (list, tuple) else tuple(map(_plain, v))
+    if isinstance(v, torch.Tensor) or v is None or type(v) in (bool, int, float, str):
+        return v
+    if isinstance(v, str):  # e.g. torch.__version__ is a str subclass
+        return str(v)
+    if hasattr(v, "item"):  # numpy scalars
+        return v.item()
+    raise TypeError(f"cannot store {type(v).__name__} in a checkpoint")
+
+
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
     """Write a checkpoint dict (see module doc), creating the folder."""
     missing = {"name", "config", "state_dict", "seed", "generator"} - set(payload)
@@ -29,7 +44,7 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
         raise ValueError(f"checkpoint lacks {sorted(missing)}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"format": FORMAT_VERSION, **payload}, path)
+    torch.save(_plain({"format": FORMAT_VERSION, **payload}), path)
     return path
 
 
