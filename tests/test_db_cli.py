@@ -22,7 +22,7 @@ def test_upgrade_then_current(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     steps = [r.getMessage() for r in caplog.records]  # the steps that ran, nothing else
     assert all(s.startswith("Running upgrade ") for s in steps), steps
     assert steps[0].startswith(f"Running upgrade  -> {migrate.INITIAL}")
-    assert steps[-1].startswith(f"Running upgrade ") and f"-> {head}," in steps[-1]
+    assert steps[-1].startswith("Running upgrade ") and f"-> {head}," in steps[-1]
     caplog.clear()
     assert main(["db", "upgrade", "--data-dir", data]) == 0  # again: nothing to do
     assert caplog.records == []
