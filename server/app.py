@@ -47,14 +47,19 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
         service = SteeringService(the_store, settings, metrics=metrics)
         await service.start()
         app.state.service = service
-        expiry = asyncio.create_task(_expire_forever(service, settings.expiry_interval_s))
+        stop = asyncio.Event()
+        expiry = asyncio.create_task(
+            _expire_forever(service, settings.expiry_interval_s, stop))
         log.info("beamsteer ready", extra={"store": the_store.url.split(":", 1)[0],
                                           "version": __version__,
                                           "keys_required": await asyncio.to_thread(auth.enabled)})
         try:
             yield
         finally:
-            expiry.cancel()
+            # Let a running pass finish rather than cancel it: a cancelled await leaves its
+            # store call running in a thread, holding a connection past the store's close.
+            stop.set()
+            await expiry
             await service.stop()
             if own_store:
                 the_store.close()
@@ -80,10 +85,15 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     return app
 
 
-async def _expire_forever(service: SteeringService, interval: float) -> None:
-    """Expire overdue pending suggestions every ``interval`` seconds; survive store errors."""
+async def _expire_forever(service: SteeringService, interval: float,
+                          stop: asyncio.Event) -> None:
+    """Expire overdue pending suggestions every ``interval`` seconds until ``stop`` is set;
+    survive store errors."""
     while True:
-        await asyncio.sleep(interval)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)
+        if stop.is_set():
+            return
         try:
             await service.expire_due()
         except Exception:
