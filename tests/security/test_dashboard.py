@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -12,8 +11,21 @@ import pytest
 from server.security import Scope
 from server.security.keys import issue_key
 from tests.api.conftest import SPEC, LiveServer, make_settings
-from tests.dashboard.conftest import CHROMIUM_ARGS, browser  # noqa: F401 - a fixture
+from tests.dashboard.conftest import CHROMIUM, CHROMIUM_ARGS, _require_browser
 from tests.security.conftest import AUTH_CACHE_S, bearer
+
+
+@pytest.fixture(scope="module")
+def browser():  # noqa: ANN201 - a playwright Browser
+    """This module's own browser: Playwright's sync API runs an event loop in this thread
+    while it lives, which later asyncio tests of the session must not find."""
+    _require_browser()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        yield b
+        b.close()
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +43,7 @@ def locked(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServe
 
 
 def test_dashboard_asks_for_a_key_then_follows_live(
-        browser, locked: tuple[LiveServer, str, str], tmp_path: Path) -> None:  # noqa: ANN001, F811
+        browser, locked: tuple[LiveServer, str, str]) -> None:  # noqa: ANN001
     server, read_key, eid = locked
     context = browser.new_context(service_workers="block")
     sockets: list[str] = []
