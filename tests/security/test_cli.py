@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ import pytest
 from clients.cli.main import main
 from server.security.keys import hash_secret
 from server.store.base import open_store
+from tests.api.conftest import SPEC
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -55,8 +57,10 @@ def test_create_list_revoke(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
         store.close()
 
 
-def test_create_refuses_bad_input(postgres_url: str, capsys: pytest.CaptureFixture[str]
-                                  ) -> None:
+def test_create_refuses_bad_input(new_database: Callable[[], str],
+                                  capsys: pytest.CaptureFixture[str]) -> None:
+    # A database of its own: a key in the session's shared one would lock other tests out.
+    postgres_url = new_database()
     db = ["--database-url", postgres_url]
     assert main(["keys", "create", "--name", "x", "--scope", "read", "--expires", "soon",
                  *db]) == 2
@@ -69,8 +73,7 @@ def test_create_refuses_bad_input(postgres_url: str, capsys: pytest.CaptureFixtu
     capsys.readouterr()
     store = open_store(postgres_url)
     try:
-        exp = store.create_experiment({"name": "e", "parameters": [
-            {"name": "x", "lower": 0, "upper": 1}], "outputs": [{"name": "y"}]})
+        exp = store.create_experiment(SPEC)
     finally:
         store.close()
     assert main(["keys", "create", "--name", "only-e", "--scope", "read",
