@@ -43,7 +43,7 @@ EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('BEAMSTEER_PORT', '8000'), timeout=4)"]
 # BEAMSTEER_HOST=0.0.0.0 above: inside a container the service must listen on all of the
-# container's interfaces to be reachable through a published port at all. The API has no
-# authentication yet (issue 8): what decides who reaches it is where the port is published
-# (docker-compose.yml publishes on the host's loopback unless told otherwise).
+# container's interfaces to be reachable through a published port at all. So it refuses to
+# start until the database holds an API key (`beamsteer keys create`, README "Security"),
+# unless BEAMSTEER_INSECURE=true says that where the port is published decides who may in.
 ENTRYPOINT ["beamsteer", "serve"]

@@ -14,6 +14,7 @@ from server.api import events, experiments, health, measurements, posterior, sug
 from server.api.errors import install_error_handlers
 from server.api.middleware import BodyLimit, RequestContext
 from server.api.schemas import ErrorPublic
+from server.api.security import Gate, Guard
 from server.dashboard import mount_dashboard
 from server.metrics import Metrics
 from server.service import SteeringService
@@ -33,6 +34,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     """
     settings = settings or get_settings()
     metrics = Metrics()
+    gate = Gate(settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -41,16 +43,23 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
         torch.set_num_threads(settings.torch_threads)
         own_store = store is None
         the_store = store or open_store(settings.store_url)
+        auth = gate.start(the_store.keys)
         service = SteeringService(the_store, settings, metrics=metrics)
         await service.start()
         app.state.service = service
-        expiry = asyncio.create_task(_expire_forever(service, settings.expiry_interval_s))
+        stop = asyncio.Event()
+        expiry = asyncio.create_task(
+            _expire_forever(service, settings.expiry_interval_s, stop))
         log.info("beamsteer ready", extra={"store": the_store.url.split(":", 1)[0],
-                                          "version": __version__})
+                                          "version": __version__,
+                                          "keys_required": await asyncio.to_thread(auth.enabled)})
         try:
             yield
         finally:
-            expiry.cancel()
+            # Let a running pass finish rather than cancel it: a cancelled await leaves its
+            # store call running in a thread, holding a connection past the store's close.
+            stop.set()
+            await expiry
             await service.stop()
             if own_store:
                 the_store.close()
@@ -63,19 +72,28 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
         description="Autonomous experiments at scattering beamlines: ask where to measure "
                     "next, tell what was measured, follow the GP posterior live.")
     app.state.settings = settings
+    app.state.gate = gate
     install_error_handlers(app)
     for module in (experiments, suggestions, measurements, posterior, events, health):
         app.include_router(module.router)
     mount_dashboard(app)  # after the API routes, which keep winning
+    # Outermost last: request id and log, then who is calling (before any body is read),
+    # then the body limit.
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(Guard, gate=gate)
     app.add_middleware(RequestContext, metrics=metrics)
     return app
 
 
-async def _expire_forever(service: SteeringService, interval: float) -> None:
-    """Expire overdue pending suggestions every ``interval`` seconds; survive store errors."""
+async def _expire_forever(service: SteeringService, interval: float,
+                          stop: asyncio.Event) -> None:
+    """Expire overdue pending suggestions every ``interval`` seconds until ``stop`` is set;
+    survive store errors."""
     while True:
-        await asyncio.sleep(interval)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)
+        if stop.is_set():
+            return
         try:
             await service.expire_due()
         except Exception:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from typing import Any
 
 
@@ -27,6 +28,10 @@ def register(sub: Any) -> None:
                         "redis://localhost:6379/0 (default: the in-process queue)")
     p.add_argument("--log-level", default=None,
                    choices=["debug", "info", "warning", "error"], help="log level (default info)")
+    p.add_argument("--insecure", action="store_true", default=None,
+                   help="allow a --host beyond loopback while no API key exists (anyone "
+                        "who reaches the port may do everything); without it such a "
+                        "server refuses to start")
     p.add_argument("--plain-logs", action="store_true",
                    help="human-readable log lines instead of JSON")
     p.set_defaults(func=serve)
@@ -42,16 +47,39 @@ def serve(args: argparse.Namespace) -> int:
             os.environ[f"BEAMSTEER_{env}"] = str(value)
     if args.plain_logs:
         os.environ["BEAMSTEER_LOG_JSON"] = "false"
+    if args.insecure:
+        os.environ["BEAMSTEER_INSECURE"] = "true"
+
+    from server.settings import Settings
+
+    settings = Settings()
+    if settings.exposed and not settings.insecure and not _any_key(settings.store_url):
+        print(f"beamsteer serve: refusing to listen on {settings.host} with no API keys: "
+              "anyone who reaches the port could steer every experiment. Create a key "
+              "first (beamsteer keys create --name NAME --scope admin), bind to 127.0.0.1, "
+              "or pass --insecure (BEAMSTEER_INSECURE=true) on a network you trust.",
+              file=sys.stderr)
+        return 2
 
     import uvicorn
 
     from server.app import create_app
     from server.logs import configure_logging
-    from server.settings import Settings
 
-    settings = Settings()
     configure_logging(settings.log_level, settings.log_json)
     app = create_app(settings)
     uvicorn.run(app, host=settings.host, port=settings.port, log_config=None,
                 log_level=settings.log_level, ws="websockets-sansio")
     return 0
+
+
+def _any_key(store_url: str) -> bool:
+    """Whether the store holds a key that is not revoked (opens only the store: checked
+    before the service stack, torch included, is imported)."""
+    from server.store.base import open_store
+
+    store = open_store(store_url)
+    try:
+        return store.keys.count_unrevoked_keys() > 0
+    finally:
+        store.close()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 import time
 from typing import Any
@@ -30,11 +31,32 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
+# A websocket from a browser carries its API key in the query (?api_key=bsk_...), and
+# uvicorn logs websocket paths with their query: keys must never reach a log file.
+_KEY = re.compile(r"(api_key=)[^&\s\"']+|\bbsk_[A-Za-z0-9_-]+")
+
+
+def redact(text: str) -> str:
+    """``...?api_key=bsk_abc`` -> ``...?api_key=***``; a bare ``bsk_...`` -> ``bsk_***``."""
+    return _KEY.sub(lambda m: f"{m.group(1)}***" if m.group(1) else "bsk_***", text)
+
+
+class RedactKeys(logging.Filter):
+    """Mask API keys in log messages (a handler filter: it sees every record)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "api_key=" in message or "bsk_" in message:
+            record.msg, record.args = redact(message), None
+        return True
+
+
 def configure_logging(level: str = "info", json_lines: bool = True) -> None:
     """Send the service's and uvicorn's logs to stderr, as JSON lines or plain text."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if json_lines else
                          logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.addFilter(RedactKeys())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -85,7 +85,11 @@ class SteeringService:
         records = await self._io(self.store.list_experiments)
         for rec in records:
             if rec.status != ExperimentStatus.closed:
-                await self._load(rec.id)
+                try:
+                    await self._load(rec.id)
+                except Exception:  # one unloadable experiment must not keep the rest down
+                    log.exception("engine not rebuilt; retried on first use",
+                                  extra={"experiment_id": rec.id})
         log.info("service started", extra={"experiments": len(records),
                                             "engines": len(self._live)})
 

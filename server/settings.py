@@ -6,6 +6,7 @@ in ``./data``, an in-process queue and the CPU, bound to loopback only.
 
 from __future__ import annotations
 
+import ipaddress
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -38,6 +39,20 @@ class Settings(BaseSettings):
     max_batch_measurements: int = Field(1000, ge=1)
     max_suggestions: int = Field(100, ge=1)
     max_posterior_points: int = Field(250_000, ge=1)
+    # Security (README, "Security"). Without any API key every caller may do everything,
+    # which is why a server without keys binds only to loopback unless told `insecure`.
+    insecure: bool = Field(False, description="allow binding beyond loopback with no API keys")
+    # Seconds a key lookup (and "are there keys at all") is cached: the delay before a
+    # revocation or a first key takes effect.
+    auth_cache_s: float = Field(2.0, ge=0, le=60)
+    # Requests per second per API key (per client address when anonymous), with bursts of
+    # `rate_limit_burst`. A beamline's ask/tell loop makes a few per second and a dashboard
+    # a handful per refresh: these only stop a runaway script. 0 turns the limit off.
+    rate_limit_per_s: float = Field(200.0, ge=0)
+    rate_limit_burst: int = Field(400, ge=1)
+    # Open websockets (dashboards, event followers) at once; past it a new one is closed
+    # with 1013 ("try again later"). Each costs a task and a small event queue.
+    max_websockets: int = Field(1000, ge=1)
     # Threads for torch inside the API process. One thread per GP op was the steady choice on
     # 2-core machines (two spun OpenMP barriers against each other, DESIGN.md); raise it on
     # bigger hosts.
@@ -54,11 +69,27 @@ class Settings(BaseSettings):
         return v
 
     @property
+    def exposed(self) -> bool:
+        """Whether ``host`` reaches beyond this machine (anything but a loopback address)."""
+        return not is_loopback(self.host)
+
+    @property
     def store_url(self) -> str:
         """The database URL in use: ``database_url`` or the SQLite file in ``data_dir``."""
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'beamsteer.db').resolve()}"
+
+
+def is_loopback(host: str) -> bool:
+    """``127.0.0.1``, ``::1``, ``localhost``: only this machine can connect. ``0.0.0.0``,
+    ``::``, other addresses and other names: not (a name may resolve anywhere)."""
+    if host.strip().lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip().strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 @lru_cache

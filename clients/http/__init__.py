@@ -2,10 +2,12 @@
 
 from clients.http.aio import AsyncClient, AsyncEventStream
 from clients.http.errors import (
+    AuthenticationError,
     BeamsteerError,
     ConflictError,
     ConnectionFailed,
     NotFound,
+    PermissionDenied,
     ServerError,
     ValidationError,
 )
@@ -21,7 +23,8 @@ from clients.http.retry import Retry
 from clients.http.sync import Client, EventStream
 
 __all__ = [
-    "AsyncClient", "AsyncEventStream", "BeamsteerError", "Client", "ConflictError",
-    "ConnectionFailed", "Event", "EventStream", "Experiment", "Measurement", "Measurements",
-    "NotFound", "Posterior", "Retry", "ServerError", "Suggestion", "ValidationError",
+    "AsyncClient", "AsyncEventStream", "AuthenticationError", "BeamsteerError", "Client",
+    "ConflictError", "ConnectionFailed", "Event", "EventStream", "Experiment", "Measurement",
+    "Measurements", "NotFound", "PermissionDenied", "Posterior", "Retry", "ServerError",
+    "Suggestion", "ValidationError",
 ]

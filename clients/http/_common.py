@@ -10,7 +10,14 @@ from typing import Any
 import httpx
 
 from clients.http import _calls
-from clients.http.errors import BeamsteerError, ConnectionFailed, NotFound, error_from_reply
+from clients.http.errors import (
+    AuthenticationError,
+    BeamsteerError,
+    ConnectionFailed,
+    NotFound,
+    PermissionDenied,
+    error_from_reply,
+)
 from clients.http.models import Experiment, Suggestion
 
 log = logging.getLogger("beamsteer.client")
@@ -19,8 +26,11 @@ DEFAULT_URL = "http://127.0.0.1:8000"
 # The first ask of an experiment may wait for a GP to be built: be generous by default.
 DEFAULT_TIMEOUT = 60.0
 USER_AGENT = "beamsteer-client/0.1"
-# Close code with which the server refuses the events of an unknown experiment.
+# Close codes with which the server refuses an events websocket: unknown experiment, no
+# valid API key, a key without `read` for that experiment (4000 + the HTTP status).
 WS_UNKNOWN_EXPERIMENT = 4404
+WS_UNAUTHENTICATED = 4401
+WS_FORBIDDEN = 4403
 
 ExperimentRef = str | Experiment
 SuggestionRef = str | Suggestion
@@ -93,8 +103,14 @@ def measure_items(position: Mapping[str, float] | Sequence[Mapping[str, Any]],
     return _calls.batch_bodies(items), False
 
 
-def closed_unknown(code: int | None, experiment_id: str) -> NotFound | None:
-    """The error for a websocket closed because the experiment does not exist."""
+def closed_unknown(code: int | None, experiment_id: str) -> BeamsteerError | None:
+    """The error for a websocket closed for good: the experiment does not exist, or the key
+    does not open it (reconnecting would not help)."""
+    if code == WS_UNAUTHENTICATED:
+        return AuthenticationError("events: the server needs a valid API key", status=401)
+    if code == WS_FORBIDDEN:
+        return PermissionDenied(f"events: this key may not read {experiment_id!r}",
+                                status=403)
     if code == WS_UNKNOWN_EXPERIMENT:
         return NotFound(f"unknown experiment {experiment_id!r}", status=404,
                         detail=[{"loc": ["path", "experiment_id"],

@@ -66,6 +66,15 @@ class ValidationError(BeamsteerError):
     """422/400/413: the request was refused; ``field``, ``reason`` and ``loc`` say why."""
 
 
+class AuthenticationError(BeamsteerError):
+    """401: the server has API keys, and this client sent none, or one that is unknown,
+    expired or revoked (``Client(api_key=...)``)."""
+
+
+class PermissionDenied(BeamsteerError):
+    """403: the key is valid but lacks the scope, or is restricted to other experiments."""
+
+
 class ConflictError(BeamsteerError):
     """409: the request contradicts the stored state (experiment paused or closed, an
     idempotency key reused for different content)."""
@@ -88,6 +97,10 @@ def error_from_reply(status: int, body: Any, text: str = "") -> BeamsteerError:
     cls: type[BeamsteerError]
     if status == 404:
         cls = NotFound
+    elif status == 401:
+        cls = AuthenticationError
+    elif status == 403:
+        cls = PermissionDenied
     elif status == 409:
         cls = ConflictError
     elif status in (400, 413, 422):

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import logging
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, WebSocket
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from server.api.security import WS_FORBIDDEN, WS_UNAUTHENTICATED, www_authenticate
+from server.security import Forbidden, Unauthenticated
 from server.steering.errors import (
     Conflict,
     InvalidInput,
@@ -43,6 +45,12 @@ def _reply(request: Request, status: int, detail: object,
                         status_code=status, headers=headers)
 
 
+async def _close(websocket: WebSocket, code: int, reason: str) -> None:
+    """Accept, then close with ``code``: a browser sees the code only after an accept."""
+    await websocket.accept()
+    await websocket.close(code=code, reason=reason[:120])
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers below on an app."""
 
@@ -51,6 +59,27 @@ def install_error_handlers(app: FastAPI) -> None:
         """422: the core refused a field (spec, measurement, parameter of an ask)."""
         return _reply(request, 422, [{"loc": _loc(exc.field), "msg": exc.reason,
                                       "type": "value_error"}])
+
+    @app.exception_handler(Unauthenticated)
+    async def unauthenticated(conn: Request | WebSocket,
+                              exc: Unauthenticated) -> JSONResponse | None:
+        """401 with ``WWW-Authenticate: Bearer``: no key, or an unknown, expired or revoked
+        one. A websocket is accepted, then closed with 4401."""
+        if isinstance(conn, WebSocket):
+            await _close(conn, WS_UNAUTHENTICATED, exc.reason)
+            return None
+        return _reply(conn, 401, [{"loc": ["header", "authorization"], "msg": exc.reason,
+                                   "type": "unauthenticated"}], headers=www_authenticate(exc))
+
+    @app.exception_handler(Forbidden)
+    async def forbidden(conn: Request | WebSocket, exc: Forbidden) -> JSONResponse | None:
+        """403: a valid key without the scope, or restricted to other experiments. A
+        websocket is accepted, then closed with 4403."""
+        if isinstance(conn, WebSocket):
+            await _close(conn, WS_FORBIDDEN, exc.reason)
+            return None
+        return _reply(conn, 403, [{"loc": ["header", "authorization"], "msg": exc.reason,
+                                   "type": "forbidden"}])
 
     @app.exception_handler(UnknownExperiment)
     async def unknown_experiment(request: Request, exc: UnknownExperiment) -> JSONResponse:

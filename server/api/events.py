@@ -8,6 +8,7 @@ import contextlib
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
 from server.api.deps import WsServiceDep
+from server.api.security import WsReadDep
 from server.events import OVERFLOW
 from server.steering.errors import UnknownExperiment
 
@@ -15,11 +16,13 @@ router = APIRouter(tags=["events"])
 
 
 @router.websocket("/api/v1/experiments/{experiment_id}/events")
-async def events(websocket: WebSocket, experiment_id: str, service: WsServiceDep) -> None:
+async def events(websocket: WebSocket, experiment_id: str, service: WsServiceDep,
+                 _: WsReadDep) -> None:
     """Push JSON events ``{"type", "experiment_id", "seq", "time", "data"}``.
 
     The first message is ``{"type": "hello", ...}`` with the experiment's counts, so a client
-    knows from where it follows along. Unknown experiment: closed with code 4404.
+    knows from where it follows along. Unknown experiment: closed with code 4404; no or a
+    bad key: 4401; a key without ``read`` for this experiment: 4403 (after the accept).
     """
     try:
         rec = await service.get_experiment(experiment_id)

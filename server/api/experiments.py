@@ -15,11 +15,13 @@ from server.api.schemas import (
     ModelPublic,
     StatusUpdate,
 )
+from server.api.security import RESPONSES, AdminDep, CreateDep, ReadDep
 from server.steering.types import ModelStatus
 from server.store.base import ExperimentRecord
 
 router = APIRouter(prefix="/api/v1/experiments", tags=["experiments"],
-                   responses={404: {"model": ErrorPublic}, 422: {"model": ErrorPublic}})
+                   responses={404: {"model": ErrorPublic}, 422: {"model": ErrorPublic},
+                              **RESPONSES})
 
 
 def experiment_public(rec: ExperimentRecord, model: ModelStatus | None = None) -> ExperimentPublic:
@@ -31,21 +33,25 @@ def experiment_public(rec: ExperimentRecord, model: ModelStatus | None = None) -
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=ExperimentPublic)
-async def create_experiment(body: ExperimentCreate, service: ServiceDep) -> ExperimentPublic:
-    """Create an experiment; the reply holds its id and the spec with defaults filled in."""
+async def create_experiment(body: ExperimentCreate, service: ServiceDep,
+                            _: CreateDep) -> ExperimentPublic:
+    """Create an experiment; the reply holds its id and the spec with defaults filled in.
+
+    Needs ``admin`` from a key not restricted to some experiments."""
     rec = await service.create_experiment(body.model_dump())
     return experiment_public(rec)
 
 
 @router.get("", response_model=ExperimentsPublic)
-async def list_experiments(service: ServiceDep) -> ExperimentsPublic:
-    """All experiments, newest first."""
-    return ExperimentsPublic(
-        experiments=[experiment_public(r) for r in await service.list_experiments()])
+async def list_experiments(service: ServiceDep, principal: ReadDep) -> ExperimentsPublic:
+    """All experiments (those the key may see), newest first."""
+    return ExperimentsPublic(experiments=[
+        experiment_public(r) for r in await service.list_experiments() if principal.sees(r.id)])
 
 
 @router.get("/{experiment_id}", response_model=ExperimentPublic)
-async def get_experiment(experiment_id: str, service: ServiceDep) -> ExperimentPublic:
+async def get_experiment(experiment_id: str, service: ServiceDep,
+                         _: ReadDep) -> ExperimentPublic:
     """Spec, counts, and the model: hyperparameters, last fit, fit failures."""
     rec = await service.get_experiment(experiment_id)
     return experiment_public(rec, await service.model_status(experiment_id))
@@ -53,7 +59,7 @@ async def get_experiment(experiment_id: str, service: ServiceDep) -> ExperimentP
 
 @router.patch("/{experiment_id}", response_model=ExperimentPublic,
               responses={409: {"model": ErrorPublic}})
-async def update_status(experiment_id: str, body: StatusUpdate,
-                        service: ServiceDep) -> ExperimentPublic:
+async def update_status(experiment_id: str, body: StatusUpdate, service: ServiceDep,
+                        _: AdminDep) -> ExperimentPublic:
     """Pause (no new suggestions), resume, or close (read-only; pending ones abandoned)."""
     return experiment_public(await service.set_status(experiment_id, body.status))

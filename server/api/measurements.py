@@ -11,18 +11,20 @@ from fastapi import APIRouter, Query, Response, status
 
 from server.api.deps import ServiceDep
 from server.api.schemas import ErrorPublic, MeasurementsCreate, MeasurementsPage, MeasurementsStored
+from server.api.security import RESPONSES, ReadDep, TellDep
 from server.service import measurement_json
 from server.store.base import MeasurementRecord
 
 router = APIRouter(prefix="/api/v1/experiments/{experiment_id}/measurements",
                    tags=["measurements"],
-                   responses={404: {"model": ErrorPublic}, 422: {"model": ErrorPublic}})
+                   responses={404: {"model": ErrorPublic}, 422: {"model": ErrorPublic},
+                              **RESPONSES})
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=MeasurementsStored,
              responses={409: {"model": ErrorPublic}, 413: {"model": ErrorPublic}})
-async def measure(experiment_id: str, body: MeasurementsCreate,
-                  service: ServiceDep) -> MeasurementsStored:
+async def measure(experiment_id: str, body: MeasurementsCreate, service: ServiceDep,
+                  _: TellDep) -> MeasurementsStored:
     """Store a batch atomically (committed before this reply), then update the GP.
 
     A measurement whose ``key`` was seen before is not stored again: its original record
@@ -38,7 +40,7 @@ async def measure(experiment_id: str, body: MeasurementsCreate,
 @router.get("", response_model=MeasurementsPage,
             responses={200: {"content": {"text/csv": {}}}})
 async def list_measurements(
-    experiment_id: str, service: ServiceDep,
+    experiment_id: str, service: ServiceDep, _: ReadDep,
     after: int = Query(0, ge=0, le=2**62, description="Return measurements with seq > after"),
     limit: int = Query(1000, ge=1, le=100_000),
     format: Literal["json", "csv"] = "json",

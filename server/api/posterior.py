@@ -9,11 +9,13 @@ from fastapi import APIRouter, Query
 
 from server.api.deps import ServiceDep, SettingsDep
 from server.api.schemas import ErrorPublic, PosteriorPublic, PosteriorRequest
+from server.api.security import RESPONSES, ReadDep
 from server.steering.errors import InvalidInput
 from server.steering.grid import check_points, grid_points
 
 router = APIRouter(prefix="/api/v1/experiments/{experiment_id}/posterior", tags=["posterior"],
-                   responses={404: {"model": ErrorPublic}, 422: {"model": ErrorPublic}})
+                   responses={404: {"model": ErrorPublic}, 422: {"model": ErrorPublic},
+                              **RESPONSES})
 
 
 def _nulls(a: np.ndarray) -> list[float | None]:
@@ -22,7 +24,7 @@ def _nulls(a: np.ndarray) -> list[float | None]:
 
 @router.post("", response_model=PosteriorPublic)
 async def posterior(experiment_id: str, body: PosteriorRequest, service: ServiceDep,
-                    settings: SettingsDep) -> PosteriorPublic:
+                    settings: SettingsDep, _: ReadDep) -> PosteriorPublic:
     """Posterior mean and std (latent, output units) at ``points`` or on a ``grid``."""
     spec = await service.spec(experiment_id)
     axes = None
@@ -40,11 +42,11 @@ async def posterior(experiment_id: str, body: PosteriorRequest, service: Service
 
 
 @router.get("", response_model=PosteriorPublic)
-async def posterior_grid(experiment_id: str, service: ServiceDep, settings: SettingsDep,
-                         n: int = Query(40, ge=2, le=400,
-                                        description="Grid points along the first two axes")
-                         ) -> PosteriorPublic:
+async def posterior_grid(
+    experiment_id: str, service: ServiceDep, settings: SettingsDep, principal: ReadDep,
+    n: int = Query(40, ge=2, le=400, description="Grid points along the first two axes"),
+) -> PosteriorPublic:
     """The posterior on an ``n x n`` grid over the first two parameters (others at mid-range)."""
     spec = await service.spec(experiment_id)
     body = PosteriorRequest(grid={p: n for p in spec.parameter_names[:2]})
-    return await posterior(experiment_id, body, service, settings)
+    return await posterior(experiment_id, body, service, settings, principal)

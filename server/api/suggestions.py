@@ -6,17 +6,19 @@ from fastapi import APIRouter, status
 
 from server.api.deps import ServiceDep
 from server.api.schemas import ErrorPublic, SuggestionPublic, SuggestionRequest, SuggestionsPublic
+from server.api.security import RESPONSES, AskDep, ReadDep
 from server.service import suggestion_json
 from server.store.base import SuggestionStatus
 
 router = APIRouter(prefix="/api/v1/experiments/{experiment_id}/suggestions",
                    tags=["suggestions"],
-                   responses={404: {"model": ErrorPublic}, 422: {"model": ErrorPublic}})
+                   responses={404: {"model": ErrorPublic}, 422: {"model": ErrorPublic},
+                              **RESPONSES})
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=SuggestionsPublic,
              responses={409: {"model": ErrorPublic}})
-async def suggest(experiment_id: str, service: ServiceDep,
+async def suggest(experiment_id: str, service: ServiceDep, _: AskDep,
                   body: SuggestionRequest | None = None) -> SuggestionsPublic:
     """Propose ``n`` positions, ordered for short motor travel, stored as pending.
 
@@ -29,7 +31,7 @@ async def suggest(experiment_id: str, service: ServiceDep,
 
 
 @router.get("", response_model=SuggestionsPublic)
-async def list_suggestions(experiment_id: str, service: ServiceDep,
+async def list_suggestions(experiment_id: str, service: ServiceDep, _: ReadDep,
                            status: SuggestionStatus | None = None) -> SuggestionsPublic:
     """Suggestions, oldest first; ``?status=pending`` for those awaiting a measurement."""
     await service.get_experiment(experiment_id)
@@ -38,8 +40,8 @@ async def list_suggestions(experiment_id: str, service: ServiceDep,
 
 
 @router.delete("/{suggestion_id}", response_model=SuggestionPublic)
-async def abandon(experiment_id: str, suggestion_id: str,
-                  service: ServiceDep) -> SuggestionPublic:
+async def abandon(experiment_id: str, suggestion_id: str, service: ServiceDep,
+                  _: AskDep) -> SuggestionPublic:
     """Abandon a pending suggestion (it will not be measured); a no-op on a closed one."""
     return SuggestionPublic.model_validate(
         suggestion_json(await service.abandon(experiment_id, suggestion_id)))

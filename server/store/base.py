@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol
 
+from server.security.keys import KeyStore
+
 
 class ExperimentStatus(StrEnum):
     """Lifecycle of an experiment."""
@@ -144,6 +146,7 @@ class Store(Protocol):
     """Durable state. Every write commits before returning; reads never block writes."""
 
     url: str
+    keys: KeyStore  # API keys live in the same database
 
     def close(self) -> None:
         """Release connections."""

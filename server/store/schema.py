@@ -79,3 +79,21 @@ measurements = sa.Table(
     # NULL keys never collide, so measurements without a key are unconstrained.
     sa.UniqueConstraint("experiment_id", "key"),
 )
+
+# API keys (server/security/keys.py): only the SHA-256 of each secret is stored.
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    sa.Column("id", ID, primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("secret_hash", sa.String(64), nullable=False),
+    sa.Column("prefix", sa.String(16), nullable=False),
+    sa.Column("scopes", sa.JSON, nullable=False),  # ["read", "write:measurements"]
+    sa.Column("experiments", sa.JSON, nullable=True),  # null: every experiment
+    sa.Column("created_at", TIME, nullable=False),
+    sa.Column("expires_at", TIME, nullable=True),
+    sa.Column("revoked_at", TIME, nullable=True),
+    sa.Column("last_used_at", TIME, nullable=True),
+    # Every authenticated request looks its key up by hash.
+    sa.Index("ix_api_keys_secret_hash", "secret_hash", unique=True),
+)

@@ -36,6 +36,7 @@ from server.store.base import (
     register_store,
 )
 from server.store.engine import IMMEDIATE, is_memory, make_engine, sqlalchemy_url
+from server.store.keys import SQLKeyStore
 from server.store.migrate import upgrade
 from server.store.schema import experiments, measurements, suggestions
 
@@ -142,6 +143,7 @@ class SQLStore:
         except BaseException:
             self._engine.dispose()
             raise
+        self.keys = SQLKeyStore(self._begin, self._write)
 
     def close(self) -> None:
         self._engine.dispose()

@@ -27,15 +27,18 @@ from server.store.schema import metadata
 from tests.conftest import POSTGRES_ADMIN_URL, _admin_connect
 from tests.store.factories import SPEC, measurement, suggestion
 
-# A second revision that SQLite can only apply by copying `experiments` to a new table and
+# The tables of the first release, which made them with create_all before migrations.
+FIRST_RELEASE = ("experiments", "suggestions", "measurements")
+
+# A revision after head that SQLite can only apply by copying `experiments` to a new table and
 # dropping the old one (it cannot alter a column's type): with foreign keys on, that drop
 # would cascade into every measurement and suggestion.
 REBUILD = '''
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002"
-down_revision = "0001"
+revision = "9999"
+down_revision = "{head}"
 
 
 def upgrade():
@@ -125,7 +128,7 @@ def test_opening_migrates_to_head_and_reopening_keeps_data(store_url: str) -> No
         store.close()
     engine = make_engine(sqlalchemy_url(store_url))
     try:
-        assert _at(engine) == migrate.heads() == (migrate.INITIAL,)
+        assert _at(engine) == migrate.heads()
     finally:
         engine.dispose()
 
@@ -141,7 +144,7 @@ def test_migrations_match_schema_py(engine: Engine) -> None:
 
 
 def test_downgrade_to_base_and_upgrade_again(engine: Engine) -> None:
-    assert migrate.upgrade(engine) == (migrate.INITIAL,)
+    assert migrate.upgrade(engine) == migrate.heads()
     assert migrate.downgrade(engine, "base") == ()
     with engine.connect() as conn:
         assert set(sa.inspect(conn).get_table_names()) <= {"alembic_version"}
@@ -152,11 +155,13 @@ def test_database_from_before_migrations_is_stamped_and_kept(empty_url: str) -> 
     engine = make_engine(sqlalchemy_url(empty_url))
     try:
         with engine.begin() as conn:  # what the first release did on open
-            metadata.create_all(conn)
+            metadata.create_all(conn, tables=[metadata.tables[t] for t in FIRST_RELEASE])
         store = open_store(empty_url)
         exp, sids = _fill(store)
-        with engine.begin() as conn:
+        with engine.begin() as conn:  # back to what the first release left behind
             conn.exec_driver_sql("DROP TABLE alembic_version")
+            for table in set(metadata.tables) - set(FIRST_RELEASE):
+                conn.exec_driver_sql(f"DROP TABLE {table}")
         store.close()
         assert _at(engine) == ()
 
@@ -175,14 +180,15 @@ def test_data_survives_an_upgrade_that_rebuilds_a_table(empty_url: str, engine: 
     scripts = tmp_path / "migrations"
     shutil.copytree(migrate.SCRIPT_LOCATION, scripts,
                     ignore=shutil.ignore_patterns("__pycache__"))
-    (scripts / "versions" / "0002_rebuild.py").write_text(REBUILD)
+    (scripts / "versions" / "9999_rebuild.py").write_text(
+        REBUILD.replace("{head}", migrate.heads()[0]))
 
     migrate.upgrade(engine, migrate.INITIAL)  # a database of the first release, with data
     store = open_store(empty_url)
     exp, sids = _fill(store)
     store.close()
 
-    assert migrate.upgrade(engine, script_location=scripts) == ("0002",)
+    assert migrate.upgrade(engine, script_location=scripts) == ("9999",)
     with engine.connect() as conn:
         notes = conn.execute(sa.text("SELECT note FROM experiments WHERE id = :id"),
                              {"id": exp.id}).scalars().all()
@@ -226,6 +232,6 @@ def test_processes_starting_together_migrate_once(empty_url: str) -> None:
     try:
         with engine.connect() as conn:
             assert conn.exec_driver_sql("SELECT version_num FROM alembic_version").all() == [
-                (migrate.INITIAL,)]
+                migrate.heads()]
     finally:
         engine.dispose()

@@ -1,6 +1,6 @@
-// Every request of the page goes through request(): one place to add the API key (a later
-// issue adds keys) and to tell reads from writes. URLs are relative to the page, so the
-// dashboard also works behind a proxy that adds a path prefix.
+// Every request of the page goes through request(): one place to add the API key and to
+// tell reads from writes. URLs are relative to the page, so the dashboard also works behind
+// a proxy that adds a path prefix.
 
 const KEY_STORAGE = "beamsteer.apiKey";
 
@@ -40,6 +40,15 @@ export function onReadOnly(fn) {
   readOnlyListeners.push(fn);
 }
 
+// A 401 means the server has keys and ours is missing or no longer valid: ask for one.
+let authListeners = [];
+export function onAuthNeeded(fn) {
+  authListeners.push(fn);
+}
+export function authNeeded(why) {
+  authListeners.forEach((f) => f(why));
+}
+
 export async function request(path, { method = "GET", body, write = false, raw = false } = {}) {
   const headers = { accept: raw ? "*/*" : "application/json" };
   const key = apiKey();
@@ -52,7 +61,8 @@ export async function request(path, { method = "GET", body, write = false, raw =
   if (!r.ok) {
     let payload = null;
     try { payload = await r.json(); } catch { /* not JSON */ }
-    if (write && (r.status === 401 || r.status === 403)) readOnlyListeners.forEach((f) => f());
+    if (r.status === 401) authNeeded(payload);
+    else if (write && r.status === 403) readOnlyListeners.forEach((f) => f());
     throw new ApiError(r.status, payload);
   }
   if (raw) return r;
@@ -80,8 +90,12 @@ export const api = {
     request(exp(id), { method: "PATCH", body: { status }, write: true }),
 };
 
+// A browser cannot set headers on a websocket: the key goes in the query (the server masks
+// it in its logs).
 export function eventsUrl(id) {
   const u = new URL(`${exp(id)}/events`, document.baseURI);
   u.protocol = u.protocol === "https:" ? "wss:" : "ws:";
+  const key = apiKey();
+  if (key) u.searchParams.set("api_key", key);
   return u.href;
 }

@@ -1,7 +1,7 @@
 // Entry point: the service banner (health, version), the API key, and a hash router between
 // the experiments list (#/) and one experiment (#/e/<id>).
 
-import { api, apiKey, onReadOnly, setApiKey } from "./api.js";
+import { api, apiKey, onAuthNeeded, onReadOnly, setApiKey } from "./api.js";
 import { h } from "./dom.js";
 import { experimentView } from "./experiment.js";
 import { listView } from "./list.js";
@@ -38,12 +38,23 @@ function keyForm() {
   form.onsubmit = (e) => {
     e.preventDefault();
     setApiKey(form.elements.key.value.trim());
-    document.body.classList.remove("read-only");
+    document.body.classList.remove("read-only", "needs-key");
+    form.closest("details").open = false;
     route();
   };
 }
 
+// The server answered 401: open the key box and say why (once per key entered).
+function askForKey() {
+  if (document.body.classList.contains("needs-key")) return;
+  document.body.classList.add("needs-key");
+  const form = document.getElementById("key-form");
+  form.closest("details").open = true;
+  form.elements.key.focus();
+}
+
 onReadOnly(() => document.body.classList.add("read-only"));
+onAuthNeeded(askForKey);
 window.addEventListener("hashchange", route);
 keyForm();
 route();

@@ -2,7 +2,12 @@
 // (re)connect the caller resynchronizes from the API (onOpen), so nothing missed while the
 // socket was down (or dropped for being slow: close code 1013) stays missing.
 
-import { eventsUrl } from "./api.js";
+import { authNeeded, eventsUrl } from "./api.js";
+
+// Close codes of the server: 4000 + the HTTP status they stand for.
+const UNAUTHENTICATED = 4401;
+const FORBIDDEN = 4403;
+const UNKNOWN = 4404;
 
 export function follow(id, { onEvent, onOpen, onState }) {
   let ws = null;
@@ -24,8 +29,14 @@ export function follow(id, { onEvent, onOpen, onState }) {
     };
     ws.onclose = (e) => {
       if (closed) return;
-      if (e.code === 4404) {
+      if (e.code === UNKNOWN) {
         onState("gone");
+        return;
+      }
+      // No retrying with a key that will not work: a new key re-opens the view.
+      if (e.code === UNAUTHENTICATED || e.code === FORBIDDEN) {
+        onState(e.code === UNAUTHENTICATED ? "needs key" : "forbidden");
+        if (e.code === UNAUTHENTICATED) authNeeded(null);
         return;
       }
       onState("reconnecting");
