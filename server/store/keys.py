@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -13,7 +12,7 @@ from sqlalchemy.engine import Connection
 
 from server.security.keys import ApiKey, NewApiKey, UnknownKey
 from server.security.scopes import Scope
-from server.store.schema import api_keys
+from server.store.schema import api_keys, new_id
 
 Begin = Callable[..., AbstractContextManager[Connection]]
 Write = Callable[..., Any]
@@ -45,7 +44,7 @@ class SQLKeyStore:
 
     def create_key(self, key: NewApiKey) -> ApiKey:
         def tx(conn: Connection) -> ApiKey:
-            key_id = secrets.token_urlsafe(9)
+            key_id = new_id()
             conn.execute(api_keys.insert().values(
                 id=key_id, name=key.name[:200], secret_hash=key.secret_hash,
                 prefix=key.prefix, scopes=[s.value for s in key.scopes],

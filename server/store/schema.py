@@ -7,6 +7,8 @@ the spec's parameter order, which readers of the data expect to see kept.
 
 from __future__ import annotations
 
+import secrets
+
 import sqlalchemy as sa
 
 # Named constraints, so migrations can refer to them by a stable name.
@@ -19,6 +21,15 @@ metadata = sa.MetaData(
         "pk": "pk_%(table_name)s",
     }
 )
+
+def new_id() -> str:
+    """A short URL-safe random id (72 bits) that never starts with '-' or '_', so that it
+    is never taken for an option on a command line (``beamsteer measure -Xq3...``)."""
+    while True:
+        token = secrets.token_urlsafe(9)
+        if token[0].isalnum():
+            return token
+
 
 ID = sa.String(32)  # short URL-safe random ids (secrets.token_urlsafe)
 STATUS = sa.String(16)

@@ -12,7 +12,6 @@ write lock up front (a deferred transaction that later writes can fail with
 
 from __future__ import annotations
 
-import secrets
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -38,7 +37,7 @@ from server.store.base import (
 from server.store.engine import IMMEDIATE, is_memory, make_engine, sqlalchemy_url
 from server.store.keys import SQLKeyStore
 from server.store.migrate import upgrade
-from server.store.schema import experiments, measurements, suggestions
+from server.store.schema import experiments, measurements, new_id, suggestions
 
 T = TypeVar("T")
 
@@ -49,9 +48,6 @@ WRITE_ATTEMPTS = 4
 PENDING = SuggestionStatus.pending.value
 
 
-def _new_id() -> str:
-    """A short URL-safe random id (72 bits)."""
-    return secrets.token_urlsafe(9)
 
 
 # ---------------------------------------------------------------- rows -> records
@@ -208,7 +204,7 @@ class SQLStore:
     def create_experiment(self, spec: dict[str, Any]) -> ExperimentRecord:
         def tx(conn: Connection) -> ExperimentRecord:
             now = time.time()
-            experiment_id = _new_id()
+            experiment_id = new_id()
             conn.execute(experiments.insert().values(
                 id=experiment_id, name=str(spec.get("name", ""))[:200], spec=spec,
                 status=ExperimentStatus.active.value, created_at=now, updated_at=now,
@@ -369,9 +365,9 @@ class SQLStore:
                 raise Conflict("status", f"experiment {experiment_id!r} is {status}")
             if not items:
                 return []
-            now, batch = time.time(), _new_id()
+            now, batch = time.time(), new_id()
             records = [SuggestionRecord(
-                id=_new_id(), experiment_id=experiment_id, position=dict(it.position),
+                id=new_id(), experiment_id=experiment_id, position=dict(it.position),
                 mean=dict(it.mean), std=dict(it.std), acquisition=it.acquisition,
                 source=it.source,
                 status=SuggestionStatus.pending, batch=batch, rank=rank, created_at=now,

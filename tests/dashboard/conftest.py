@@ -57,8 +57,11 @@ def api(server: LiveServer) -> Iterator[httpx.Client]:
         yield c
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():  # noqa: ANN201 - a playwright Browser
+    """One browser per module, not per session: Playwright's sync API runs an event loop in
+    this thread while it lives, which another module's browser (or asyncio test) must not
+    find."""
     _require_browser()
     from playwright.sync_api import sync_playwright
 
