@@ -1,0 +1,1 @@
+"""CNN super-resolution of binned SANS detector images."""

@@ -1,0 +1,1 @@
+"""Multi-label CNN tagging of SAXS detector images."""
