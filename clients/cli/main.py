@@ -13,8 +13,8 @@ import sys
 from collections.abc import Sequence
 
 # Modules that provide ``register(subparsers)``; a missing optional package just hides them.
-_COMMANDS = ("server.cli", "models.cli", "clients.cli.experiments", "clients.cli.steer",
-             "clients.cli.data", "clients.cli.simulate")
+_COMMANDS = ("server.cli", "server.worker_cli", "models.cli", "clients.cli.experiments",
+             "clients.cli.steer", "clients.cli.data", "clients.cli.simulate")
 
 
 def _quiet_threads() -> None:
