@@ -27,6 +27,7 @@ from server.dashboard import mount_dashboard
 from server.inference import InferenceService
 from server.metrics import Metrics
 from server.queue.base import open_queue
+from server.reductions import ImageReducer
 from server.service import SteeringService
 from server.settings import Settings, get_settings
 from server.store.base import Store, open_store
@@ -55,7 +56,8 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
         inference = InferenceService(_queue(settings), settings, metrics)
         await inference.start()
         app.state.inference = inference
-        service = SteeringService(the_store, settings, metrics=metrics)
+        service = SteeringService(the_store, settings, metrics=metrics,
+                                  reducer=ImageReducer(inference))
         await service.start()
         app.state.service = service
         expiry = asyncio.create_task(_expire_forever(service, settings.expiry_interval_s))

@@ -4,6 +4,8 @@ their first bytes), as an H x W array. Nothing here executes code from a file
 
 from __future__ import annotations
 
+import base64
+import binascii
 import io
 import re
 
@@ -40,6 +42,16 @@ def read_image(data: bytes) -> np.ndarray:
     else:
         raise ImageError("not an image: expected .npy, TIFF or EDF bytes")
     return check_image(a)
+
+
+def decode_npy_b64(text: object) -> np.ndarray:
+    """A base64 string of ``.npy`` bytes (how JSON carries an image) -> the image."""
+    if not isinstance(text, str):
+        raise ImageError("must be a base64 string of .npy bytes")
+    try:
+        return read_image(base64.b64decode(text, validate=True))
+    except binascii.Error as e:
+        raise ImageError(f"not base64: {e}") from None
 
 
 def check_image(a: np.ndarray, max_pixels: int = 4096 * 4096) -> np.ndarray:

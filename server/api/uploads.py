@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Any
 
 import numpy as np
 from fastapi import Request
 
-from server.images import ImageError, check_image, read_image
+from server.images import ImageError, check_image, decode_npy_b64, read_image
 
 
 async def image_from_request(request: Request) -> tuple[np.ndarray, dict[str, Any]]:
@@ -50,13 +48,3 @@ def image_from_json(body: bytes) -> tuple[np.ndarray, dict[str, Any]]:
         return check_image(np.asarray(doc.get("image"), dtype=np.float32)), rest
     except (TypeError, ValueError) as e:
         raise ImageError(f"image: {e}") from None
-
-
-def decode_npy_b64(text: object) -> np.ndarray:
-    """A base64 string of ``.npy`` bytes -> the image."""
-    if not isinstance(text, str):
-        raise ImageError("npy_b64 must be a base64 string of .npy bytes")
-    try:
-        return read_image(base64.b64decode(text, validate=True))
-    except binascii.Error as e:
-        raise ImageError(f"npy_b64 is not base64: {e}") from None
