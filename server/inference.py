@@ -42,6 +42,16 @@ class ModelNotReady(LookupError):
         self.name, self.retry_after = name, retry_after
 
 
+_MODELS_TTL_S = 0.5
+
+
+@lru_cache
+def _shipped_names() -> list[str]:
+    from models import registry
+
+    return registry.available()
+
+
 @lru_cache
 def _shipped_description(name: str) -> dict[str, Any]:
     from models import registry
@@ -57,6 +67,7 @@ class InferenceService:
         self.metrics = metrics.inference
         self.worker: Worker | None = None
         self._worker_task: asyncio.Task[int] | None = None
+        self._models: tuple[float, dict[str, dict[str, Any]]] | None = None
 
     async def start(self) -> None:
         """Connect the queue; start the embedded worker (it loads models in the background,
@@ -82,7 +93,18 @@ class InferenceService:
     # --- models -----------------------------------------------------------------------
 
     async def models(self) -> dict[str, dict[str, Any]]:
-        """Every model known here: ``name -> description`` with ``ready`` and ``versions``."""
+        """Every model known here: ``name -> description`` with ``ready`` and ``versions``.
+
+        Cached for ``_MODELS_TTL_S``: every request asks, and with Redis each answer costs
+        round trips; readiness a fraction of a second old is fine (a job waits for a
+        worker until its deadline anyway).
+        """
+        now = time.monotonic()
+        if self._models is None or now - self._models[0] > _MODELS_TTL_S:
+            self._models = (now, await self._read_models())
+        return self._models[1]
+
+    async def _read_models(self) -> dict[str, dict[str, Any]]:
         served = await self.queue.served_models()
         out: dict[str, dict[str, Any]] = {}
         for (name, version), info in sorted(served.items()):
@@ -95,9 +117,7 @@ class InferenceService:
         return out
 
     def _shipped(self) -> list[str]:
-        from models import registry
-
-        return registry.available()
+        return _shipped_names()
 
     async def model(self, name: str) -> dict[str, Any]:
         """One model's description (raises UnknownModel)."""
@@ -118,7 +138,9 @@ class InferenceService:
             UnknownModel, ModelNotReady, QueueFull, DeadlineExceeded, JobFailed.
         """
         if not (await self.model(name))["ready"]:
-            raise ModelNotReady(name)
+            self._models = None  # a cached "not ready" is not worth a 503: ask again
+            if not (await self.model(name))["ready"]:
+                raise ModelNotReady(name)
         deadline = time.time() + (timeout_s or self.settings.inference_timeout_s)
         labels = (name, version)
         handles = []

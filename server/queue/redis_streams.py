@@ -65,6 +65,11 @@ return 1
 """
 
 
+# No command here blocks for more than a second (XREADGROUP BLOCK is at most block_s), so a
+# read that takes 30 s means a dead connection: fail it rather than hang.
+_TIMEOUTS = {"socket_timeout": 30, "socket_connect_timeout": 5}
+
+
 def _s(v: bytes | str) -> str:
     return v.decode() if isinstance(v, bytes) else v
 
@@ -95,7 +100,7 @@ class RedisQueue:
 
     async def start(self) -> None:
         """Connect and start the reply reader."""
-        self._redis = aioredis.Redis.from_url(self.url)
+        self._redis = aioredis.Redis.from_url(self.url, **_TIMEOUTS)
         await self._redis.ping()
         self._enqueue = self._redis.register_script(_ENQUEUE)
         self._reader = asyncio.create_task(self._read_replies(), name="beamsteer-replies")
@@ -104,27 +109,33 @@ class RedisQueue:
         """Stop the reply reader and disconnect."""
         if self._reader is not None:
             self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
+            await asyncio.wait([self._reader], timeout=5)
         if self._redis is not None:
-            await self._redis.aclose()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._redis.aclose(), 5)
             self._redis = None
 
     async def _read_replies(self) -> None:
-        # A connection of its own: BLPOP holds it for up to a second at a time.
-        conn = aioredis.Redis.from_url(self.url)
+        # A connection of its own: BLPOP holds it for up to a second at a time. The socket
+        # timeout bounds every read, so a half-dead connection cannot block it forever.
+        conn = aioredis.Redis.from_url(self.url, socket_timeout=5, socket_connect_timeout=5)
         try:
             while True:
                 try:
                     item = await conn.blpop([self.reply_to], timeout=1)
-                except (ConnectionError, OSError, aioredis.ConnectionError):
+                except (ConnectionError, OSError, TimeoutError, aioredis.ConnectionError,
+                        aioredis.TimeoutError):
                     log.warning("reply reader lost Redis; retrying", exc_info=True)
                     await asyncio.sleep(0.5)
                     continue
                 if item is not None:
                     self._resolve(item[1])
+                    # under load many replies wait: take them in one round trip
+                    for data in await conn.lpop(self.reply_to, 256) or []:
+                        self._resolve(data)
         finally:
-            await conn.aclose()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(conn.aclose(), 5)
 
     def _resolve(self, data: bytes) -> None:
         try:
@@ -217,7 +228,7 @@ class RedisJobSource:
     async def start(self) -> None:
         """Connect; create each stream's group from its start (jobs queued before any worker
         existed are served too)."""
-        self._redis = aioredis.Redis.from_url(self.url)
+        self._redis = aioredis.Redis.from_url(self.url, **_TIMEOUTS)
         self._finish = self._redis.register_script(_FINISH)
         for stream in self.streams:
             try:
