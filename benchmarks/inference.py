@@ -43,7 +43,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from models import registry  # noqa: E402
-from server.queue.base import Job, JobQueue, open_queue  # noqa: E402
+from server.queue.base import Job, JobQueue, JobResult, open_queue  # noqa: E402
 from server.runners import ModelRunner  # noqa: E402
 from server.worker import Worker, pick_device  # noqa: E402
 
@@ -57,6 +57,7 @@ class Row:
     images_per_s: float
     p50_ms: float
     p99_ms: float
+    busy: float | None = None  # share of the wall time the workers spent in forward passes
 
 
 def tagger_checkpoint(tmp: Path) -> str:
@@ -81,60 +82,78 @@ def make_images(n: int, size: int) -> list[np.ndarray]:
 
 
 def stats(model: str, path: str, batching: str, c: int, lat: list[float],
-          wall: float) -> Row:
+          wall: float, results: list[JobResult] | None = None, workers: int = 1) -> Row:
     ms = np.array(lat) * 1000
+    busy = None
+    if results:  # each batch once: its worker and start time name it
+        batches = {(r.worker, r.started_at): r.compute_s for r in results}
+        busy = sum(batches.values()) / (wall * workers)
     return Row(model, path, batching, c, len(lat) / wall, float(np.percentile(ms, 50)),
-               float(np.percentile(ms, 99)))
+               float(np.percentile(ms, 99)), busy)
 
 
 def bench_direct(model: str, ckpt: str, device: str, images: list[np.ndarray],
-                 params: dict, batch: int, n: int) -> Row:
+                 params: dict, batch: int, n: int, repeat: int) -> Row:
     """The net itself, on batches of ``batch`` images (1 = one call per image)."""
     runner = ModelRunner(registry.load(ckpt, device=device), "1")
     jobs = [Job(str(i), model, "1", {"x": im}, params, 0, 0) for i, im in enumerate(images)]
     runner.run(jobs[:batch])  # warm
-    lat, t0 = [], time.perf_counter()
-    done = 0
-    while done < n:
-        t = time.perf_counter()
-        runner.run(jobs[done % len(jobs):done % len(jobs) + batch] or jobs[:batch])
-        if device.startswith("cuda"):
-            torch.cuda.synchronize()
-        lat += [time.perf_counter() - t] * batch
-        done += batch
     label = "direct, 1 image" if batch == 1 else f"direct, batch {batch}"
-    return stats(model, label, "-", batch, lat, time.perf_counter() - t0)
-
-
-async def closed_loop(send: Callable[[np.ndarray], Awaitable[None]],
-                      images: list[np.ndarray], concurrency: int, n: int
-                      ) -> tuple[list[float], float]:
-    """``concurrency`` callers share ``n`` requests; each waits for its answer."""
-    lat: list[float] = []
-    counter = iter(range(n))
-
-    async def caller() -> None:
-        for i in counter:
+    best: Row | None = None
+    for _ in range(repeat):
+        lat, t0, done = [], time.perf_counter(), 0
+        while done < n:
             t = time.perf_counter()
-            await send(images[i % len(images)])
-            lat.append(time.perf_counter() - t)
+            runner.run(jobs[done % len(jobs):done % len(jobs) + batch] or jobs[:batch])
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            lat += [time.perf_counter() - t] * batch
+            done += batch
+        row = stats(model, label, "-", batch, lat, time.perf_counter() - t0)
+        if best is None or row.images_per_s > best.images_per_s:
+            best = row
+    assert best is not None
+    return best
 
+
+async def closed_loop(send: Callable[[np.ndarray], Awaitable[JobResult]],
+                      images: list[np.ndarray], concurrency: int, n: int, repeat: int
+                      ) -> tuple[list[float], float, list[JobResult]]:
+    """``concurrency`` callers share ``n`` requests; each waits for its answer. The best
+    of ``repeat`` runs is kept (this host is shared: slow runs measure the neighbours)."""
     for im in images[:concurrency]:  # warm the path
         await send(im)
-    t0 = time.perf_counter()
-    await asyncio.gather(*[caller() for _ in range(concurrency)])
-    return lat, time.perf_counter() - t0
+    best: tuple[list[float], float, list[JobResult]] | None = None
+    for _ in range(repeat):
+        lat: list[float] = []
+        results: list[JobResult] = []
+        counter = iter(range(n))
+
+        async def caller(counter=counter, lat=lat, results=results) -> None:
+            for i in counter:
+                t = time.perf_counter()
+                results.append(await send(images[i % len(images)]))
+                lat.append(time.perf_counter() - t)
+
+        t0 = time.perf_counter()
+        await asyncio.gather(*[caller() for _ in range(concurrency)])
+        wall = time.perf_counter() - t0
+        if best is None or wall < best[1]:
+            best = (lat, wall, results)
+    assert best is not None
+    return best
 
 
-def sender(queue: JobQueue, model: str, params: dict) -> Callable[[np.ndarray], Awaitable[None]]:
-    async def send(im: np.ndarray) -> None:
+def sender(queue: JobQueue, model: str,
+           params: dict) -> Callable[[np.ndarray], Awaitable[JobResult]]:
+    async def send(im: np.ndarray) -> JobResult:
         h = await queue.enqueue_job(model, {"x": im}, params=params, deadline=time.time() + 120)
-        await h.result()
+        return await h.result()
     return send
 
 
 async def bench_memory(models: dict[str, str], device: str, work: dict, levels: list[int],
-                       n: int, max_batch: int, delay_ms: float) -> list[Row]:
+                       n: int, max_batch: int, delay_ms: float, repeat: int) -> list[Row]:
     rows = []
     for batching, mb in (("on", max_batch), ("off", 1)):
         q = open_queue("memory", max_depth=100_000)
@@ -145,8 +164,9 @@ async def bench_memory(models: dict[str, str], device: str, work: dict, levels: 
         await w.ready.wait()
         for model, (images, params) in work.items():
             for c in levels:
-                lat, wall = await closed_loop(sender(q, model, params), images, c, n)
-                rows.append(stats(model, "memory queue", batching, c, lat, wall))
+                lat, wall, res = await closed_loop(sender(q, model, params), images, c, n,
+                                                   repeat)
+                rows.append(stats(model, "memory queue", batching, c, lat, wall, res))
         w.stop()
         await task
         await q.close()
@@ -183,7 +203,7 @@ async def wait_workers(url: str, prefix: str, models: dict[str, str], k: int) ->
 
 async def bench_redis(url: str, models: dict[str, str], device: str, work: dict,
                       levels: list[int], n: int, max_batch: int, delay_ms: float,
-                      threads: int, worker_counts: list[int]) -> list[Row]:
+                      threads: int, worker_counts: list[int], repeat: int) -> list[Row]:
     rows = []
     for k in worker_counts:
         for batching, mb in (("on", max_batch), ("off", 1)):
@@ -196,9 +216,10 @@ async def bench_redis(url: str, models: dict[str, str], device: str, work: dict,
                 await wait_workers(url, prefix, models, k)
                 for model, (images, params) in work.items():
                     for c in levels:
-                        lat, wall = await closed_loop(sender(q, model, params), images, c, n)
+                        lat, wall, res = await closed_loop(sender(q, model, params), images,
+                                                           c, n, repeat)
                         rows.append(stats(model, f"redis, {k} worker{'s' * (k > 1)}",
-                                          batching, c, lat, wall))
+                                          batching, c, lat, wall, res, k))
             finally:
                 await q.close()
                 for p in procs:
@@ -220,11 +241,12 @@ async def _drop(url: str, prefix: str) -> None:
 
 
 def table(rows: list[Row]) -> str:
-    out = ["| model | path | micro-batching | concurrency | images/s | p50 ms | p99 ms |",
-           "|---|---|---|---:|---:|---:|---:|"]
+    out = ["| model | path | micro-batching | concurrency | images/s | p50 ms | p99 ms | "
+           "worker busy |", "|---|---|---|---:|---:|---:|---:|---:|"]
     for r in rows:
+        busy = "-" if r.busy is None else f"{r.busy:.0%}"
         out.append(f"| {r.model} | {r.path} | {r.batching} | {r.concurrency} | "
-                   f"{r.images_per_s:.1f} | {r.p50_ms:.1f} | {r.p99_ms:.1f} |")
+                   f"{r.images_per_s:.1f} | {r.p50_ms:.1f} | {r.p99_ms:.1f} | {busy} |")
     return "\n".join(out)
 
 
@@ -271,12 +293,15 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads per process")
     ap.add_argument("--workers", default="1,2", help="Redis worker counts")
     ap.add_argument("--models", default="superres,tagger")
+    ap.add_argument("--repeat", type=int, default=None,
+                    help="runs per row, the best kept (default 3; quick 2)")
     ap.add_argument("--write-readme", action="store_true")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     device = pick_device(args.device)
     size = args.size or (32 if args.quick else 64)
     n = args.requests or (128 if args.quick else 1024)
+    repeat = args.repeat or (2 if args.quick else 3)
     levels = [int(c) for c in (args.concurrency or ("1,32" if args.quick else "1,8,32,64")
                                ).split(",")]
     tmp = Path(tempfile.mkdtemp(prefix="beamsteer-bench-"))
@@ -288,20 +313,23 @@ def main() -> None:
 
     rows: list[Row] = []
     for m, ckpt in models.items():
-        rows.append(bench_direct(m, ckpt, device, images, params[m], 1, max(32, n // 4)))
-        rows.append(bench_direct(m, ckpt, device, images, params[m], args.max_batch, n))
+        rows.append(bench_direct(m, ckpt, device, images, params[m], 1, max(32, n // 4),
+                                 repeat))
+        rows.append(bench_direct(m, ckpt, device, images, params[m], args.max_batch, n,
+                                 repeat))
     print(table(rows), flush=True)
     rows += asyncio.run(bench_memory(models, device, work, levels, n, args.max_batch,
-                                     args.max_delay_ms))
+                                     args.max_delay_ms, repeat))
     rows += asyncio.run(bench_redis(args.redis_url, models, device, work, levels, n,
                                     args.max_batch, args.max_delay_ms, args.threads,
-                                    [int(k) for k in args.workers.split(",")]))
+                                    [int(k) for k in args.workers.split(",")], repeat))
     rows.sort(key=lambda r: (r.model, r.path.startswith("redis"), r.path, r.batching,
                              r.concurrency))
     cpu = (torch.cuda.get_device_name() if device.startswith("cuda")
            else f"CPU, {os.cpu_count()} cores")
     text = (f"`python benchmarks/inference.py {' '.join(sys.argv[1:])}` on {cpu}; "
-            f"{size}x{size} images (superres x2), {n} requests per row, max-batch "
+            f"{size}x{size} images (superres x2), {n} requests per row (best of {repeat}), "
+            f"max-batch "
             f"{args.max_batch}, max-delay {args.max_delay_ms} ms, {args.threads} torch "
             f"thread(s) per process.\n\n{table(rows)}\n\n"
             f"{ratios(rows, args.max_batch, max(levels))}\n")

@@ -270,15 +270,22 @@ class RedisJobSource:
         entries = await self._reclaim(max_batch)
         if not entries:
             entries = await self._read(max_batch, max(1, int(block_s * 1000)))
+            # Top up without BLOCK: Redis expires blocking reads on its cron tick (100 ms at
+            # the default hz 10), so "BLOCK 4" can wait 100 ms. Polling every millisecond
+            # for a few milliseconds costs a handful of round trips and keeps the delay exact.
             t_end = time.monotonic() + max_delay_s
             while entries and len(entries) < max_batch:
-                left_ms = int((t_end - time.monotonic()) * 1000)
-                if left_ms < 1:
+                more = await self._read(max_batch - len(entries), None)
+                entries += more
+                left = t_end - time.monotonic()
+                if left <= 0:
                     break
-                entries += await self._read(max_batch - len(entries), left_ms)
+                if not more:
+                    await asyncio.sleep(min(left, 0.001))
         return await self._jobs(entries)
 
-    async def _read(self, count: int, block_ms: int) -> list[tuple[str, bytes, dict, int]]:
+    async def _read(self, count: int,
+                    block_ms: int | None) -> list[tuple[str, bytes, dict, int]]:
         reply = await self.redis.xreadgroup(k.GROUP, self.consumer,
                                             dict.fromkeys(self.streams, ">"),
                                             count=count, block=block_ms)
