@@ -102,3 +102,33 @@ async def test_job_delivered_too_often_is_dead_lettered_with_a_clear_error(
     assert len(dead) == 1 and dead[0][1][b"job_id"] == handle.id.encode()
     assert r.xlen(stream) == 0
     r.close()
+
+
+async def test_sigterm_drains_the_batch_in_hand(queue, redis_url: str, redis_prefix: str) -> None:
+    handles = [await queue.enqueue_job("superres", {"counts": im}, deadline=deadline(120))
+               for im in images(4)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "clients.cli", "worker", "--redis-url", redis_url,
+         "--prefix", redis_prefix, "--models", "superres", "--device", "cpu",
+         "--max-batch", "4", "--max-delay-ms", "300", "--slow-ms", "1500", "--threads", "1"],
+        cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    r = redis.Redis.from_url(redis_url)
+    stream = k.stream_key(redis_prefix, "superres", "1")
+    try:
+        t_end = time.monotonic() + 90
+        while sum(_pending_of(r, stream).values()) < 4:
+            assert worker.poll() is None, worker.stderr.read().decode()[-2000:]
+            assert time.monotonic() < t_end, "the worker never took the batch"
+            await asyncio.sleep(0.05)
+        worker.send_signal(signal.SIGTERM)  # mid-batch: it finishes, answers, then exits
+        results = await asyncio.wait_for(asyncio.gather(*[h.result() for h in handles]), 60)
+        assert await asyncio.to_thread(worker.wait, 30) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+        worker.stderr.close()
+    assert [res.batch_size for res in results] == [4] * 4
+    assert r.xlen(stream) == 0 and await queue.served_models() == {}
+    r.close()
