@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# The inference worker (`beamsteer worker`, issue 4): pulls jobs from Redis, runs the deep
+# The inference worker (`beamsteer worker`): pulls jobs from Redis, runs the deep
 # nets on the GPU. Build from the repository root:
 #   docker build -f docker/worker.Dockerfile -t beamsteer-worker .
 # Needs the NVIDIA Container Toolkit on the host. The only setting it needs is
@@ -38,8 +38,8 @@ COPY --from=build /opt/venv /opt/venv
 USER beamsteer
 WORKDIR /home/beamsteer
 # Healthy while Redis, where its jobs come from, answers. A dead worker process ends the
-# container, which the restart policy handles. (A heartbeat of the worker's own can replace
-# this once issue 4 defines one.)
+# container, which the restart policy handles. (The worker also writes a heartbeat key;
+# checking it here would need the worker id, which the container does not know in advance.)
 HEALTHCHECK --interval=30s --timeout=5s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import os, redis; redis.Redis.from_url(os.environ['BEAMSTEER_REDIS_URL'], socket_timeout=4).ping()"]
 ENTRYPOINT ["beamsteer", "worker"]

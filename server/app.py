@@ -10,13 +10,25 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from server import __version__
-from server.api import events, experiments, health, measurements, posterior, suggestions
+from server.api import (
+    events,
+    experiments,
+    health,
+    inference_v2,
+    measurements,
+    models,
+    posterior,
+    suggestions,
+)
 from server.api.errors import install_error_handlers
 from server.api.middleware import BodyLimit, RequestContext
 from server.api.schemas import ErrorPublic
 from server.api.security import Gate, Guard
 from server.dashboard import mount_dashboard
+from server.inference import InferenceService
 from server.metrics import Metrics
+from server.queue.base import open_queue
+from server.reductions import ImageReducer
 from server.service import SteeringService
 from server.settings import Settings, get_settings
 from server.store.base import Store, open_store
@@ -44,7 +56,11 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
         own_store = store is None
         the_store = store or open_store(settings.store_url)
         auth = gate.start(the_store.keys)
-        service = SteeringService(the_store, settings, metrics=metrics)
+        inference = InferenceService(_queue(settings), settings, metrics)
+        await inference.start()
+        app.state.inference = inference
+        service = SteeringService(the_store, settings, metrics=metrics,
+                                  reducer=ImageReducer(inference))
         await service.start()
         app.state.service = service
         stop = asyncio.Event()
@@ -61,6 +77,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
             stop.set()
             await expiry
             await service.stop()
+            await inference.stop()
             if own_store:
                 the_store.close()
 
@@ -74,7 +91,8 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     app.state.settings = settings
     app.state.gate = gate
     install_error_handlers(app)
-    for module in (experiments, suggestions, measurements, posterior, events, health):
+    for module in (experiments, suggestions, measurements, posterior, events, health, models,
+                   inference_v2):
         app.include_router(module.router)
     mount_dashboard(app)  # after the API routes, which keep winning
     # Outermost last: request id and log, then who is calling (before any body is read),
@@ -83,6 +101,13 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
     app.add_middleware(Guard, gate=gate)
     app.add_middleware(RequestContext, metrics=metrics)
     return app
+
+
+def _queue(settings: Settings):  # -> JobQueue
+    """The inference queue the settings name (Redis options are ignored by "memory")."""
+    return open_queue(settings.queue_name, url=settings.redis_url, prefix=settings.redis_prefix,
+                      max_depth=settings.queue_max_depth, claim_idle_ms=settings.claim_idle_ms,
+                      max_deliveries=settings.max_deliveries)
 
 
 async def _expire_forever(service: SteeringService, interval: float,

@@ -39,3 +39,44 @@ class Metrics:
         self.websockets = Gauge(
             "beamsteer_websockets", "Open event websockets", registry=r)
         self.engines = Gauge("beamsteer_engines", "GP engines held in memory", registry=r)
+        self.inference = InferenceMetrics(r)
+
+
+# Inference: ~1 ms (a warm GPU batch) to the 30 s default deadline.
+_INFER = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+_BATCH = (1, 2, 4, 8, 16, 32, 64, 128)
+
+
+class InferenceMetrics:
+    """Per model and version, in the spirit of Triton's ``nv_inference_*``."""
+
+    def __init__(self, r: CollectorRegistry) -> None:
+        mv = ["model", "version"]
+        self.requests = Counter(
+            "beamsteer_inference_requests_total",
+            "Inference jobs by outcome: success, queue_full, expired, failed, dead_lettered",
+            [*mv, "outcome"], registry=r)
+        self.queue_seconds = Histogram(
+            "beamsteer_inference_queue_seconds", "Time from enqueue to the start of compute",
+            mv, buckets=_INFER, registry=r)
+        self.compute_seconds = Histogram(
+            "beamsteer_inference_compute_seconds", "Forward pass of the batch a job ran in",
+            mv, buckets=_INFER, registry=r)
+        self.request_seconds = Histogram(
+            "beamsteer_inference_request_seconds", "End to end: enqueue to result in the API",
+            mv, buckets=_INFER, registry=r)
+        self.batch_size = Histogram(
+            "beamsteer_inference_batch_size", "Size of the micro-batch each job ran in",
+            mv, buckets=_BATCH, registry=r)
+        self.queue_depth = Gauge(
+            "beamsteer_inference_queue_depth", "Jobs not finished (queued or in progress)", mv,
+            registry=r)
+        self.pending = Gauge(
+            "beamsteer_inference_pending", "Jobs delivered to a worker and not yet answered",
+            mv, registry=r)
+        self.dead_lettered = Gauge(
+            "beamsteer_inference_dead_lettered", "Jobs in the dead-letter record", mv,
+            registry=r)
+        self.ready = Gauge(
+            "beamsteer_inference_model_ready", "1 when a warm worker serves the model", mv,
+            registry=r)

@@ -17,7 +17,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -45,6 +45,9 @@ from server.store.base import (
 
 log = logging.getLogger("beamsteer.service")
 T = TypeVar("T")
+# (spec, items) -> items whose detector images became values (server/reductions.py)
+Reducer = Callable[[ExperimentSpec, Sequence[Mapping[str, Any]]],
+                   Awaitable[list[dict[str, Any]]]]
 
 
 @dataclass
@@ -61,8 +64,9 @@ class SteeringService:
     """Experiments, suggestions, measurements and posteriors, over a :class:`Store`."""
 
     def __init__(self, store: Store, settings: Settings, *, events: EventBus | None = None,
-                 metrics: Metrics | None = None) -> None:
+                 metrics: Metrics | None = None, reducer: Reducer | None = None) -> None:
         self.store = store
+        self.reducer = reducer
         self.settings = settings
         self.events = events or EventBus()
         self.metrics = metrics or Metrics()
@@ -268,6 +272,10 @@ class SteeringService:
             raise InvalidMeasurement(
                 "measurements", f"at most {self.settings.max_batch_measurements} per request")
         spec = ExperimentSpec.from_dict(rec.spec)
+        if any(isinstance(m, Mapping) and m.get("image") is not None for m in items):
+            if self.reducer is None:
+                raise InvalidMeasurement("measurements", "this server reduces no images")
+            items = await self.reducer(spec, items)  # before the store: values go in with it
         new = [_check_measurement(spec, m, f"measurements[{i}]") for i, m in enumerate(items)]
         try:
             stored: StoredMeasurements = await self._io(self.store.add_measurements,

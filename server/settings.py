@@ -27,6 +27,25 @@ class Settings(BaseSettings):
         None, description="SQLAlchemy URL; default sqlite:///<data_dir>/beamsteer.db")
     redis_url: str | None = Field(None, description="Redis for the inference queue (optional)")
     redis_prefix: str = "beamsteer"
+
+    # Inference queue: "memory" runs jobs in this process; "redis" hands them to
+    # `beamsteer worker` processes (default: redis when redis_url is set, else memory).
+    queue_backend: Literal["memory", "redis"] | None = None
+    # Jobs a model's queue may hold before requests get 429. At ~1-10 ms per image on a GPU,
+    # 1000 is seconds of work: more only adds latency callers would time out on.
+    queue_max_depth: int = Field(1000, ge=1)
+    inference_timeout_s: float = Field(30.0, gt=0, description="Default deadline of a request")
+    # Models of the in-process worker: "name,name=checkpoint.pt"; empty = every shipped one.
+    inference_models: str = ""
+    embedded_worker: bool | None = Field(
+        None, description="Run a worker inside the API process (default: with the memory queue)")
+    inference_device: str = "auto"
+    worker_max_batch: int = Field(32, ge=1)
+    worker_max_delay_ms: float = Field(5.0, ge=0)
+    # A job held this long by a worker is taken over by another (the holder is presumed
+    # dead); must exceed the slowest batch's compute time.
+    claim_idle_ms: int = Field(30_000, ge=1)
+    max_deliveries: int = Field(3, ge=1)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_json: bool = True
 
@@ -72,6 +91,18 @@ class Settings(BaseSettings):
     def exposed(self) -> bool:
         """Whether ``host`` reaches beyond this machine (anything but a loopback address)."""
         return not is_loopback(self.host)
+
+    @property
+    def queue_name(self) -> str:
+        """The queue backend in use."""
+        return self.queue_backend or ("redis" if self.redis_url else "memory")
+
+    @property
+    def runs_embedded_worker(self) -> bool:
+        """Whether the API process runs its own inference worker."""
+        if self.embedded_worker is None:
+            return self.queue_name == "memory"
+        return self.embedded_worker
 
     @property
     def store_url(self) -> str:

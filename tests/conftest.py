@@ -62,3 +62,56 @@ def postgres_url() -> Iterator[str]:
 def sqlite_url(tmp_path: Path) -> str:
     """URL of a SQLite file that does not exist yet, in a directory that does not either."""
     return f"sqlite:///{tmp_path / 'data' / 'beamsteer.db'}"
+
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture(scope="session")
+def redis_url() -> str:
+    """URL of the test Redis (``BEAMSTEER_TEST_REDIS_URL``); skipped when none answers."""
+    import redis
+
+    url = os.environ.get("BEAMSTEER_TEST_REDIS_URL", REDIS_URL)
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=2).ping()
+    except redis.ConnectionError as exc:
+        if os.environ.get("BEAMSTEER_TEST_REQUIRE_SERVICES"):
+            pytest.fail(f"Redis at {url} does not answer: {exc}")
+        pytest.skip(f"Redis at {url} does not answer (set BEAMSTEER_TEST_REDIS_URL)")
+    return url
+
+
+@pytest.fixture
+def redis_prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix of this test's own; every key under it is deleted afterwards."""
+    import redis
+
+    prefix = f"beamsteer-test-{secrets.token_hex(6)}"
+    yield prefix
+    r = redis.Redis.from_url(redis_url)
+    keys = list(r.scan_iter(f"{prefix}:*", count=1000))
+    if keys:
+        r.delete(*keys)
+    r.close()
+
+
+@pytest.fixture(scope="session")
+def tagger_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small, randomly initialised tagger saved the registry's way (for queue mechanics:
+    results must equal a direct call, whatever the weights)."""
+    import dataclasses
+
+    import torch
+
+    from models.checkpoint import save_checkpoint
+    from models.synth.tags import TAGS
+    from models.tagger.net import TaggerConfig, TaggerNet
+
+    torch.manual_seed(0)
+    config = TaggerConfig(tags=TAGS, size=32, widths=(8, 16))
+    net = TaggerNet(config).eval()
+    path = tmp_path_factory.mktemp("weights") / "tagger.pt"
+    return save_checkpoint(path, {"name": "tagger", "config": dataclasses.asdict(config),
+                                  "state_dict": net.state_dict(), "seed": 0,
+                                  "generator": {"version": "test", "config": {}}})

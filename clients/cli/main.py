@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 # Modules that provide ``register(subparsers)``; a missing optional package just hides them.
-_COMMANDS = ("server.cli", "server.db_cli", "server.keys_cli", "models.cli",
+_COMMANDS = ("server.cli", "server.db_cli", "server.keys_cli", "server.worker_cli", "models.cli",
              "clients.cli.experiments", "clients.cli.steer", "clients.cli.data",
              "clients.cli.simulate")
 

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import Depends, Request, WebSocket
 
+from server.inference import InferenceService
 from server.service import SteeringService
 from server.settings import Settings
 
@@ -28,6 +29,13 @@ def get_app_settings(request: Request) -> Settings:
     return settings
 
 
+def get_inference(request: Request) -> InferenceService:
+    """The app's inference service (built in the lifespan)."""
+    inference: InferenceService = request.app.state.inference
+    return inference
+
+
+InferenceDep = Annotated[InferenceService, Depends(get_inference)]
 ServiceDep = Annotated[SteeringService, Depends(get_service)]
 WsServiceDep = Annotated[SteeringService, Depends(get_ws_service)]
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]

@@ -16,6 +16,10 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from server.api.security import WS_FORBIDDEN, WS_UNAUTHENTICATED, www_authenticate
+from server.api.v2_tensors import ProtocolError
+from server.images import ImageError
+from server.inference import ModelNotReady, UnknownModel
+from server.queue.base import DeadlineExceeded, JobFailed, QueueFull
 from server.security import Forbidden, Unauthenticated
 from server.steering.errors import (
     Conflict,
@@ -41,6 +45,9 @@ def _loc(field: str) -> list[str | int]:
 def _reply(request: Request, status: int, detail: object,
            headers: dict[str, str] | None = None) -> JSONResponse:
     rid = getattr(request.state, "request_id", None)
+    if request.url.path.startswith("/v2/"):  # Open Inference Protocol: {"error": "..."}
+        return JSONResponse({"error": _flat(detail), "request_id": rid}, status_code=status,
+                            headers=headers)
     return JSONResponse({"detail": jsonable_encoder(detail), "request_id": rid},
                         status_code=status, headers=headers)
 
@@ -51,8 +58,60 @@ async def _close(websocket: WebSocket, code: int, reason: str) -> None:
     await websocket.close(code=code, reason=reason[:120])
 
 
+def _flat(detail: object) -> str:
+    if isinstance(detail, list):
+        return "; ".join(f"{'.'.join(map(str, d.get('loc', [])))}: {d.get('msg')}"
+                         if isinstance(d, dict) else str(d) for d in detail)
+    return str(detail)
+
+
+def _install_inference_handlers(app: FastAPI) -> None:
+    @app.exception_handler(UnknownModel)
+    async def unknown_model(request: Request, exc: UnknownModel) -> JSONResponse:
+        """404: no such model."""
+        return _reply(request, 404, [{"loc": ["path", "name"], "msg": str(exc),
+                                      "type": "not_found"}])
+
+    @app.exception_handler(ModelNotReady)
+    async def not_ready(request: Request, exc: ModelNotReady) -> JSONResponse:
+        """503 with Retry-After: the model exists, no warm worker serves it yet."""
+        return _reply(request, 503, str(exc),
+                      headers={"Retry-After": str(max(1, round(exc.retry_after)))})
+
+    @app.exception_handler(QueueFull)
+    async def queue_full(request: Request, exc: QueueFull) -> JSONResponse:
+        """429 with Retry-After: the model's queue is at its bound."""
+        return _reply(request, 429, str(exc),
+                      headers={"Retry-After": str(max(1, round(exc.retry_after)))})
+
+    @app.exception_handler(DeadlineExceeded)
+    async def deadline(request: Request, exc: DeadlineExceeded) -> JSONResponse:
+        """504: no result before the request's deadline (dropped if not yet computed)."""
+        return _reply(request, 504, str(exc))
+
+    @app.exception_handler(JobFailed)
+    async def job_failed(request: Request, exc: JobFailed) -> JSONResponse:
+        """422 when the model refused the input; 502 when the job was dead-lettered
+        (workers died delivering it, or it could not be decoded)."""
+        if exc.bad_input:
+            return _reply(request, 422, [{"loc": ["body"], "msg": exc.result.error,
+                                          "type": "model_refused_input"}])
+        return _reply(request, 502, str(exc))
+
+    @app.exception_handler(ProtocolError)
+    async def protocol_error(request: Request, exc: ProtocolError) -> JSONResponse:
+        """400: an Open Inference Protocol request that does not follow the protocol."""
+        return _reply(request, 400, str(exc))
+
+    @app.exception_handler(ImageError)
+    async def bad_image(request: Request, exc: ImageError) -> JSONResponse:
+        """422: the upload is not an image this service reads."""
+        return _reply(request, 422, [{"loc": ["body"], "msg": str(exc), "type": "image"}])
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers below on an app."""
+    _install_inference_handlers(app)
 
     @app.exception_handler(InvalidInput)
     async def invalid_input(request: Request, exc: InvalidInput) -> JSONResponse:

@@ -26,5 +26,6 @@ async def health(service: ServiceDep) -> dict[str, object]:
 @router.get("/metrics", response_class=Response)
 async def metrics(request: Request) -> Response:
     """Prometheus text format."""
+    await request.app.state.inference.refresh_gauges()
     return Response(generate_latest(request.app.state.service.metrics.registry),
                     media_type=CONTENT_TYPE_LATEST)

@@ -7,11 +7,20 @@ import io
 import json
 from typing import Literal
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 
 from server.api.deps import ServiceDep
-from server.api.schemas import ErrorPublic, MeasurementsCreate, MeasurementsPage, MeasurementsStored
+from server.api.schemas import (
+    ErrorPublic,
+    MeasurementCreate,
+    MeasurementsCreate,
+    MeasurementsPage,
+    MeasurementsStored,
+)
 from server.api.security import RESPONSES, ReadDep, TellDep
+from server.api.uploads import image_from_request
 from server.service import measurement_json
 from server.store.base import MeasurementRecord
 
@@ -32,6 +41,29 @@ async def measure(experiment_id: str, body: MeasurementsCreate, service: Service
     """
     items = [m.model_dump() for m in body.measurements]
     stored = await service.measure(experiment_id, items)
+    return MeasurementsStored.model_validate({
+        "measurements": [measurement_json(r) for r in stored.records],
+        "created": stored.created})
+
+
+@router.post("/image", status_code=status.HTTP_201_CREATED, response_model=MeasurementsStored,
+             responses={409: {"model": ErrorPublic}, 413: {"model": ErrorPublic},
+                        429: {"model": ErrorPublic}, 504: {"model": ErrorPublic}})
+async def measure_image(experiment_id: str, request: Request,
+                        service: ServiceDep) -> MeasurementsStored:
+    """One measurement with its detector image as a multipart upload: ``file`` (.npy, TIFF
+    or EDF) and ``measurement``, the rest as JSON (``{"position": ..., "key": ...}``).
+
+    The spec's reductions turn the image into values; stored before this reply.
+    """
+    image, fields = await image_from_request(request)
+    try:
+        m = MeasurementCreate.model_validate_json(str(fields.get("measurement") or "{}"))
+    except ValidationError as e:
+        raise RequestValidationError(
+            [{**err, "loc": ("body", "measurement", *err["loc"])} for err in e.errors()]
+        ) from None
+    stored = await service.measure(experiment_id, [{**m.model_dump(), "image": image}])
     return MeasurementsStored.model_validate({
         "measurements": [measurement_json(r) for r in stored.records],
         "created": stored.created})

@@ -57,6 +57,13 @@ class ExperimentCreate(_Strict):
     suggestion_ttl_s: float | None = Field(None, gt=0)
     description: str = ""
     metadata: dict[str, Any] = Field(default_factory=dict)
+    reductions: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="Outputs computed from a posted detector image: {output: "
+                    "{'model': 'tagger', 'output': 'ring'}} (a net's output, through the "
+                    "inference queue) or {'q_min', 'q_max', 'q_per_pixel', 'center'?} (mean "
+                    "intensity over a q ring)",
+        examples=[{"ring_prob": {"model": "tagger", "output": "ring"}}])
 
 
 class OutputModelPublic(BaseModel):
@@ -138,7 +145,10 @@ class MeasurementCreate(_Strict):
     """One measurement. ``key`` makes a retry safe: a repeated key stores nothing new."""
 
     position: dict[str, float]
-    values: dict[str, float]
+    values: dict[str, float] = Field(default_factory=dict,
+                                     description="Measured outputs; may be empty with an image")
+    image: str | None = Field(None, description="Detector image as base64 .npy bytes; the "
+                                                "spec's reductions turn it into values")
     noise: dict[str, float] | None = Field(None, description="Variance per output")
     suggestion_id: str | None = None
     key: str | None = Field(None, description="Client idempotency key")

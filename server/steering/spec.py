@@ -122,6 +122,72 @@ class Output:
         _check_name(self.name, "name")
 
 
+class ReductionKind(StrEnum):
+    """How a detector image becomes a number."""
+
+    model = "model"  # a named output of a deep net, e.g. the tagger's probability of "ring"
+    q_integral = "q_integral"  # mean intensity over a ring of momentum transfer q
+
+
+@dataclass(frozen=True)
+class Reduction:
+    """How a measurement's detector image becomes the value of one output.
+
+    Pure data: the server runs it (the model ones through the inference queue).
+
+    Args:
+        kind: ``model`` or ``q_integral``; inferred from the fields when not given.
+        model: Registry name of the net, e.g. ``"tagger"`` (kind ``model``).
+        output: Which of the net's named outputs, e.g. the tag ``"ring"`` (kind ``model``).
+        q_min: Lower edge of the q range, in the units of ``q_per_pixel`` (kind ``q_integral``).
+        q_max: Upper edge (exclusive).
+        q_per_pixel: q per pixel of radius from ``center`` (a small-angle detector's
+            ``4 pi / lambda * pixel_size / (2 * distance)``).
+        center: Beam centre ``[row, column]`` in pixels; default the image centre.
+    """
+
+    kind: ReductionKind | None = None
+    model: str | None = None
+    output: str | None = None
+    q_min: float | None = None
+    q_max: float | None = None
+    q_per_pixel: float = 1.0
+    center: tuple[float, float] | None = None
+
+    def __post_init__(self) -> None:
+        kind = self.kind or (ReductionKind.model if self.model is not None
+                             else ReductionKind.q_integral)
+        object.__setattr__(self, "kind", _enum(ReductionKind, kind, "kind"))
+        if self.kind == ReductionKind.model:
+            for fld in ("model", "output"):
+                v = getattr(self, fld)
+                if not isinstance(v, str) or not v:
+                    raise InvalidSpec(fld, "a model reduction names a model and its output")
+            return
+        lo = _finite(self.q_min, "q_min", InvalidSpec)
+        hi = _finite(self.q_max, "q_max", InvalidSpec)
+        if not 0 <= lo < hi:
+            raise InvalidSpec("q_max", "needs 0 <= q_min < q_max")
+        if _finite(self.q_per_pixel, "q_per_pixel", InvalidSpec) <= 0:
+            raise InvalidSpec("q_per_pixel", "must be positive")
+        if self.center is not None:
+            if not isinstance(self.center, Sequence) or len(self.center) != 2:
+                raise InvalidSpec("center", "must be [row, column]")
+            object.__setattr__(self, "center", tuple(
+                _finite(c, "center", InvalidSpec) for c in self.center))
+
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready, with only the fields of its kind."""
+        if self.kind == ReductionKind.model:
+            return {"kind": "model", "model": self.model, "output": self.output}
+        d: dict[str, Any] = {"kind": "q_integral", "q_min": self.q_min, "q_max": self.q_max,
+                             "q_per_pixel": self.q_per_pixel}
+        if self.center is not None:
+            d["center"] = list(self.center)
+        return d
+
+
 @dataclass(frozen=True)
 class Box:
     """A forbidden box: positions with every named coordinate inside its interval.
@@ -157,6 +223,8 @@ class ExperimentSpec:
         seed: Seeds the Sobol design and the optimizer, so replays are reproducible.
         suggestion_ttl_s: Seconds after which a pending suggestion expires; ``None`` uses
             the server's default.
+        reductions: ``{output: Reduction}``: outputs whose value the server computes from a
+            detector image posted with the measurement.
     """
 
     name: str
@@ -174,6 +242,7 @@ class ExperimentSpec:
     suggestion_ttl_s: float | None = None
     description: str = ""
     metadata: Mapping[str, Any] = field(default_factory=dict)
+    reductions: Mapping[str, Reduction] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name.strip() or len(self.name) > 200:
@@ -205,6 +274,10 @@ class ExperimentSpec:
                 raise InvalidSpec("suggestion_ttl_s", "must be positive")
         object.__setattr__(self, "forbidden", tuple(self._check_box(i, b)
                                                     for i, b in enumerate(self.forbidden)))
+        for name in self.reductions:
+            if name not in self.output_names:
+                raise InvalidSpec(f"reductions.{name}",
+                                  f"not one of the outputs {self.output_names}")
 
     def _check_axes(self) -> None:
         if not self.parameters:
@@ -352,6 +425,7 @@ class ExperimentSpec:
         d["kernel"] = self.kernel.value
         d["forbidden"] = [{k: list(v) for k, v in b.bounds.items()} for b in self.forbidden]
         d["metadata"] = dict(self.metadata)
+        d["reductions"] = {k: r.to_dict() for k, r in self.reductions.items()}
         return d
 
     @classmethod
@@ -368,6 +442,10 @@ class ExperimentSpec:
         outputs = []
         for i, o in enumerate(data.pop("outputs", None) or []):
             outputs.append(_build(Output, o, f"outputs[{i}]"))
+        reductions = data.pop("reductions", None) or {}
+        if not isinstance(reductions, Mapping):
+            raise InvalidSpec("reductions", "must be an object {output: reduction}")
+        reductions = {k: _build(Reduction, r, f"reductions.{k}") for k, r in reductions.items()}
         boxes = []
         for i, b in enumerate(data.pop("forbidden", None) or []):
             if not isinstance(b, Mapping):
@@ -376,7 +454,7 @@ class ExperimentSpec:
             boxes.append(Box(dict(b)))
         try:
             return cls(parameters=tuple(params), outputs=tuple(outputs), forbidden=tuple(boxes),
-                       **data)
+                       reductions=reductions, **data)
         except TypeError as e:
             raise InvalidSpec("spec", str(e)) from None
 

@@ -36,9 +36,6 @@ from tests.deploy.files import (
     stages,
 )
 
-WORKER_MISSING = pytest.mark.xfail(
-    strict=True, raises=SystemExit,
-    reason="`beamsteer worker` comes with issue 4 (the inference worker)")
 SECRETS = {"POSTGRES_PASSWORD": "pg-secret-1", "REDIS_PASSWORD": "redis-secret-2"}
 
 
@@ -111,7 +108,6 @@ def test_api_entrypoint_is_beamsteer_serve() -> None:
     assert _parse(_argv("api")).func.__name__ == "serve"
 
 
-@WORKER_MISSING
 def test_worker_entrypoint_is_beamsteer_worker() -> None:
     assert _argv("worker") == ["beamsteer", "worker", "--device", "auto"]
     _parse(_argv("worker"))
@@ -128,8 +124,8 @@ def _service_argv(service: dict[str, Any]) -> list[str]:
 
 @pytest.mark.parametrize("name", [
     "api",
-    pytest.param("worker", marks=WORKER_MISSING),
-    pytest.param("worker-cpu", marks=WORKER_MISSING),
+    "worker",
+    "worker-cpu",
 ])
 def test_compose_service_runs_a_beamsteer_command(name: str) -> None:
     service = interpolate(load_compose(), SECRETS)["services"][name]
@@ -139,9 +135,7 @@ def test_compose_service_runs_a_beamsteer_command(name: str) -> None:
 
 
 @pytest.mark.parametrize("command", [
-    "serve", "db",
-    pytest.param("worker", marks=pytest.mark.xfail(
-        strict=True, reason="`beamsteer worker` comes with issue 4")),
+    "serve", "db", "keys", "worker",
 ])
 def test_subcommand_help_exits_zero(command: str) -> None:
     r = subprocess.run([sys.executable, "-m", "clients.cli", command, "--help"], cwd=ROOT,

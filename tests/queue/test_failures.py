@@ -1,0 +1,53 @@
+"""Poison input, a full queue and a passed deadline, over both backends."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import numpy as np
+import pytest
+
+from server.queue.base import DeadlineExceeded, JobFailed, JobStatus, QueueFull
+from tests.queue.conftest import deadline, images, running_worker
+
+
+async def test_poison_input_is_dead_lettered_and_the_worker_keeps_serving(
+        make_queue, models) -> None:
+    queue = await make_queue()
+    good = images(3)
+    async with running_worker(queue, models, max_delay_ms=50):
+        handles = [await queue.enqueue_job("tagger", {"image": im}, deadline=deadline())
+                   for im in (good[0], np.full((8, 8), np.nan, np.float32), good[1])]
+        outcomes = await asyncio.gather(*[h.result() for h in handles],
+                                        return_exceptions=True)
+        later = await queue.enqueue_job("tagger", {"image": good[2]}, deadline=deadline())
+        assert (await later.result()).status == JobStatus.complete
+    assert outcomes[0].status == outcomes[2].status == JobStatus.complete
+    err = outcomes[1]
+    assert isinstance(err, JobFailed) and err.bad_input
+    assert "no valid (finite, non-negative) pixel" in str(err), str(err)
+    assert (await queue.stats("tagger")).dead_lettered == 1
+    assert (await queue.stats("tagger")).depth == 0
+
+
+async def test_full_queue_refuses_with_queue_full(make_queue) -> None:
+    queue = await make_queue(max_depth=2)
+    for im in images(2):
+        await queue.enqueue_job("superres", {"counts": im}, deadline=deadline(1))
+    with pytest.raises(QueueFull) as info:
+        await queue.enqueue_job("superres", {"counts": images(1)[0]}, deadline=deadline(1))
+    assert info.value.depth == 2 and info.value.retry_after > 0
+    assert (await queue.stats("superres")).depth == 2
+
+
+async def test_deadline_passed_before_compute_is_dropped(make_queue, models) -> None:
+    queue = await make_queue()
+    handle = await queue.enqueue_job("superres", {"counts": images(1)[0]},
+                                     deadline=time.time() + 0.2)
+    with pytest.raises(DeadlineExceeded):
+        await handle.result()  # no worker yet: the caller gives up at the deadline
+    async with running_worker(queue, {"superres": None}, burst=True) as worker:
+        pass
+    assert worker.jobs_done == 1  # answered "expired", never computed
+    assert (await queue.stats("superres")).depth == 0
