@@ -8,14 +8,23 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 
 from server import __version__
 from server.api.deps import InferenceDep, ServiceDep
+from server.api.security import RESPONSES, require
 from server.api.v2_tensors import ProtocolError, encode_response, parse_request
+from server.security import Scope as KeyScope
 
 router = APIRouter(prefix="/v2", tags=["inference (Open Inference Protocol v2)"])
+# Model routes need the `read` scope when the server has keys; health and server metadata
+# stay open for load balancers, as on Triton.
+_READ = [Depends(require(KeyScope.read))]
+_MODEL_RESPONSES: dict[int | str, dict[str, Any]] = {
+    404: {"description": "Unknown model"}, 503: {"description": "No warm worker serves it"},
+    **RESPONSES}
+_MODEL: dict[str, Any] = {"dependencies": _READ, "responses": _MODEL_RESPONSES}
 _RESERVED = {"binary_data_output", "timeout"}  # request parameters that are not the model's
 
 
@@ -45,8 +54,8 @@ async def ready(inference: InferenceDep, service: ServiceDep) -> JSONResponse:
     return JSONResponse({"ready": ok}, status_code=200 if ok else 503)
 
 
-@router.get("/models/{name}")
-@router.get("/models/{name}/versions/{version}")
+@router.get("/models/{name}", **_MODEL)
+@router.get("/models/{name}/versions/{version}", **_MODEL)
 async def model_metadata(name: str, inference: InferenceDep,
                          version: str | None = None) -> dict[str, Any]:
     """Inputs, outputs, shapes (-1 = any; the first axis is the batch), datatypes, versions."""
@@ -58,8 +67,8 @@ async def model_metadata(name: str, inference: InferenceDep,
                            **m.get("parameters", {})}}
 
 
-@router.get("/models/{name}/ready")
-@router.get("/models/{name}/versions/{version}/ready")
+@router.get("/models/{name}/ready", **_MODEL)
+@router.get("/models/{name}/versions/{version}/ready", **_MODEL)
 async def model_ready(name: str, inference: InferenceDep,
                       version: str | None = None) -> JSONResponse:
     """200 ``{"ready": true}`` when a warm worker serves the model, else 503."""
@@ -68,8 +77,8 @@ async def model_ready(name: str, inference: InferenceDep,
                         status_code=200 if m["ready"] else 503)
 
 
-@router.post("/models/{name}/infer")
-@router.post("/models/{name}/versions/{version}/infer")
+@router.post("/models/{name}/infer", **_MODEL)
+@router.post("/models/{name}/versions/{version}/infer", **_MODEL)
 async def infer(name: str, request: Request, inference: InferenceDep,
                 version: str | None = None) -> Response:
     """One H x W image, or a batch N x H x W (each image a job; the queue micro-batches)."""

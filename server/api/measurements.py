@@ -50,7 +50,7 @@ async def measure(experiment_id: str, body: MeasurementsCreate, service: Service
              responses={409: {"model": ErrorPublic}, 413: {"model": ErrorPublic},
                         429: {"model": ErrorPublic}, 504: {"model": ErrorPublic}})
 async def measure_image(experiment_id: str, request: Request,
-                        service: ServiceDep) -> MeasurementsStored:
+                        service: ServiceDep, _: TellDep) -> MeasurementsStored:
     """One measurement with its detector image as a multipart upload: ``file`` (.npy, TIFF
     or EDF) and ``measurement``, the rest as JSON (``{"position": ..., "key": ...}``).
 

@@ -6,15 +6,19 @@ import io
 from typing import Any, Literal
 
 import numpy as np
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 
 from server.api.deps import InferenceDep
 from server.api.schemas import ErrorPublic
+from server.api.security import RESPONSES, require
 from server.api.uploads import image_from_request
+from server.security import Scope as KeyScope
 from server.steering.errors import InvalidInput
 
 router = APIRouter(prefix="/api/v1/models", tags=["models"],
-                   responses={404: {"model": ErrorPublic}, 422: {"model": ErrorPublic}})
+                   dependencies=[Depends(require(KeyScope.read))],
+                   responses={404: {"model": ErrorPublic}, 422: {"model": ErrorPublic},
+                              **RESPONSES})
 
 
 @router.get("")
