@@ -29,7 +29,7 @@ from server.steering.types import Candidate, ModelStatus, OutputStatus, Posterio
 
 MIN_FIT_POINTS = 3  # an output is fitted once it has this many measurements
 MAX_FIT_POINTS = 2000  # above this, hyperparameters are fitted on a seeded random subset
-FLOP_BUDGET = 4e9  # bounds N^2 * (candidates + integration points) of one ask
+CANDIDATE_SEED = 104729  # the candidate set is fixed per spec, so its posterior is cached
 PREDICT_ENTRIES = 2_000_000  # N x chunk entries per posterior chunk: 16 MB, under malloc's mmap
 
 
@@ -72,12 +72,30 @@ class GPEngine:
         self._Yvar = np.empty((64, m))
         self._outputs = [_Output(o.name) for o in spec.outputs]
         self._target = spec.output_names.index(spec.target)  # type: ignore[arg-type]
+        self._points = self._candidate_points()
         for name, data in (hyperparameters or {}).items():
             if name not in spec.output_names:
                 raise InvalidInput(f"hyperparameters.{name}", "unknown output")
             if data is not None:
                 self._outputs[spec.output_names.index(name)].hp = hyper.from_dict(
                     spec, data, f"hyperparameters.{name}")
+
+    def _candidate_points(self) -> tuple[torch.Tensor, int]:
+        """``(P, M)``: the fixed candidate set (``M`` allowed scrambled-Sobol points, denser
+        in higher d) followed by the integration points of ``integrated_variance``. The
+        target output's posterior keeps a :class:`~server.steering.gp.PointCache` there."""
+        spec, d = self.spec, self.spec.dim
+        M = min(2048, 256 * 2 ** min(d, 3))
+        C = design.allowed_sobol(spec, M, design.mix_seed(spec.seed, CANDIDATE_SEED))
+        parts = [C]
+        if effective_acquisition(spec) == "integrated_variance":
+            Nz = min(512, 64 * 2 ** min(d, 3))
+            parts.append(design.allowed_sobol(spec, Nz, design.mix_seed(spec.seed, 7919)))
+        return torch.as_tensor(np.vstack(parts), dtype=DTYPE), len(C)
+
+    def _build(self, j: int, hp: Hyperparameters, Xt: torch.Tensor, yt: torch.Tensor,
+               nt: torch.Tensor) -> ExactGP:
+        return ExactGP.build(hp, Xt, yt, nt, self._points if j == self._target else None)
 
     # --- data -------------------------------------------------------------------------------
 
@@ -154,7 +172,7 @@ class GPEngine:
             return
         try:
             Xt, yt, nt = self._training(j, out.hp, rows[start:])
-            out.gp = ExactGP.build(out.hp, Xt, yt, nt) if gp is None else gp.extend(Xt, yt, nt)
+            out.gp = self._build(j, out.hp, Xt, yt, nt) if gp is None else gp.extend(Xt, yt, nt)
         except (RuntimeError, ValueError) as e:  # LinAlgError is a RuntimeError
             out.gp, out.last_error = gp, f"posterior update failed: {e}"
 
@@ -219,7 +237,7 @@ class GPEngine:
             hp = replace(hp, fitted_n=len(rows))
             with self._lock:
                 Xt, yt, nt = self._training(j, hp, rows)
-            gp = ExactGP.build(hp, Xt, yt, nt)  # O(N^3), outside the lock
+            gp = self._build(j, hp, Xt, yt, nt)  # O(N^3), outside the lock
         except Exception as e:  # noqa: BLE001 - a bad fit must never take the experiment down
             with self._lock:
                 out.failures += 1
@@ -268,17 +286,21 @@ class GPEngine:
         if start is None and n:
             start = measured[-1]
         P_unit = design.to_unit(self.spec, P)
+        known: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         if n + len(P) < self.spec.initial_design or n_target < MIN_FIT_POINTS or gp is None:
             taken = np.vstack([design.to_unit(self.spec, measured), P_unit])
             U = design.initial_design(self.spec, q, taken)
             values: list[float | None] = [None] * len(U)
             source = "initial_design"
         else:
-            U, values, source = self._acquire(gp, q, P_unit, n)
+            U, values, source, stats = self._acquire(gp, q, P_unit, n)
+            known[self._target] = stats
         X = design.from_unit(self.spec, U)
         order = order_for_travel(X, [p.speed for p in self.spec.parameters],
                                  start=start, bounds=self.spec.bounds)
-        post = self.posterior(X[order]) if len(order) else None
+        order = np.asarray(order, dtype=int)
+        post = self._posterior(X[order], {j: (m[order], s[order]) for j, (m, s)
+                                          in known.items()}) if len(order) else None
         result = []
         for i, idx in enumerate(order):
             mean = {k: float(v[i]) for k, v in post.mean.items() if np.isfinite(v[i])}
@@ -287,20 +309,19 @@ class GPEngine:
                                     acquisition=values[idx], source=source))
         return result
 
-    def _acquire(self, gp: ExactGP, q: int, P_unit: np.ndarray,
-                 n: int) -> tuple[np.ndarray, list[float | None], str]:
+    def _acquire(self, gp: ExactGP, q: int, P_unit: np.ndarray, n: int
+                 ) -> tuple[np.ndarray, list[float | None], str, tuple[np.ndarray, np.ndarray]]:
+        """Maximize the acquisition; also returns the target's posterior ``(mean, std)`` at
+        the picks (output units), which the selection computed anyway."""
         spec, kind = self.spec, effective_acquisition(self.spec)
         d = spec.dim
-        M = min(4096, 256 * 2 ** min(d, 4))  # candidates: denser in higher d
-        Nz = min(512, 64 * 2 ** min(d, 3)) if kind == "integrated_variance" else 0
-        scale = min(1.0, FLOP_BUDGET / ((M + Nz) * gp.n**2))
-        M, Nz = max(128, int(M * scale)), (max(64, int(Nz * scale)) if Nz else 0)
-        C = design.allowed_sobol(spec, M, design.mix_seed(spec.seed, n, len(P_unit)))
-        Z = design.allowed_sobol(spec, Nz, design.mix_seed(spec.seed, 7919)) if Nz else None
         hp = gp.hp
         with torch.no_grad():
-            fant = Fantasies(gp, torch.as_tensor(C, dtype=DTYPE),
-                             None if Z is None else torch.as_tensor(Z, dtype=DTYPE), hp.noise)
+            if gp.cache is not None:
+                fant = Fantasies.from_cache(gp, hp.noise)
+            else:  # not reached by the engine (the target always has a cache); kept for safety
+                P, M = self._points
+                fant = Fantasies(gp, P[:M], P[M:] if len(P) > M else None, hp.noise)
             train_mean = gp.mean_at_train() if kind == "ei" else None
         maximize = spec.goal != Goal.minimize
         best = 0.0
@@ -313,7 +334,9 @@ class GPEngine:
         U = np.array([p.x for p in picks]).reshape(-1, d)
         values: list[float | None] = [
             scorer.to_output_units(p.value, hp.y_mean, hp.y_std) for p in picks]
-        return U, values, kind
+        mean = np.array([p.mean for p in picks]) * hp.y_std + hp.y_mean
+        std = np.sqrt(np.array([p.var for p in picks])) * hp.y_std
+        return U, values, kind, (mean, std)
 
     # --- posterior and status ---------------------------------------------------------------
 
@@ -332,13 +355,20 @@ class GPEngine:
         X = np.asarray(X, dtype=np.float64)
         if X.ndim != 2 or X.shape[1] != self.spec.dim or not np.isfinite(X).all():
             raise InvalidInput("X", f"must be a finite n x {self.spec.dim} array")
+        return self._posterior(X, {})
+
+    def _posterior(self, X: np.ndarray,
+                   known: dict[int, tuple[np.ndarray, np.ndarray]]) -> Posterior:
+        """:meth:`posterior`, taking the outputs in ``known`` (``{j: (mean, std)}``) as given."""
         with self._lock:
             gps = [out.gp for out in self._outputs]
         U = torch.as_tensor(design.to_unit(self.spec, X), dtype=DTYPE)
         mean, std = {}, {}
-        for out, gp in zip(self._outputs, gps, strict=True):
+        for j, (out, gp) in enumerate(zip(self._outputs, gps, strict=True)):
             mu, sd = np.full(len(X), np.nan), np.full(len(X), np.nan)
-            if gp is not None:
+            if j in known:
+                mu, sd = known[j]
+            elif gp is not None:
                 chunk = max(256, PREDICT_ENTRIES // max(gp.n, 1))
                 with torch.no_grad():
                     for s in range(0, len(X), chunk):
