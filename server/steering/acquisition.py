@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import copy
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from server.steering.gp import Fantasies
+
+if TYPE_CHECKING:
+    from server.steering.local import TiledFantasies
 from server.steering.spec import Acquisition, ExperimentSpec, Goal
 
 _C1 = 0.5 * math.log(2 * math.pi)
@@ -68,7 +72,7 @@ class Scorer:
         noise: Noise variance of a new observation, standardized.
     """
 
-    def __init__(self, kind: str, fantasies: Fantasies, *, maximize: bool = True,
+    def __init__(self, kind: str, fantasies: Fantasies | TiledFantasies, *, maximize: bool = True,
                  beta: float = 4.0, best: float = 0.0, noise: float = 0.0) -> None:
         self.kind, self.f, self.noise = kind, fantasies, noise
         self.sign = 1.0 if maximize else -1.0
@@ -79,7 +83,7 @@ class Scorer:
         """Kriging believer: a fantasy at posterior mean ``mean`` may raise the incumbent."""
         self.best = max(self.best, self.sign * mean)
 
-    def rebind(self, fantasies: Fantasies) -> Scorer:
+    def rebind(self, fantasies: Fantasies | TiledFantasies) -> Scorer:
         """The same acquisition (incumbent included) on another fantasy state."""
         other = copy.copy(self)
         other.f = fantasies

@@ -5,6 +5,13 @@ Thread safety: one lock guards the data and the per-output posteriors. Posterior
 references under the lock and compute without it; ``ingest`` swaps in an extended posterior
 under the lock (O(N^2 k)); ``refit`` fits on a snapshot with no lock held, and only swaps the
 result in under it. Refits are serialized by a second lock.
+
+Posteriors: up to ``local_above`` points (default :data:`LOCAL_ABOVE`) an output's posterior is
+the exact GP; above, exact GPs on overlapping tiles of the domain
+(:class:`~server.steering.local.TiledGP`), used only when they pass an accuracy check against
+an exact GP on a larger neighbourhood. The target output's posterior also keeps the posterior
+at a fixed candidate set up to date (:class:`~server.steering.gp.PointCache`), so an ask
+starts from cached values.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from server.steering import design, fit, hyper
 from server.steering.acquisition import Scorer, effective_acquisition
 from server.steering.errors import InvalidInput, InvalidMeasurement
 from server.steering.gp import DTYPE, NOISE_FLOOR, ExactGP, Fantasies, Hyperparameters
+from server.steering.local import CAP, CHECK_TOLERANCE, LEAF, TiledFantasies, TiledGP
 from server.steering.optimize import select
 from server.steering.planner import order_for_travel
 from server.steering.spec import MAX_BATCH, ExperimentSpec, Goal
@@ -29,6 +37,8 @@ from server.steering.types import Candidate, ModelStatus, OutputStatus, Posterio
 
 MIN_FIT_POINTS = 3  # an output is fitted once it has this many measurements
 MAX_FIT_POINTS = 2000  # above this, hyperparameters are fitted on a seeded random subset
+LOCAL_ABOVE = 6000  # above this many points an output's posterior is tiled (server.steering.local)
+EXACT_MAX = 12000  # ... unless the tiles fail their accuracy check and N is at most this
 CANDIDATE_SEED = 104729  # the candidate set is fixed per spec, so its posterior is cached
 PREDICT_ENTRIES = 2_000_000  # N x chunk entries per posterior chunk: 16 MB, under malloc's mmap
 
@@ -39,7 +49,7 @@ class _Output:
 
     name: str
     hp: Hyperparameters | None = None
-    gp: ExactGP | None = None
+    gp: ExactGP | TiledGP | None = None
     failures: int = 0
     failed_at_n: int | None = None  # measurements at the last failed fit, None after success
     last_error: str | None = None
@@ -50,18 +60,26 @@ class _Output:
 class GPEngine:
     """One experiment's GP models (one independent exact GP per output) and acquisition.
 
+    Above ``local_above`` points an output's posterior is a :class:`~server.steering.local.
+    TiledGP` (exact GPs on overlapping tiles), built only if it passes its accuracy check
+    against an exact GP on a larger neighbourhood; otherwise (up to :data:`EXACT_MAX` points)
+    the exact GP is kept.
+
     Args:
         spec: The experiment spec.
         hyperparameters: Warm start, as returned by :meth:`hyperparameters` (e.g. after a
             restart): ``{output: {...} | None}``.
+        local_above: Number of points above which tiles replace the exact GP.
 
     Raises:
         InvalidInput: Malformed warm-start hyperparameters.
     """
 
     def __init__(self, spec: ExperimentSpec, *,
-                 hyperparameters: dict[str, Any] | None = None) -> None:
+                 hyperparameters: dict[str, Any] | None = None,
+                 local_above: int = LOCAL_ABOVE) -> None:
         self.spec = spec
+        self._local_above = local_above
         d, m = spec.dim, len(spec.outputs)
         self._lock = threading.Lock()
         self._refit_lock = threading.Lock()
@@ -94,8 +112,44 @@ class GPEngine:
         return torch.as_tensor(np.vstack(parts), dtype=DTYPE), len(C)
 
     def _build(self, j: int, hp: Hyperparameters, Xt: torch.Tensor, yt: torch.Tensor,
-               nt: torch.Tensor) -> ExactGP:
-        return ExactGP.build(hp, Xt, yt, nt, self._points if j == self._target else None)
+               nt: torch.Tensor) -> ExactGP | TiledGP:
+        """Output ``j``'s posterior from scratch: tiled above ``local_above`` points if the
+        tiles pass their accuracy check (growing them up to twice), else exact."""
+        points = self._points if j == self._target else None
+        n = len(Xt)
+        if n <= self._local_above:
+            return ExactGP.build(hp, Xt, yt, nt, points)
+        leaf, cap = LEAF, CAP
+        best: TiledGP | None = None
+        while True:
+            tiled = TiledGP.build(hp, Xt, yt, nt, points, leaf=leaf, cap=cap).checked(
+                design.mix_seed(self.spec.seed, n, j))
+            assert tiled.check_error is not None
+            if tiled.check_error <= CHECK_TOLERANCE:
+                return tiled
+            if best is None or tiled.check_error < (best.check_error or 0.0):
+                best = tiled
+            leaf, cap = 2 * leaf, 2 * cap
+            if cap > n or cap > 4 * CAP:
+                break
+        return ExactGP.build(hp, Xt, yt, nt, points) if n <= EXACT_MAX else best
+
+    def model_info(self) -> dict[str, dict[str, Any] | None]:
+        """Which posterior each output uses: ``{"kind": "exact" | "tiled", "n": ...,
+        "tiles": ..., "check_error": ...}`` (``None`` without a model)."""
+        with self._lock:
+            gps = [(o.name, o.gp) for o in self._outputs]
+        out: dict[str, dict[str, Any] | None] = {}
+        for name, gp in gps:
+            if gp is None:
+                out[name] = None
+            elif isinstance(gp, TiledGP):
+                out[name] = {"kind": "tiled", "n": gp.n, "tiles": gp.n_tiles,
+                             "largest_tile": max(g.n for g in gp.gps),
+                             "check_error": gp.check_error}
+            else:
+                out[name] = {"kind": "exact", "n": gp.n}
+        return out
 
     # --- data -------------------------------------------------------------------------------
 
@@ -162,14 +216,19 @@ class GPEngine:
         return (torch.as_tensor(U, dtype=DTYPE), torch.as_tensor(y, dtype=DTYPE),
                 torch.as_tensor(noise, dtype=DTYPE))
 
-    def _update(self, j: int, out: _Output, gp: ExactGP | None) -> None:
-        """Bring ``gp`` (built on a prefix of output ``j``'s rows) up to date; lock held."""
+    def _update(self, j: int, out: _Output, gp: ExactGP | TiledGP | None) -> None:
+        """Bring ``gp`` (built on a prefix of output ``j``'s rows) up to date; lock held.
+
+        An exact posterior that outgrew twice ``local_above`` (no refit switched it to tiles
+        meanwhile) is rebuilt from scratch here."""
         assert out.hp is not None
         rows = self._rows(j)
         start = 0 if gp is None else gp.n
         if start == len(rows):
             out.gp = gp
             return
+        if isinstance(gp, ExactGP) and len(rows) > 2 * self._local_above:
+            gp, start = None, 0
         try:
             Xt, yt, nt = self._training(j, out.hp, rows[start:])
             out.gp = self._build(j, out.hp, Xt, yt, nt) if gp is None else gp.extend(Xt, yt, nt)
@@ -309,7 +368,7 @@ class GPEngine:
                                     acquisition=values[idx], source=source))
         return result
 
-    def _acquire(self, gp: ExactGP, q: int, P_unit: np.ndarray, n: int
+    def _acquire(self, gp: ExactGP | TiledGP, q: int, P_unit: np.ndarray, n: int
                  ) -> tuple[np.ndarray, list[float | None], str, tuple[np.ndarray, np.ndarray]]:
         """Maximize the acquisition; also returns the target's posterior ``(mean, std)`` at
         the picks (output units), which the selection computed anyway."""
@@ -317,7 +376,10 @@ class GPEngine:
         d = spec.dim
         hp = gp.hp
         with torch.no_grad():
-            if gp.cache is not None:
+            fant: Fantasies | TiledFantasies
+            if isinstance(gp, TiledGP):
+                fant = gp.fantasies(hp.noise)
+            elif gp.cache is not None:
                 fant = Fantasies.from_cache(gp, hp.noise)
             else:  # not reached by the engine (the target always has a cache); kept for safety
                 P, M = self._points
