@@ -314,23 +314,30 @@ def bench_memory(a: argparse.Namespace, out: list[dict]) -> None:
 
 
 def bench_refit(a: argparse.Namespace, base: Any, cur: Any, out: list[dict]) -> None:
-    """One refit of each version at N, then suggest(1) latency while refits run."""
+    """One refit of each version per N, then suggest(1) latency while refits run."""
     hp = hyperparameters(2, a.seed)
-    n = a.refit_n
-    X, y = make_data(n, 2, a.seed)
-    engines = {"new": engine(cur, 2, "integrated_variance", hp, X, y)}
-    if base is not None and n <= a.baseline_max_n:
-        engines["base"] = engine(base, 2, "integrated_variance", hp, X, y)
-    row: dict[str, Any] = {"n": n}
-    for k, e in engines.items():
-        log(f"refit N={n} ({k})")
-        t0 = time.perf_counter()
-        e.refit()
-        row[f"{k}_refit_s"] = time.perf_counter() - t0
-        log(f"  -> {row[f'{k}_refit_s']:.1f} s")
-    e = engines["new"]
+    for n in a.refit_sizes:
+        X, y = make_data(n, 2, a.seed)
+        engines = {"new": engine(cur, 2, "integrated_variance", hp, X, y)}
+        if base is not None and n <= a.baseline_max_n:
+            engines["base"] = engine(base, 2, "integrated_variance", hp, X, y)
+        row: dict[str, Any] = {"n": n}
+        for k, e in engines.items():
+            log(f"refit N={n} ({k})")
+            t0 = time.perf_counter()
+            e.refit()
+            row[f"{k}_refit_s"] = time.perf_counter() - t0
+            log(f"  -> {row[f'{k}_refit_s']:.1f} s")
+        row.update(_asks_during_refits(engines["new"], a.refit_asks))
+        out.append(row)
+        log(f"  -> {row}")
+        del engines
+
+
+def _asks_during_refits(e: Any, asks: int) -> dict[str, Any]:
+    """p50/p99 of suggest(1) alone, then while refits run back to back in a thread."""
     log("suggest(1) with no refit running")
-    quiet = [t for _ in range(a.refit_asks) for t in [_time(lambda: e.suggest(1))]]
+    quiet = [_time(lambda: e.suggest(1)) for _ in range(asks)]
     stop = threading.Event()
     refits = [0]
 
@@ -343,19 +350,18 @@ def bench_refit(a: argparse.Namespace, base: Any, cur: Any, out: list[dict]) -> 
     th = threading.Thread(target=loop, daemon=True)
     th.start()
     time.sleep(0.5)
-    busy = []
-    while len(busy) < a.refit_asks or refits[0] < 1:
+    busy: list[float] = []
+    while len(busy) < asks or refits[0] < 1:
         busy.append(_time(lambda: e.suggest(1)))
-        if len(busy) > 20 * a.refit_asks:
+        if len(busy) > 50 * asks:
             break
     stop.set()
     th.join()
-    row.update({"quiet_p50": ms(quiet), "quiet_p99": ms(quiet, 99), "busy_p50": ms(busy),
-                "busy_p99": ms(busy, 99), "asks_during_refit": len(busy),
-                "refits_during": refits[0]})
+    row = {"quiet_p50": ms(quiet), "quiet_p99": ms(quiet, 99), "busy_p50": ms(busy),
+           "busy_p99": ms(busy, 99), "asks_during_refit": len(busy),
+           "refits_during": refits[0]}
     row["busy_p99_over_quiet_p50"] = row["busy_p99"] / row["quiet_p50"]
-    out.append(row)
-    log(f"  -> {row}")
+    return row
 
 
 def _time(fn: Callable[[], object]) -> float:
@@ -389,7 +395,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--accuracy-sizes", type=_ints, default=(5000, 20000),
                    help="N of the accuracy check (2-D; the reference is a dense Cholesky)")
     p.add_argument("--memory-sizes", type=_ints, default=(20000,), help="N of the RSS check")
-    p.add_argument("--refit-n", type=int, default=5000, help="N of the refit section")
+    p.add_argument("--refit-sizes", type=_ints, default=(5000, 20000),
+                   help="N of the refit section (2-D)")
     p.add_argument("--refit-asks", type=int, default=30, help="asks timed per refit state")
     p.add_argument("--sections", default="suggest,accuracy,memory,refit",
                    type=lambda s: tuple(v for v in s.split(",") if v))
@@ -439,13 +446,14 @@ def main(argv: list[str] | None = None) -> int:
                f"{r['rss_bytes'] / 2**30:.2f} |" for r in res["memory"]] + [""]
     if res["refit"]:
         md += ["## Refit", "", "| N | baseline refit s | new refit s | suggest(1) p50 quiet ms"
-               " | p50 during refits ms | p99 during refits ms | p99 busy / p50 quiet |",
-               "|---:|---:|---:|---:|---:|---:|---:|"]
+               " | p50 during refits ms | p99 during refits ms | p99 busy / p50 quiet | asks |",
+               "|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for r in res["refit"]:
             b = r.get("base_refit_s")
             md.append(f"| {r['n']:,} | {'-' if b is None else f'{b:.1f}'} | "
                       f"{r['new_refit_s']:.1f} | {fmt(r['quiet_p50'])} | {fmt(r['busy_p50'])} | "
-                      f"{fmt(r['busy_p99'])} | {r['busy_p99_over_quiet_p50']:.2f} |")
+                      f"{fmt(r['busy_p99'])} | {r['busy_p99_over_quiet_p50']:.2f} | "
+                      f"{r['asks_during_refit']} |")
         md.append("")
     text = "\n".join(md)
     print(text)
