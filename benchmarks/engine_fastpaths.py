@@ -235,7 +235,10 @@ def exact_mean(hp: dict[str, Any], X: np.ndarray, y: np.ndarray, Xq: np.ndarray)
     ls = torch.tensor(h["lengthscales_normalized"], dtype=torch.float64)
     U, Uq = torch.as_tensor(X / 10.0), torch.as_tensor(Xq / 10.0)
     ys = (y - h["y_mean"]) / h["y_std"] - h["mean_constant_standardized"]
-    K = kernel_matrix(h["kernel"], U, U, ls, h["outputscale_standardized"]).numpy()
+    K = np.empty((len(U), len(U)))
+    for s in range(0, len(U), 1000):  # in row blocks: the kernel's temporaries stay small
+        K[s:s + 1000] = kernel_matrix(h["kernel"], U[s:s + 1000], U, ls,
+                                      h["outputscale_standardized"]).numpy()
     K[np.diag_indices_from(K)] += h["noise_variance_standardized"]
     c = sla.cho_factor(K, lower=True, overwrite_a=True, check_finite=False)
     alpha = sla.cho_solve(c, ys, overwrite_b=False, check_finite=False)

@@ -100,9 +100,19 @@ class Layout:
             out[s:s + 8192] = idx
         return out
 
-    def reaches(self, t: int, U: np.ndarray, ls: np.ndarray) -> np.ndarray:
-        """Which rows of ``U`` tile ``t`` is fitted on."""
-        return _box_distance(U, self.lo[t], self.hi[t], ls) <= self.radius[t]
+    def reaches(self, t: int, U: np.ndarray, ls: np.ndarray,
+                owner: np.ndarray | None = None) -> np.ndarray:
+        """Which rows of ``U`` tile ``t`` is fitted on: those within its reach, and those
+        its box is nearest to (points outside the unit cube that no tile reaches).
+
+        Args:
+            t: Tile.
+            U: ``n x d`` normalized points.
+            ls: Lengthscales.
+            owner: :meth:`assign` of ``U``, if already known.
+        """
+        owner = self.assign(U) if owner is None else owner
+        return (_box_distance(U, self.lo[t], self.hi[t], ls) <= self.radius[t]) | (owner == t)
 
 
 class TiledGP:
@@ -173,8 +183,9 @@ class TiledGP:
                 radius[t] = min(MAX_MARGIN, float(np.partition(dist, k - 1)[k - 1]))
             layout = Layout(lo, hi, radius)
         members, gps = [], []
+        owner = layout.assign(U)
         for t in range(len(layout.radius)):
-            rows = np.flatnonzero(layout.reaches(t, U, ls))
+            rows = np.flatnonzero(layout.reaches(t, U, ls, owner))
             members.append(rows)
             gps.append(ExactGP.build(hp, X[rows], y[rows], noise[rows],
                                      cls._tile_points(layout, t, points, ls)))
@@ -199,8 +210,9 @@ class TiledGP:
         n0 = self.n
         U = X.numpy()
         members, gps = list(self.members), list(self.gps)
+        owner = self.layout.assign(U)
         for t in range(self.n_tiles):
-            mask = self.layout.reaches(t, U, self._ls)
+            mask = self.layout.reaches(t, U, self._ls, owner)
             if mask.any():
                 idx = np.flatnonzero(mask)
                 gps[t] = gps[t].extend(X[idx], y[idx], noise[idx])
@@ -354,10 +366,11 @@ class TiledFantasies:
         """Condition every tile that reaches ``x`` (shape ``d``); returns the mean there."""
         x = x.reshape(1, -1)
         U = x.numpy()
-        own = int(self.gp.layout.assign(U)[0])
+        owner = self.gp.layout.assign(U)
+        own = int(owner[0])
         mean = math.nan
         for t, f in enumerate(self.tiles):
-            if t == own or self.gp.layout.reaches(t, U, self.gp._ls)[0]:
+            if self.gp.layout.reaches(t, U, self.gp._ls, owner)[0]:
                 m = f.condition(x[0])
                 if t == own:
                     mean = m

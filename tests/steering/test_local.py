@@ -58,6 +58,7 @@ def test_tiled_mean_is_within_5_percent_of_the_exact_gp(ls: float) -> None:
 
 def test_tiled_incremental_ingest_equals_rebuild() -> None:
     hp, X, y, noise = problem(1400, seed=2)
+    X[1050] = torch.tensor([1.1, 0.5], dtype=D)  # outside the bounds: no tile reaches it ...
     P = torch.tensor(np.random.default_rng(3).random((300, 2)))  # 200 candidates + 100 Z
     inc = TiledGP.build(hp, X[:1000], y[:1000], noise[:1000], (P, 200), leaf=200, cap=500)
     for a, b in [(1000, 1001), (1001, 1008), (1008, 1100), (1100, 1400)]:
@@ -65,6 +66,7 @@ def test_tiled_incremental_ingest_equals_rebuild() -> None:
     ref = TiledGP.build(hp, X, y, noise, (P, 200), layout=inc.layout)
     for mi, mr in zip(inc.members, ref.members, strict=True):
         assert np.array_equal(np.sort(mi), mr)
+    assert any(1050 in m for m in inc.members)  # ... but the nearest tile holds it
     G = torch.tensor(np.random.default_rng(4).random((500, 2)))
     with torch.no_grad():
         (m1, v1), (m0, v0) = inc.predict(G), ref.predict(G)
