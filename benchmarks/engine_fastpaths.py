@@ -26,7 +26,6 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import argparse  # noqa: E402
 import importlib  # noqa: E402
 import json  # noqa: E402
-import resource  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
@@ -296,12 +295,14 @@ def memory_child(n: int, seed: int) -> None:
         e.ingest(X[i:i + 1], y[i:i + 1, None])
     e.suggest(4)
     e.posterior(grid2d())
-    rss = 0
+    status = {}
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            rss = int(line.split()[1]) * 1024
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"n": n, "rss_bytes": rss, "peak_rss_bytes": peak}))
+        if line.startswith(("VmRSS:", "VmHWM:")):
+            status[line.split(":")[0]] = int(line.split()[1]) * 1024
+    # VmHWM, not ru_maxrss: Linux keeps ru_maxrss across execve, so a child started by a big
+    # parent would report the parent's peak
+    print(json.dumps({"n": n, "rss_bytes": status["VmRSS"], "peak_rss_bytes": status["VmHWM"],
+                      "model": e.model_info()}))
 
 
 def bench_memory(a: argparse.Namespace, out: list[dict]) -> None:

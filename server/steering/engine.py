@@ -44,6 +44,7 @@ WARM_START_MIN = 200  # refits start from the last hyperparameters once fitted o
 WARM_MAXITER = 50  # L-BFGS-B iterations of a warm-started fit (it starts near the optimum)
 LOCAL_ABOVE = 6000  # above this many points an output's posterior is tiled (server.steering.local)
 EXACT_MAX = 12000  # ... unless the tiles fail their accuracy check and N is at most this
+TILE_MEMORY = 2.5 * 2**30  # bytes of tile factors that growing failed tiles may take
 CANDIDATE_SEED = 104729  # the candidate set is fixed per spec, so its posterior is cached
 REFIT_NICE = 10  # refits run on worker threads this much nicer than the asks (Linux)
 REFIT_WORKERS = 2
@@ -145,25 +146,25 @@ class GPEngine:
     def _build(self, j: int, hp: Hyperparameters, Xt: torch.Tensor, yt: torch.Tensor,
                nt: torch.Tensor) -> ExactGP | TiledGP:
         """Output ``j``'s posterior from scratch: tiled above ``local_above`` points if the
-        tiles pass their accuracy check (growing them up to twice), else exact."""
+        tiles pass their accuracy check (grown while they fail it, within
+        :data:`TILE_MEMORY`), else exact up to :data:`EXACT_MAX` points, else the largest
+        tiles."""
         points = self._points if j == self._target else None
         n = len(Xt)
         if n <= self._local_above:
             return ExactGP.build(hp, Xt, yt, nt, points)
         leaf, cap = LEAF, CAP
-        best: TiledGP | None = None
+        seed = design.mix_seed(self.spec.seed, n, j)
         while True:
-            tiled = TiledGP.build(hp, Xt, yt, nt, points, leaf=leaf, cap=cap).checked(
-                design.mix_seed(self.spec.seed, n, j))
+            tiled = TiledGP.build(hp, Xt, yt, nt, points, leaf=leaf, cap=cap).checked(seed)
             assert tiled.check_error is not None
             if tiled.check_error <= CHECK_TOLERANCE:
                 return tiled
-            if best is None or tiled.check_error < (best.check_error or 0.0):
-                best = tiled
-            leaf, cap = 2 * leaf, 2 * cap
-            if cap > n or cap > 4 * CAP:
+            leaf, cap = 2 * leaf, 2 * cap  # twice the reach: 4x the memory
+            if cap >= n or TiledGP.factor_bytes(Xt, hp, leaf, cap) > TILE_MEMORY:
                 break
-        return ExactGP.build(hp, Xt, yt, nt, points) if n <= EXACT_MAX else best
+            del tiled  # before the larger one is built
+        return ExactGP.build(hp, Xt, yt, nt, points) if n <= EXACT_MAX else tiled
 
     def model_info(self) -> dict[str, dict[str, Any] | None]:
         """Which posterior each output uses: ``{"kind": "exact" | "tiled", "n": ...,

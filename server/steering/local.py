@@ -192,6 +192,12 @@ class TiledGP:
         return cls(hp, X, y, noise, layout, tuple(members), tuple(gps), points)
 
     @staticmethod
+    def factor_bytes(X: Tensor, hp: Hyperparameters, leaf: int, cap: int) -> int:
+        """Bytes of the Cholesky factors :meth:`build` would keep with ``leaf`` and ``cap``."""
+        tiles = len(kd_boxes(X.numpy(), leaf, np.asarray(hp.lengthscale, dtype=np.float64)))
+        return tiles * min(cap, X.shape[0]) ** 2 * 8
+
+    @staticmethod
     def _tile_points(layout: Layout, t: int, points: tuple[Tensor, int] | None,
                      ls: np.ndarray) -> tuple[Tensor, int] | None:
         """Tile ``t``'s share of the cached points: candidates in its box, integration

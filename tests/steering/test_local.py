@@ -156,6 +156,13 @@ def test_engine_keeps_the_exact_gp_when_tiles_fail_their_check(
     e.ingest(X.numpy(), y[:, None].numpy())
     assert e.model_info()["I"] == {"kind": "exact", "n": 700}
     assert len(e.suggest(2)) == 2
+    # too large for the exact GP: the largest tiles that fit the memory budget are kept
+    monkeypatch.setattr(engmod, "EXACT_MAX", 600)
+    e = GPEngine(s, hyperparameters=fitted_hp(s), local_above=500)
+    e.ingest(X.numpy(), y[:, None].numpy())
+    info = e.model_info()["I"]
+    assert info is not None and info["kind"] == "tiled" and info["largest_tile"] == 600
+    assert len(e.suggest(2)) == 2
 
 
 def test_refit_rebuilds_tiles_and_adds_rows_that_arrived(monkeypatch: pytest.MonkeyPatch) -> None:
