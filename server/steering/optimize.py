@@ -54,27 +54,29 @@ def polish(scorer: Scorer, starts: np.ndarray, iters: int = POLISH_ITERS,
         scorer: The acquisition.
         starts: ``b x d`` normalized start points.
         iters: Maximum L-BFGS-B iterations.
-        scale: Size of the summed acquisition at the starts: the polish stops once an
-            iteration gains less than :data:`POLISH_RTOL` of it.
+        scale: Size of the summed acquisition at the starts; the objective is divided by
+            it, so the polish stops once an iteration gains less than :data:`POLISH_RTOL`
+            of it, and gradients of tiny acquisitions (integrated variance) still count.
 
     Returns:
         ``b x d`` polished points inside the unit cube.
     """
     b, d = starts.shape
+    unit = 1.0 / max(abs(scale), 1e-300)  # the objective is O(1): tolerances are relative
 
     def fun(flat: np.ndarray) -> tuple[float, np.ndarray]:
         x = torch.tensor(flat.reshape(b, d), dtype=DTYPE, requires_grad=True)
         values = scorer.at(x)
         total = values.sum()
         (grad,) = torch.autograd.grad(total, x)
-        f, g = float(total.detach()), grad.numpy().reshape(-1)
+        f, g = float(total.detach()) * unit, grad.numpy().reshape(-1) * unit
         if not (np.isfinite(f) and np.isfinite(g).all()):
             return 0.0, np.zeros_like(flat)  # stop: this start's polish will be rejected
         return -f, -g
 
     res = minimize(fun, starts.reshape(-1), jac=True, method="L-BFGS-B",
                    bounds=[(0.0, 1.0)] * (b * d),
-                   options={"maxiter": iters, "ftol": POLISH_RTOL * min(abs(scale), 1.0)})
+                   options={"maxiter": iters, "ftol": POLISH_RTOL})
     return np.clip(res.x.reshape(b, d), 0.0, 1.0)
 
 
@@ -102,9 +104,16 @@ def local_scorer(scorer: Scorer, starts: np.ndarray) -> Scorer:
         return scorer
     S = torch.as_tensor(starts, dtype=DTYPE)
     dist = torch.cdist(S / gp.lengthscale, gp.X / gp.lengthscale)  # b x N
-    idx = torch.topk(dist, k, largest=False).indices.reshape(-1).unique()
+    near = torch.topk(dist, k, largest=False)
+    idx = near.indices.reshape(-1).unique()
     local = ExactGP.build(gp.hp, gp.X[idx], gp.y[idx], gp.noise[idx])
-    lf = Fantasies(local, S, f.Z, f.noise, nz_total=f.nz_total)
+    Z = f.Z
+    if Z is not None:  # only integration points the local data cover: beyond them the local
+        # model would see prior covariances that the full data screen off
+        reach = near.values[:, -1].max()
+        zd = torch.cdist(Z / gp.lengthscale, S / gp.lengthscale).min(1).values
+        Z = Z[zd <= reach]
+    lf = Fantasies(local, S, Z, f.noise, nz_total=f.nz_total)
     for x in f.Xf:
         lf.condition(x)
     return scorer.rebind(lf)
