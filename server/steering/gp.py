@@ -435,7 +435,7 @@ class Fantasies:
               cross: Tensor | None, noise: float, nz_total: int | None) -> None:
         self.gp, self.P, self.M, self.W, self.noise = gp, P, M, W, noise
         self.C = P[:M]
-        self.Z = P[M:] if P.shape[0] > M else None
+        self.Z = P[M:] if cross is not None or P.shape[0] > M else None  # may have 0 rows
         self.nz_total = nz_total or max(P.shape[0] - M, 1)
         self.mean, self.var, self.cross = mean, var.clamp_min(VAR_FLOOR), cross
         self.var0 = self.var  # before any fantasy

@@ -138,3 +138,15 @@ def test_point_cache_incremental_equals_scratch(monkeypatch: pytest.MonkeyPatch,
     for a, b in zip(direct.at(xq), cached.at(xq), strict=True):
         assert a is not None and b is not None and torch.allclose(a, b, atol=1e-6)
     assert torch.equal(ci.var, var0) and torch.equal(ci.cross, cross0)  # cache untouched
+
+
+def test_fantasies_with_an_empty_integration_set() -> None:
+    X, y = _data(20)
+    gp = ExactGP.build(_hp(), X, y, torch.full((20,), 1e-3, dtype=D))
+    C, _ = _data(10, seed=3)
+    fant = Fantasies(gp, C, C.new_zeros(0, 2), noise=1e-3, nz_total=50)
+    fant.condition(C[0])
+    _, _, czsq = fant.candidate_stats()
+    assert czsq is not None and torch.equal(czsq, torch.zeros(10, dtype=D))
+    _, _, czsq = fant.at(C[:3])
+    assert czsq is not None and torch.equal(czsq, torch.zeros(3, dtype=D))
