@@ -8,12 +8,17 @@ converts what is reported.
 
 from __future__ import annotations
 
+import copy
 import math
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
 from server.steering.gp import Fantasies
+
+if TYPE_CHECKING:
+    from server.steering.local import TiledFantasies
 from server.steering.spec import Acquisition, ExperimentSpec, Goal
 
 _C1 = 0.5 * math.log(2 * math.pi)
@@ -67,7 +72,7 @@ class Scorer:
         noise: Noise variance of a new observation, standardized.
     """
 
-    def __init__(self, kind: str, fantasies: Fantasies, *, maximize: bool = True,
+    def __init__(self, kind: str, fantasies: Fantasies | TiledFantasies, *, maximize: bool = True,
                  beta: float = 4.0, best: float = 0.0, noise: float = 0.0) -> None:
         self.kind, self.f, self.noise = kind, fantasies, noise
         self.sign = 1.0 if maximize else -1.0
@@ -78,7 +83,13 @@ class Scorer:
         """Kriging believer: a fantasy at posterior mean ``mean`` may raise the incumbent."""
         self.best = max(self.best, self.sign * mean)
 
-    def _value(self, mean: Tensor, var: Tensor, cov_z: Tensor | None) -> Tensor:
+    def rebind(self, fantasies: Fantasies | TiledFantasies) -> Scorer:
+        """The same acquisition (incumbent included) on another fantasy state."""
+        other = copy.copy(self)
+        other.f = fantasies
+        return other
+
+    def _value(self, mean: Tensor, var: Tensor, czsq: Tensor | None) -> Tensor:
         std = var.sqrt()
         if self.kind == "variance":
             return std
@@ -87,19 +98,17 @@ class Scorer:
         if self.kind == "ei":
             return log_h((self.sign * mean - self.best) / std) + torch.log(std)
         if self.kind == "integrated_variance":
-            assert cov_z is not None
-            return cov_z.pow(2).mean(0) / (var + self.noise)
+            assert czsq is not None
+            return czsq / (var + self.noise)
         raise ValueError(f"unknown acquisition {self.kind!r}")
 
     def candidates(self) -> Tensor:
         """Values ``M`` on the candidate set of the fantasy state."""
-        M = self.f.M
-        return self._value(self.f.mean[:M], self.f.var[:M], self.f.cross)
+        return self._value(*self.f.candidate_stats())
 
     def at(self, x: Tensor) -> Tensor:
         """Values at ``x`` (``b x d``, normalized), differentiable in ``x``."""
-        mean, var, cov_z = self.f.at(x)
-        return self._value(mean, var, cov_z)
+        return self._value(*self.f.at(x))
 
     def to_output_units(self, value: float, y_mean: float, y_std: float) -> float:
         """Convert a standardized value to the output's units (as reported in candidates)."""

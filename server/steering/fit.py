@@ -53,8 +53,25 @@ def standardize(y: np.ndarray) -> tuple[float, float]:
     return mean, std
 
 
+def warm_start(model: SingleTaskGP, init: Hyperparameters, y_mean: float, y_std: float, *,
+               learned_noise: bool) -> None:
+    """Set ``model``'s parameters to ``init``, whose outputs were standardized by
+    ``init.y_mean``/``init.y_std``, re-expressed for ``y_mean``/``y_std`` (each value clamped
+    into its constraint)."""
+    with torch.no_grad():
+        ls = np.maximum(np.asarray(init.lengthscale, dtype=np.float64), MIN_LENGTHSCALE * 1.01)
+        model.covar_module.lengthscale = torch.as_tensor(ls, dtype=torch.float64).reshape(1, -1)
+        raw_mean = init.mean_constant * init.y_std + init.y_mean
+        model.mean_module.constant = (raw_mean - y_mean) / y_std
+        if learned_noise:
+            lower = float(model.likelihood.noise_covar.raw_noise_constraint.lower_bound)
+            noise = init.noise * (init.y_std / y_std) ** 2
+            model.likelihood.noise = max(noise, lower * 1.01)
+
+
 def fit_hyperparameters(X: np.ndarray, y: np.ndarray, yvar: np.ndarray | None, kernel: str,
-                        *, seed: int = 0) -> Hyperparameters:
+                        *, seed: int = 0, init: Hyperparameters | None = None,
+                        maxiter: int = MAXITER) -> Hyperparameters:
     """Fit one output's hyperparameters by maximizing the marginal likelihood.
 
     Args:
@@ -63,6 +80,9 @@ def fit_hyperparameters(X: np.ndarray, y: np.ndarray, yvar: np.ndarray | None, k
         yvar: ``n`` known noise variances (output units), or ``None`` to learn the noise.
         kernel: ``"matern52"``, ``"matern32"`` or ``"rbf"``.
         seed: Seeds the random restarts BoTorch draws from the priors after a failed attempt.
+        init: Warm start: the optimizer starts from these hyperparameters (converted to this
+            fit's standardization) instead of the priors' modes.
+        maxiter: Most L-BFGS-B iterations.
 
     Returns:
         The fitted hyperparameters (model space), with ``fitted_n = n``.
@@ -82,8 +102,10 @@ def fit_hyperparameters(X: np.ndarray, y: np.ndarray, yvar: np.ndarray | None, k
         torch.manual_seed(seed)
         model = SingleTaskGP(tX, tY, train_Yvar=tYvar, covar_module=covar_module(kernel, d),
                              outcome_transform=None)
+        if init is not None and init.kernel == kernel and len(init.lengthscale) == d:
+            warm_start(model, init, y_mean, y_std, learned_noise=tYvar is None)
         mll = ExactMarginalLogLikelihood(model.likelihood, model)
-        fit_gpytorch_mll(mll, optimizer_kwargs={"options": {"maxiter": MAXITER}})
+        fit_gpytorch_mll(mll, optimizer_kwargs={"options": {"maxiter": maxiter}})
     with torch.no_grad():
         lengthscale = model.covar_module.lengthscale.reshape(-1).numpy().copy()
         mean_constant = float(model.mean_module.constant)

@@ -201,6 +201,85 @@ def cholesky_with_jitter(K: Tensor) -> tuple[Tensor, float]:
     raise torch.linalg.LinAlgError(f"not positive definite even with jitter {JITTERS[-1]:g}")
 
 
+class RowStack:
+    """Rows of an ``n x p`` matrix stored as a contiguous base plus appended rows; immutable.
+
+    The same trick as :class:`GrowingCholesky`: appending copies only the tail, which is
+    merged into a new base every :data:`TAIL_ROWS` rows.
+
+    Args:
+        base: ``n0 x p``.
+        tail: ``t x p`` rows below the base.
+    """
+
+    def __init__(self, base: Tensor, tail: Tensor | None = None) -> None:
+        self.base = base
+        self.tail = base.new_zeros(0, base.shape[1]) if tail is None else tail
+        self.n0 = base.shape[0]
+        self.n = self.n0 + self.tail.shape[0]
+
+    def tmatmul(self, B: Tensor, cols: slice = slice(None)) -> Tensor:
+        """``A[:, cols]^T B`` for ``B`` of shape ``n x k``."""
+        out = self.base[:, cols].T @ B[: self.n0]
+        if self.tail.shape[0]:
+            out = out + self.tail[:, cols].T @ B[self.n0:]
+        return out
+
+    def append(self, rows: Tensor) -> RowStack:
+        """A new stack with ``k x p`` rows appended."""
+        if self.tail.shape[0] + rows.shape[0] > TAIL_ROWS:
+            return RowStack(torch.cat([self.base, self.tail, rows]))
+        return RowStack(self.base, torch.cat([self.tail, rows]))
+
+    def dense(self) -> Tensor:
+        """The full ``n x p`` matrix."""
+        return torch.cat([self.base, self.tail])
+
+
+@dataclass(frozen=True)
+class PointCache:
+    """The posterior at a fixed point set ``P = [C; Z]``, kept up to date on every ingest.
+
+    With it an ask starts from cached quantities instead of an ``O(N^2 p)`` solve: the
+    candidate scan costs ``O(p)``, and each fantasy an ``O(N^2)`` solve plus ``O(N p)``.
+
+    Args:
+        P: ``p x d`` points: ``M`` candidates, then the integration points.
+        M: Number of candidates.
+        W: ``L^{-1} K(X, P)`` (``n x p``).
+        mean: Posterior mean at ``P``.
+        var: Posterior variance at ``P`` (not clamped).
+        cross: ``Nz x M`` posterior covariance between integration points and candidates,
+            or ``None`` without integration points.
+    """
+
+    P: Tensor
+    M: int
+    W: RowStack
+    mean: Tensor
+    var: Tensor
+    cross: Tensor | None
+
+    @classmethod
+    def build(cls, gp: ExactGP, P: Tensor, M: int) -> PointCache:
+        """From scratch, ``O(N^2 p)``."""
+        W = gp.chol.solve(gp.k(gp.X, P))
+        mean = gp.hp.mean_constant + W.T @ gp.v
+        var = gp.hp.outputscale - W.pow(2).sum(0)
+        cross = None
+        if P.shape[0] > M:
+            cross = gp.k(P[M:], P[:M]) - W[:, M:].T @ W[:, :M]
+        return cls(P, M, RowStack(W), mean, var, cross)
+
+    def extend(self, R: Tensor, v_new: Tensor) -> PointCache:
+        """With ``k`` new rows ``R`` (``k x p``) of ``W`` and ``v`` (``k``), ``O(k p Nz)``."""
+        cross = None
+        if self.cross is not None:
+            cross = self.cross - R[:, self.M:].T @ R[:, : self.M]
+        return PointCache(self.P, self.M, self.W.append(R), self.mean + R.T @ v_new,
+                          self.var - R.pow(2).sum(0), cross)
+
+
 class ExactGP:
     """Exact GP posterior of one output, in model space; immutable.
 
@@ -212,13 +291,17 @@ class ExactGP:
         chol: Factor of ``K(X, X) + diag(noise) + jitter I``.
         v: ``n`` vector ``L^{-1} (y - mean_constant)``.
         jitter: Jitter on the diagonal (also added to appended rows).
+        cache: The posterior at a fixed point set (candidates of the acquisition), or
+            ``None``.
     """
 
     def __init__(self, hp: Hyperparameters, X: Tensor, y: Tensor, noise: Tensor,
-                 chol: GrowingCholesky, v: Tensor, jitter: float) -> None:
+                 chol: GrowingCholesky, v: Tensor, jitter: float,
+                 cache: PointCache | None = None) -> None:
         self.hp = hp
         self.X, self.y, self.noise, self.chol, self.v, self.jitter = X, y, noise, chol, v, jitter
         self.lengthscale = torch.as_tensor(hp.lengthscale, dtype=DTYPE)
+        self.cache = cache
 
     @property
     def n(self) -> int:
@@ -230,7 +313,8 @@ class ExactGP:
         return kernel_matrix(self.hp.kernel, A, B, self.lengthscale, self.hp.outputscale)
 
     @classmethod
-    def build(cls, hp: Hyperparameters, X: Tensor, y: Tensor, noise: Tensor) -> ExactGP:
+    def build(cls, hp: Hyperparameters, X: Tensor, y: Tensor, noise: Tensor,
+              points: tuple[Tensor, int] | None = None) -> ExactGP:
         """Factor from scratch, O(N^3).
 
         Args:
@@ -238,19 +322,27 @@ class ExactGP:
             X: ``n x d`` normalized inputs (``n >= 1``).
             y: ``n`` standardized outputs.
             noise: ``n`` noise variances (standardized units).
+            points: ``(P, M)`` to keep a :class:`PointCache` at: ``M`` candidates followed by
+                integration points.
 
         Raises:
             torch.linalg.LinAlgError: If the covariance cannot be factored.
         """
         kern = kernel_matrix(hp.kernel, X, X, torch.as_tensor(hp.lengthscale, dtype=DTYPE),
                              hp.outputscale)
-        L, jitter = cholesky_with_jitter(kern + torch.diag(noise))
+        kern.diagonal().add_(noise)
+        L, jitter = cholesky_with_jitter(kern)
+        del kern
         chol = GrowingCholesky(L)
         v = chol.solve((y - hp.mean_constant).unsqueeze(-1)).squeeze(-1)
-        return cls(hp, X, y, noise, chol, v, jitter)
+        gp = cls(hp, X, y, noise, chol, v, jitter)
+        if points is not None:
+            gp.cache = PointCache.build(gp, *points)
+        return gp
 
     def extend(self, X: Tensor, y: Tensor, noise: Tensor) -> ExactGP:
-        """Posterior with ``k`` more points, by a rank-k extension of the factor, O(N^2 k).
+        """Posterior with ``k`` more points, by a rank-k extension of the factor, O(N^2 k)
+        (plus ``O(N p k)`` for the point cache).
 
         Falls back to a rebuild (with more jitter) if the extension is not positive definite.
 
@@ -266,12 +358,19 @@ class ExactGP:
         S = self.k(X, X) + torch.diag(noise + self.jitter) - W.T @ W
         D, info = torch.linalg.cholesky_ex(S)
         if int(info) != 0 or not torch.isfinite(D).all():
-            return ExactGP.build(self.hp, X_all, y_all, noise_all)
+            points = None if self.cache is None else (self.cache.P, self.cache.M)
+            return ExactGP.build(self.hp, X_all, y_all, noise_all, points)
         chol = self.chol.append(torch.cat([W.T, D], 1))
         v_new = torch.linalg.solve_triangular(
-            D, (y - self.hp.mean_constant - W.T @ self.v).unsqueeze(-1), upper=False)
-        return ExactGP(self.hp, X_all, y_all, noise_all, chol,
-                       torch.cat([self.v, v_new.squeeze(-1)]), self.jitter)
+            D, (y - self.hp.mean_constant - W.T @ self.v).unsqueeze(-1), upper=False
+        ).squeeze(-1)
+        cache = None
+        if self.cache is not None:
+            c = self.cache
+            R = torch.linalg.solve_triangular(D, self.k(X, c.P) - c.W.tmatmul(W).T, upper=False)
+            cache = c.extend(R, v_new)
+        return ExactGP(self.hp, X_all, y_all, noise_all, chol, torch.cat([self.v, v_new]),
+                       self.jitter, cache)
 
     def predict(self, Xq: Tensor) -> tuple[Tensor, Tensor]:
         """Latent posterior mean and variance (standardized units).
@@ -299,48 +398,87 @@ class Fantasies:
     Kriging believer: a fantasy's value is the posterior mean, so means never change and only
     the covariance is updated: each fantasy appends one row to an extended Cholesky factor.
     ``P`` is the stack of the candidate set ``C`` and (optionally) integration points ``Z``;
-    the ``Z x C`` posterior cross-covariance is maintained for integrated variance.
+    the ``Z x C`` posterior cross-covariance is maintained for integrated variance. Nothing
+    of ``gp`` (or its :class:`PointCache`) is modified.
 
     Args:
         gp: The posterior to condition.
         C: ``M x d`` candidate points (normalized).
         Z: ``Nz x d`` integration points, or ``None``.
         noise: Noise variance of a fantasy observation (standardized units).
+        nz_total: Integration points the integrated variance is averaged over (default
+            ``Nz``); larger when ``Z`` is a subset of a global set.
     """
 
-    def __init__(self, gp: ExactGP, C: Tensor, Z: Tensor | None, noise: float) -> None:
-        self.gp, self.C, self.Z, self.noise = gp, C, Z, noise
-        M = C.shape[0]
+    def __init__(self, gp: ExactGP, C: Tensor, Z: Tensor | None, noise: float, *,
+                 nz_total: int | None = None) -> None:
         P = C if Z is None else torch.cat([C, Z])
-        self.W = gp.chol.solve(gp.k(gp.X, P))  # N x (M + Nz)
-        self.mean = gp.hp.mean_constant + self.W.T @ gp.v
-        self.var = (gp.hp.outputscale - self.W.pow(2).sum(0)).clamp_min(VAR_FLOOR)
-        self.M = M
+        W = gp.chol.solve(gp.k(gp.X, P))  # N x (M + Nz)
+        mean = gp.hp.mean_constant + W.T @ gp.v
+        var = gp.hp.outputscale - W.pow(2).sum(0)
+        M = C.shape[0]
+        cross = None if Z is None else gp.k(Z, C) - W[:, M:].T @ W[:, :M]  # Nz x M
+        self._init(gp, P, M, RowStack(W), mean, var, cross, noise, nz_total)
+
+    @classmethod
+    def from_cache(cls, gp: ExactGP, noise: float, *,
+                   nz_total: int | None = None) -> Fantasies:
+        """From ``gp.cache`` (no solve against the training data)."""
+        c = gp.cache
+        if c is None:
+            raise ValueError("the posterior has no point cache")
+        self = cls.__new__(cls)
+        self._init(gp, c.P, c.M, c.W, c.mean, c.var, c.cross, noise, nz_total)
+        return self
+
+    def _init(self, gp: ExactGP, P: Tensor, M: int, W: RowStack, mean: Tensor, var: Tensor,
+              cross: Tensor | None, noise: float, nz_total: int | None) -> None:
+        self.gp, self.P, self.M, self.W, self.noise = gp, P, M, W, noise
+        self.C = P[:M]
+        self.Z = P[M:] if cross is not None or P.shape[0] > M else None  # may have 0 rows
+        self.nz_total = nz_total or max(P.shape[0] - M, 1)
+        self.mean, self.var, self.cross = mean, var.clamp_min(VAR_FLOOR), cross
+        self.var0 = self.var  # before any fantasy
         self.U = P.new_zeros(0, P.shape[0])  # fantasy rows of the extended factor
         self.Xf = P.new_zeros(0, P.shape[1])
         self.Wf = P.new_zeros(gp.n, 0)
         self.Df = P.new_zeros(0, 0)
-        self.cross: Tensor | None = None
-        if Z is not None:
-            Wc, Wz = self.W[:, :M], self.W[:, M:]
-            self.cross = gp.k(Z, C) - Wz.T @ Wc  # Nz x M
+        self._memo: tuple[Tensor, Tensor] | None = None  # last (x, L^{-1} k(X, x)), no grad
 
     @property
     def n_fantasies(self) -> int:
         """Number of fantasies conditioned on."""
         return self.Xf.shape[0]
 
-    def at(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
-        """Conditioned posterior at arbitrary points; differentiable in ``x``.
+    def candidate_stats(self) -> tuple[Tensor, Tensor, Tensor | None]:
+        """``(mean, var, czsq)`` on the candidate set, ``czsq`` as in :meth:`at`."""
+        M = self.M
+        czsq = None if self.cross is None else self.cross.pow(2).sum(0) / self.nz_total
+        return self.mean[:M], self.var[:M], czsq
 
-        Args:
-            x: ``b x d`` normalized points.
-
-        Returns:
-            ``(mean (b), var (b), cov_Z (Nz x b) or None)`` in standardized units.
-        """
+    def _solve(self, x: Tensor) -> Tensor:
         gp = self.gp
+        if not x.requires_grad and self._memo is not None:
+            mx, mw = self._memo
+            if mx.shape == x.shape and torch.equal(mx, x):
+                return mw
         wx = gp.chol.solve(gp.k(gp.X, x))  # N x b
+        if not x.requires_grad:
+            self._memo = (x.clone(), wx)
+        return wx
+
+    def unconditioned(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Posterior mean and variance at ``x`` (``b x d``) without the fantasies; free right
+        after :meth:`at` at the same points."""
+        gp = self.gp
+        wx = self._solve(x)
+        return (gp.hp.mean_constant + wx.T @ gp.v,
+                (gp.hp.outputscale - wx.pow(2).sum(0)).clamp_min(VAR_FLOOR))
+
+    def _at(self, x: Tensor, wx: Tensor | None = None
+            ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+        gp = self.gp
+        wx = self._solve(x) if wx is None else wx
         mean = gp.hp.mean_constant + wx.T @ gp.v
         var = gp.hp.outputscale - wx.pow(2).sum(0)
         ux = None
@@ -350,18 +488,37 @@ class Fantasies:
             var = var - ux.pow(2).sum(0)
         cov_z = None
         if self.Z is not None:
-            cov_z = gp.k(self.Z, x) - self.W[:, self.M:].T @ wx
+            cov_z = gp.k(self.Z, x) - self.W.tmatmul(wx, slice(self.M, None))
             if ux is not None:
                 cov_z = cov_z - self.U[:, self.M:].T @ ux
-        return mean, var.clamp_min(VAR_FLOOR), cov_z
+        return mean, var.clamp_min(VAR_FLOOR), cov_z, ux
 
-    def condition(self, x: Tensor) -> None:
-        """Condition on a fantasy observation at ``x`` (shape ``d``), in place."""
+    def at(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
+        """Conditioned posterior at arbitrary points; differentiable in ``x``.
+
+        Args:
+            x: ``b x d`` normalized points.
+
+        Returns:
+            ``(mean (b), var (b), czsq (b) or None)`` in standardized units, where ``czsq`` is
+            the squared posterior covariance with the integration points, summed over them
+            and divided by ``nz_total``.
+        """
+        mean, var, cov_z, _ = self._at(x)
+        czsq = None if cov_z is None else cov_z.pow(2).sum(0) / self.nz_total
+        return mean, var, czsq
+
+    def condition(self, x: Tensor) -> float:
+        """Condition on a fantasy observation at ``x`` (shape ``d``), in place.
+
+        Returns:
+            The posterior mean at ``x`` (the believed value).
+        """
         gp = self.gp
         x = x.reshape(1, -1)
-        P = self.C if self.Z is None else torch.cat([self.C, self.Z])
-        wx = gp.chol.solve(gp.k(gp.X, x))  # N x 1
-        cov_p = gp.k(x, P) - wx.T @ self.W  # 1 x (M + Nz)
+        wx = self._solve(x) if self._memo is None else self._memo_column(x)
+        mean_x = float(gp.hp.mean_constant + wx[:, 0] @ gp.v)
+        cov_p = gp.k(x, self.P) - self.W.tmatmul(wx).T  # 1 x (M + Nz)
         var_x = gp.hp.outputscale - float(wx.pow(2).sum())
         if self.n_fantasies:
             cov_f = gp.k(self.Xf, x) - self.Wf.T @ wx
@@ -384,3 +541,15 @@ class Fantasies:
         self.Df = Df
         self.Wf = torch.cat([self.Wf, wx], 1)
         self.Xf = torch.cat([self.Xf, x])
+        self._memo = None
+        return mean_x
+
+    def _memo_column(self, x: Tensor) -> Tensor:
+        """``L^{-1} k(X, x)`` for one point, reused from the last :meth:`at` if it had it."""
+        assert self._memo is not None
+        mx, mw = self._memo
+        hit = (mx == x).all(1).nonzero()
+        if len(hit):
+            i = int(hit[0])
+            return mw[:, i:i + 1]
+        return self._solve(x)

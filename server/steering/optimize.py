@@ -16,11 +16,14 @@ from scipy.optimize import minimize
 
 from server.steering.acquisition import Scorer
 from server.steering.design import near_any
-from server.steering.gp import DTYPE
+from server.steering.gp import DTYPE, ExactGP, Fantasies
 
 MIN_SEPARATION = 1e-3  # normalized distance a new point keeps from pending and chosen ones
 N_STARTS = 3  # best candidates polished per pick
-POLISH_ITERS = 25  # L-BFGS-B iterations: a short polish, the candidate set did the search
+POLISH_ITERS = 8  # L-BFGS-B iterations: a short polish, the candidate set did the search
+POLISH_RTOL = 1e-3  # ... and stop once an iteration gains less than this fraction
+LOCAL_POINTS = (128, 256)  # nearest training points per start in the polish's local model,
+# for d <= 2 and d > 2
 
 
 @dataclass(frozen=True)
@@ -30,13 +33,18 @@ class Pick:
     Args:
         x: ``d`` normalized coordinates.
         value: Acquisition value (standardized units) when it was chosen.
+        mean: Posterior mean at ``x`` (standardized, no fantasies).
+        var: Posterior variance at ``x`` (standardized, no fantasies).
     """
 
     x: np.ndarray
     value: float
+    mean: float
+    var: float
 
 
-def polish(scorer: Scorer, starts: np.ndarray, iters: int = POLISH_ITERS) -> np.ndarray:
+def polish(scorer: Scorer, starts: np.ndarray, iters: int = POLISH_ITERS,
+           scale: float = 1.0) -> np.ndarray:
     """Bounded gradient ascent of the acquisition from ``b`` starts at once (L-BFGS-B).
 
     The starts are independent, so the sum of their values is maximized jointly: one scipy
@@ -46,31 +54,69 @@ def polish(scorer: Scorer, starts: np.ndarray, iters: int = POLISH_ITERS) -> np.
         scorer: The acquisition.
         starts: ``b x d`` normalized start points.
         iters: Maximum L-BFGS-B iterations.
+        scale: Size of the summed acquisition at the starts; the objective is divided by
+            it, so the polish stops once an iteration gains less than :data:`POLISH_RTOL`
+            of it, and gradients of tiny acquisitions (integrated variance) still count.
 
     Returns:
         ``b x d`` polished points inside the unit cube.
     """
     b, d = starts.shape
+    unit = 1.0 / max(abs(scale), 1e-300)  # the objective is O(1): tolerances are relative
 
     def fun(flat: np.ndarray) -> tuple[float, np.ndarray]:
         x = torch.tensor(flat.reshape(b, d), dtype=DTYPE, requires_grad=True)
         values = scorer.at(x)
         total = values.sum()
         (grad,) = torch.autograd.grad(total, x)
-        f, g = float(total.detach()), grad.numpy().reshape(-1)
+        f, g = float(total.detach()) * unit, grad.numpy().reshape(-1) * unit
         if not (np.isfinite(f) and np.isfinite(g).all()):
             return 0.0, np.zeros_like(flat)  # stop: this start's polish will be rejected
         return -f, -g
 
     res = minimize(fun, starts.reshape(-1), jac=True, method="L-BFGS-B",
-                   bounds=[(0.0, 1.0)] * (b * d), options={"maxiter": iters})
+                   bounds=[(0.0, 1.0)] * (b * d),
+                   options={"maxiter": iters, "ftol": POLISH_RTOL})
     return np.clip(res.x.reshape(b, d), 0.0, 1.0)
 
 
-def polish_iterations(n: int) -> int:
-    """L-BFGS-B iterations for ``n`` training points: each costs two O(n^2) solves, so the
-    polish shrinks above 2000 points (5 iterations at 5000)."""
-    return max(5, min(POLISH_ITERS, int(POLISH_ITERS * (2000 / max(n, 1)) ** 2)))
+def local_scorer(scorer: Scorer, starts: np.ndarray) -> Scorer:
+    """The acquisition on a small exact GP of the training points nearest to ``starts``.
+
+    The polish only needs the acquisition near its starts, and there the posterior is
+    determined by the nearby data (the screening effect of Matern/RBF kernels): a local
+    model of :data:`LOCAL_POINTS` points per start (nearest in lengthscale units), conditioned on
+    the same fantasies, makes each L-BFGS-B evaluation O(k^2) instead of two O(N^2) solves
+    against the full factor. Its result is only a proposal: :func:`select` scores the
+    polished points with the full model and keeps a candidate unless they are better.
+
+    Args:
+        scorer: The acquisition on the full posterior.
+        starts: ``b x d`` normalized start points.
+
+    Returns:
+        ``scorer`` itself when the data are small, else a scorer on the local model.
+    """
+    f = scorer.f
+    gp = f.gp
+    k = LOCAL_POINTS[0] if gp.X.shape[1] <= 2 else LOCAL_POINTS[1]
+    if gp.n <= 3 * k:
+        return scorer
+    S = torch.as_tensor(starts, dtype=DTYPE)
+    dist = torch.cdist(S / gp.lengthscale, gp.X / gp.lengthscale)  # b x N
+    near = torch.topk(dist, k, largest=False)
+    idx = near.indices.reshape(-1).unique()
+    local = ExactGP.build(gp.hp, gp.X[idx], gp.y[idx], gp.noise[idx])
+    Z = f.Z
+    if Z is not None:  # only integration points the local data cover: beyond them the local
+        # model would see prior covariances that the full data screen off
+        reach = near.values[:, -1].max()
+        zd = torch.cdist(Z / gp.lengthscale, S / gp.lengthscale).min(1).values
+        Z = Z[zd <= reach]
+    lf = Fantasies(local, S, Z, f.noise, nz_total=f.nz_total)
+    for x in f.Xf:
+        lf.condition(x)
+    return scorer.rebind(lf)
 
 
 def select(scorer: Scorer, q: int, pending: np.ndarray,
@@ -92,7 +138,7 @@ def select(scorer: Scorer, q: int, pending: np.ndarray,
         _condition(scorer, p)
     excluded = near_any(C, pending, MIN_SEPARATION)
     picks: list[Pick] = []
-    for _ in range(q):
+    for i in range(q):
         with torch.no_grad():
             values = scorer.candidates().numpy().copy()
         values[excluded | ~np.isfinite(values)] = -np.inf
@@ -101,24 +147,29 @@ def select(scorer: Scorer, q: int, pending: np.ndarray,
         order = np.argsort(-values, kind="stable")[:N_STARTS]
         order = order[np.isfinite(values[order])]
         best_x, best_v = C[order[0]], float(values[order[0]])
+        best_mv = float(fant.mean[order[0]]), float(fant.var0[order[0]])
         taken = np.array([p.x for p in picks] + list(pending)).reshape(-1, C.shape[1])
-        polished = polish(scorer, C[order], polish_iterations(fant.gp.n))
         with torch.no_grad():
-            pv = scorer.at(torch.as_tensor(polished, dtype=DTYPE)).numpy()
+            local = local_scorer(scorer, C[order])
+        polished = polish(local, C[order], scale=float(np.abs(values[order]).sum()))
+        with torch.no_grad():  # the full model has the last word (and memoizes the solve)
+            pt = torch.as_tensor(polished, dtype=DTYPE)
+            pv = scorer.at(pt).numpy()
+            pm, pvar = fant.unconditioned(pt)
         ok = (np.isfinite(pv) & ~forbidden(polished)
               & ~near_any(polished, taken, MIN_SEPARATION))
-        for x, v, good in zip(polished, pv, ok, strict=True):
+        for r, (x, v, good) in enumerate(zip(polished, pv, ok, strict=True)):
             if good and v > best_v:
-                best_x, best_v = x, float(v)
-        picks.append(Pick(np.asarray(best_x, dtype=np.float64).copy(), best_v))
-        _condition(scorer, best_x)
+                best_x, best_v, best_mv = x, float(v), (float(pm[r]), float(pvar[r]))
+        picks.append(Pick(np.asarray(best_x, dtype=np.float64).copy(), best_v, *best_mv))
         excluded |= near_any(C, best_x[None, :], MIN_SEPARATION)
+        if i + 1 < q:  # the last pick conditions nothing
+            _condition(scorer, best_x)
     return picks
 
 
 def _condition(scorer: Scorer, x: np.ndarray) -> None:
     xt = torch.as_tensor(np.asarray(x, dtype=np.float64))
     with torch.no_grad():
-        mean, _, _ = scorer.f.at(xt.reshape(1, -1))
-        scorer.f.condition(xt)
-    scorer.believe(float(mean[0]))
+        mean = scorer.f.condition(xt)
+    scorer.believe(mean)

@@ -94,6 +94,11 @@ def test_suggest_after_data(fitted: dict[str, Any], acq: str) -> None:
     assert [c.source for c in first] == [acq] * 4
     assert all(c.acquisition is not None and np.isfinite(c.acquisition) for c in first)
     assert all(set(c.mean) == {"I", "J"} and c.std["I"] > 0 for c in first)
+    # the target's mean/std come from the selection's own solves: same as posterior()
+    post = e.posterior(xs(first))
+    for k in ("I", "J"):
+        assert np.allclose([c.mean[k] for c in first], post.mean[k], rtol=1e-9, atol=1e-9)
+        assert np.allclose([c.std[k] for c in first], post.std[k], rtol=1e-9, atol=1e-9)
     check_valid(spec, xs(first))
     second = e.suggest(4, pending=xs(first))
     check_valid(spec, np.vstack([xs(first), xs(second)]))  # none of the first's places

@@ -96,9 +96,57 @@ def test_fantasy_reduces_variance_to_noise() -> None:
                     torch.full((2,), hp.noise, dtype=D))
     _, var_ref = ref.predict(torch.cat([C, Z]))
     assert torch.allclose(fant.var, var_ref, atol=1e-10)
-    _, var_at, cov_z = fant.at(C[:5])
+    _, var_at, czsq = fant.at(C[:5])
     assert torch.allclose(var_at, var_ref[:5], atol=1e-10)
     W = ref.chol.solve(ref.k(ref.X, torch.cat([Z, C[:5]])))
     cov_ref = ref.k(Z, C[:5]) - W[:, :30].T @ W[:, 30:]
-    assert cov_z is not None and torch.allclose(cov_z, cov_ref, atol=1e-10)
+    assert czsq is not None and torch.allclose(czsq, cov_ref.pow(2).mean(0), atol=1e-10)
     assert fant.cross is not None and torch.allclose(fant.cross[:, :5], cov_ref, atol=1e-10)
+
+
+@pytest.mark.parametrize("tail_rows", [256, 3])
+def test_point_cache_incremental_equals_scratch(monkeypatch: pytest.MonkeyPatch,
+                                                tail_rows: int) -> None:
+    monkeypatch.setattr(gpmod, "TAIL_ROWS", tail_rows)
+    X, y = _data(50)
+    noise = torch.full((50,), 1e-3, dtype=D)
+    P, _ = _data(70, seed=7)  # 40 candidates, 30 integration points
+    hp = _hp()
+    inc = ExactGP.build(hp, X[:5], y[:5], noise[:5], points=(P, 40))
+    for a, b in [(5, 6), (6, 20), (20, 21), (21, 50)]:
+        inc = inc.extend(X[a:b], y[a:b], noise[a:b])
+    ref = ExactGP.build(hp, X, y, noise, points=(P, 40))
+    ci, cr = inc.cache, ref.cache
+    assert ci is not None and cr is not None and ci.cross is not None and cr.cross is not None
+    assert torch.allclose(ci.W.dense(), cr.W.dense(), atol=1e-6)
+    assert torch.allclose(ci.mean, cr.mean, atol=1e-6)
+    assert torch.allclose(ci.var, cr.var, atol=1e-6)
+    assert torch.allclose(ci.cross, cr.cross, atol=1e-6)
+    m, v = ref.predict(P)
+    assert torch.allclose(ci.mean, m, atol=1e-6) and torch.allclose(ci.var, v, atol=1e-6)
+    # fantasies from the cache behave as fantasies computed from scratch
+    var0, cross0 = ci.var.clone(), ci.cross.clone()
+    direct = Fantasies(ref, P[:40], P[40:], noise=1e-3)
+    cached = Fantasies.from_cache(inc, noise=1e-3)
+    for f in (direct, cached):
+        f.at(P[3:6])  # memoizes a solve that condition() reuses
+        f.condition(P[4])
+        f.condition(torch.tensor([0.2, 0.9], dtype=D))
+    for a, b in zip(direct.candidate_stats(), cached.candidate_stats(), strict=True):
+        assert a is not None and b is not None and torch.allclose(a, b, atol=1e-6)
+    xq = torch.rand(4, 2, dtype=D, generator=torch.Generator().manual_seed(9))
+    for a, b in zip(direct.at(xq), cached.at(xq), strict=True):
+        assert a is not None and b is not None and torch.allclose(a, b, atol=1e-6)
+    assert torch.equal(ci.var, var0) and torch.equal(ci.cross, cross0)  # cache untouched
+
+
+def test_fantasies_with_an_empty_integration_set() -> None:
+    X, y = _data(20)
+    gp = ExactGP.build(_hp(), X, y, torch.full((20,), 1e-3, dtype=D))
+    C, _ = _data(10, seed=3)
+    fant = Fantasies(gp, C, C.new_zeros(0, 2), noise=1e-3, nz_total=50)
+    fant.condition(C[0])
+    _, _, czsq = fant.candidate_stats()
+    assert czsq is not None and torch.equal(czsq, torch.zeros(10, dtype=D))
+    _, _, czsq = fant.at(C[:3])
+    assert czsq is not None and torch.equal(czsq, torch.zeros(3, dtype=D))
