@@ -28,6 +28,11 @@ def register(sub: Any) -> None:
     p.add_argument("--batch", type=int, default=1, help="positions per ask")
     p.add_argument("--seed", type=int, default=0, help="steering, noise and random scan")
     p.add_argument("--exposure", type=float, default=1.0, help="counting seconds per point")
+    p.add_argument("--images", action="store_true",
+                   help="the detector returns synthetic SAXS images (models/synth), posted "
+                        "for the server to reduce (tagger ring probability, q-range mean)")
+    p.add_argument("--detector-size", type=int, default=64,
+                   help="image edge in pixels with --images (default 64)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=command(simulate))
 
@@ -46,7 +51,8 @@ def simulate(args: argparse.Namespace, client: Client) -> int:
         print("--points must be >= 4 and --batch >= 1", file=sys.stderr)
         return USAGE
     report = compare(client, SAMPLES[args.sample](), args.points, batch=args.batch,
-                     seed=args.seed, exposure=args.exposure,
+                     seed=args.seed, exposure=args.exposure, images=args.images,
+                     detector_size=args.detector_size,
                      progress=not args.no_progress and not args.json,
                      log=lambda s: print(s, file=sys.stderr, flush=True))
     if args.json:

@@ -6,6 +6,8 @@ reply; :mod:`clients.http.sync` and :mod:`clients.http.aio` only differ in how t
 
 from __future__ import annotations
 
+import base64
+import io
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +37,8 @@ class Call(Generic[T]):
     json: Any = None
     params: dict[str, Any] = field(default_factory=dict)
     idempotent: bool = True
+    content: bytes | None = None
+    headers: dict[str, str] = field(default_factory=dict)
 
 
 def _experiment(r: httpx.Response) -> Experiment:
@@ -123,20 +127,52 @@ def posterior(experiment_id: str, points: Sequence[Sequence[float]] | None,
                 lambda r: Posterior.model_validate(r.json()), json=body)
 
 
+def npy_bytes(image: Any) -> bytes:
+    """An array as ``.npy`` bytes (numpy is imported here, not with the client)."""
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(image), allow_pickle=False)
+    return buf.getvalue()
+
+
+def _inferred(r: httpx.Response) -> Any:
+    if r.headers.get("content-type", "").startswith("application/json"):
+        body = r.json()
+        return dict(body["tags"]) if "tags" in body else body
+    import numpy as np
+
+    return np.load(io.BytesIO(r.content), allow_pickle=False)
+
+
+def infer(model: str, image: Any, params: Mapping[str, Any]) -> Call[Any]:
+    """POST an image as raw ``.npy`` bytes (read-only, so repeatable)."""
+    return Call("POST", f"/api/v1/models/{model}/infer", _inferred,
+                params={k: v for k, v in params.items() if v is not None},
+                content=npy_bytes(image),
+                headers={"content-type": "application/octet-stream"})
+
+
 def health() -> Call[dict[str, Any]]:
     return Call("GET", "/health", lambda r: dict(r.json()))
 
 
-def measurement_body(position: Mapping[str, float], values: Mapping[str, float], *,
+def measurement_body(position: Mapping[str, float], values: Mapping[str, float] | None, *,
                      noise: Mapping[str, float] | None = None,
                      suggestion: str | Suggestion | None = None,
                      key: str | None = None,
-                     metadata: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                     metadata: Mapping[str, Any] | None = None,
+                     image: Any = None) -> dict[str, Any]:
     """One measurement as the wire wants it, with a fresh uuid4 ``key`` unless given, so
-    that the request can be retried without ever storing it twice."""
+    that the request can be retried without ever storing it twice. An ``image`` (array)
+    travels as base64 ``.npy``; the spec's reductions turn it into the missing values."""
+    if values is None and image is None:
+        raise TypeError("a measurement needs values or an image")
     body: dict[str, Any] = {"position": {k: float(v) for k, v in position.items()},
-                            "values": {k: float(v) for k, v in values.items()},
+                            "values": {k: float(v) for k, v in (values or {}).items()},
                             "key": key or uuid.uuid4().hex}
+    if image is not None:
+        body["image"] = base64.b64encode(npy_bytes(image)).decode()
     if noise:
         body["noise"] = {k: float(v) for k, v in noise.items()}
     if suggestion is not None:
@@ -152,11 +188,12 @@ def batch_bodies(items: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for i, m in enumerate(items):
         extra = set(m) - {"position", "values", "noise", "suggestion", "suggestion_id", "key",
-                          "metadata"}
-        if extra or "position" not in m or "values" not in m:
-            raise TypeError(f"measurements[{i}]: needs position and values, got {sorted(m)}")
+                          "metadata", "image"}
+        if extra or "position" not in m or ("values" not in m and m.get("image") is None):
+            raise TypeError(f"measurements[{i}]: needs position and values (or an image), "
+                            f"got {sorted(m)}")
         out.append(measurement_body(
-            m["position"], m["values"], noise=m.get("noise"),
+            m["position"], m.get("values"), noise=m.get("noise"),
             suggestion=m.get("suggestion", m.get("suggestion_id")), key=m.get("key"),
-            metadata=m.get("metadata")))
+            metadata=m.get("metadata"), image=m.get("image")))
     return out

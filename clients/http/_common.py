@@ -88,14 +88,16 @@ def ws_url(base: str, experiment_id: str) -> str:
 def measure_items(position: Mapping[str, float] | Sequence[Mapping[str, Any]],
                   values: Mapping[str, float] | None, *, noise: Mapping[str, float] | None,
                   suggestion: SuggestionRef | None, key: str | None,
-                  metadata: Mapping[str, Any] | None) -> tuple[list[dict[str, Any]], bool]:
+                  metadata: Mapping[str, Any] | None,
+                  image: Any = None) -> tuple[list[dict[str, Any]], bool]:
     """The wire items of a tell, and whether it was a single measurement."""
     if isinstance(position, Mapping):
-        if values is None:
+        if values is None and image is None:
             raise TypeError("measure(experiment, position, values): values are missing")
         return [_calls.measurement_body(position, values, noise=noise, suggestion=suggestion,
-                                        key=key, metadata=metadata)], True
-    if values is not None or noise or suggestion is not None or key or metadata:
+                                        key=key, metadata=metadata, image=image)], True
+    if (values is not None or noise or suggestion is not None or key or metadata
+            or image is not None):
         raise TypeError("a batch carries everything inside its items; give only the list")
     items = list(position)
     if not items:

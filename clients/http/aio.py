@@ -69,8 +69,9 @@ class AsyncClient:
         while True:
             try:
                 r = await self._http.request(call.method, call.path, json=call.json,
+                                             content=call.content,
                                              params=call.params or None,
-                                             headers={"x-request-id": rid})
+                                             headers={"x-request-id": rid, **call.headers})
             except httpx.TransportError as e:
                 delay = self.retry.after_error(e, call.idempotent, attempt)
                 if delay is None:
@@ -125,9 +126,11 @@ class AsyncClient:
 
     @overload
     async def measure(self, experiment: c.ExperimentRef, position: Mapping[str, float],
-                      values: Mapping[str, float], *, noise: Mapping[str, float] | None = ...,
+                      values: Mapping[str, float] | None, *,
+                      noise: Mapping[str, float] | None = ...,
                       suggestion: c.SuggestionRef | None = ..., key: str | None = ...,
-                      metadata: Mapping[str, Any] | None = ...) -> Measurement: ...
+                      metadata: Mapping[str, Any] | None = ...,
+                      image: Any = ...) -> Measurement: ...
 
     @overload
     async def measure(self, experiment: c.ExperimentRef,
@@ -138,11 +141,11 @@ class AsyncClient:
                       values: Mapping[str, float] | None = None, *,
                       noise: Mapping[str, float] | None = None,
                       suggestion: c.SuggestionRef | None = None, key: str | None = None,
-                      metadata: Mapping[str, Any] | None = None
+                      metadata: Mapping[str, Any] | None = None, image: Any = None
                       ) -> Measurement | list[Measurement]:
         """Store one measurement or a batch (see :meth:`Client.measure`)."""
         items, single = c.measure_items(position, values, noise=noise, suggestion=suggestion,
-                                        key=key, metadata=metadata)
+                                        key=key, metadata=metadata, image=image)
         stored = await self._send(_calls.measure(c.eid(experiment), items))
         return stored[0] if single else stored
 
@@ -180,6 +183,11 @@ class AsyncClient:
                         at: Mapping[str, float] | None = None) -> Posterior:
         """Posterior mean and std at ``points`` or on a ``grid``."""
         return await self._send(_calls.posterior(c.eid(experiment), points, grid, at))
+
+    async def infer(self, model: str, image: Any, *, timeout_s: float | None = None,
+                    **params: Any) -> Any:
+        """Run a served model on one image (see :meth:`Client.infer`)."""
+        return await self._send(_calls.infer(model, image, {**params, "timeout_s": timeout_s}))
 
     def events(self, experiment: c.ExperimentRef, *, reconnect: bool = True,
                max_reconnects: int | None = None) -> AsyncEventStream:

@@ -71,9 +71,9 @@ class Client:
         attempt = 0
         while True:
             try:
-                r = self._http.request(call.method, call.path, json=call.json,
+                r = self._http.request(call.method, call.path, json=call.json, content=call.content,
                                        params=call.params or None,
-                                       headers={"x-request-id": rid})
+                                       headers={"x-request-id": rid, **call.headers})
             except httpx.TransportError as e:
                 delay = self.retry.after_error(e, call.idempotent, attempt)
                 if delay is None:
@@ -136,9 +136,10 @@ class Client:
 
     @overload
     def measure(self, experiment: c.ExperimentRef, position: Mapping[str, float],
-                values: Mapping[str, float], *, noise: Mapping[str, float] | None = ...,
+                values: Mapping[str, float] | None, *, noise: Mapping[str, float] | None = ...,
                 suggestion: c.SuggestionRef | None = ..., key: str | None = ...,
-                metadata: Mapping[str, Any] | None = ...) -> Measurement: ...
+                metadata: Mapping[str, Any] | None = ...,
+                image: Any = ...) -> Measurement: ...
 
     @overload
     def measure(self, experiment: c.ExperimentRef,
@@ -149,7 +150,8 @@ class Client:
                 values: Mapping[str, float] | None = None, *,
                 noise: Mapping[str, float] | None = None,
                 suggestion: c.SuggestionRef | None = None, key: str | None = None,
-                metadata: Mapping[str, Any] | None = None) -> Measurement | list[Measurement]:
+                metadata: Mapping[str, Any] | None = None,
+                image: Any = None) -> Measurement | list[Measurement]:
         """Store one measurement, or a batch (a list of mappings with ``position``,
         ``values`` and optionally ``noise``, ``suggestion``, ``key``, ``metadata``).
 
@@ -165,9 +167,11 @@ class Client:
             suggestion: The suggestion this measures (id or object).
             key: Idempotency key (default: a new uuid4).
             metadata: Anything JSON, stored with the measurement.
+            image: A detector image (numpy array), sent as base64 ``.npy``; the spec's
+                ``reductions`` compute the outputs missing from ``values`` on the server.
         """
         items, single = c.measure_items(position, values, noise=noise, suggestion=suggestion,
-                                        key=key, metadata=metadata)
+                                        key=key, metadata=metadata, image=image)
         stored = self._send(_calls.measure(c.eid(experiment), items))
         return stored[0] if single else stored
 
@@ -214,6 +218,18 @@ class Client:
         """Posterior mean and std of every output at ``points`` (``n x d``, parameter order)
         or on a ``grid`` (``{"x": 50, "y": 50}``; others fixed at mid-range or ``at``)."""
         return self._send(_calls.posterior(c.eid(experiment), points, grid, at))
+
+    # --- inference -----------------------------------------------------------------------
+
+    def infer(self, model: str, image: Any, *, timeout_s: float | None = None,
+              **params: Any) -> Any:
+        """Run a served model on one image (a 2-D numpy array, uploaded as ``.npy``).
+
+        Returns ``{tag: probability}`` for a tagging model (``"tagger"``), the output
+        array for an image model (``"superres"``, e.g. ``factor=4``). ``timeout_s`` is the
+        server-side deadline (504 past it). Needs numpy (imported here only).
+        """
+        return self._send(_calls.infer(model, image, {**params, "timeout_s": timeout_s}))
 
     def events(self, experiment: c.ExperimentRef, *, reconnect: bool = True,
                max_reconnects: int | None = None) -> EventStream:

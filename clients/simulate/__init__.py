@@ -5,9 +5,11 @@ Needs numpy (``pip install 'beamsteer[sim]'``); tqdm for a progress bar if prese
 """
 
 from clients.simulate.beamline import Beamline, Motor
+from clients.simulate.images import ImageDetector
 from clients.simulate.reduce import CurveReducer, Reducer
 from clients.simulate.run import Report, Result, compare, run_steered
 from clients.simulate.sample import SAMPLES, Axis, GradientFilm, Sample
 
-__all__ = ["SAMPLES", "Axis", "Beamline", "CurveReducer", "GradientFilm", "Motor", "Reducer",
+__all__ = ["SAMPLES", "Axis", "Beamline", "CurveReducer", "GradientFilm", "ImageDetector",
+           "Motor", "Reducer",
            "Report", "Result", "Sample", "compare", "run_steered"]

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
+from clients.simulate.images import ImageDetector
 from clients.simulate.reduce import CurveReducer, Reducer
 from clients.simulate.sample import Sample
 
@@ -39,12 +41,15 @@ class Beamline:
         exposure: Seconds of counting per point.
         reducer: Raw data -> scalars (default: the ring of a 1-D curve).
         seed: Of the counting noise.
+        detector: An image detector: each point is then a synthetic SAXS image, posted
+            as it is for the server to reduce (the spec's ``reductions``).
     """
 
     sample: Sample
     exposure: float = 1.0
     reducer: Reducer | None = None
     seed: int = 0
+    detector: ImageDetector | None = None
     motors: dict[str, Motor] = field(init=False)
     travel_s: float = field(init=False, default=0.0)
     count_s: float = field(init=False, default=0.0)
@@ -58,8 +63,21 @@ class Beamline:
     @property
     def outputs(self) -> list[str]:
         """What each measurement reports."""
+        if self.detector is not None:
+            return self.detector.outputs
         assert self.reducer is not None
         return list(self.reducer.outputs)
+
+    @property
+    def reductions(self) -> dict[str, dict[str, Any]] | None:
+        """The spec's ``reductions`` (image detectors only)."""
+        return None if self.detector is None else self.detector.reductions
+
+    def truth(self, X: np.ndarray) -> dict[str, np.ndarray]:
+        """Ground-truth maps of what this beamline reports (where one is known)."""
+        if self.detector is not None:
+            return self.detector.truth(self.sample, X)
+        return self.sample.truth(X)
 
     def move(self, position: Mapping[str, float]) -> float:
         """Move every motor to ``position``; returns (and tallies) the seconds it took."""
@@ -77,6 +95,23 @@ class Beamline:
         data = self.sample.scatter(here, self._rng, self.exposure)
         self.count_s += self.exposure
         return self.reducer.reduce(data)
+
+    def read(self) -> dict[str, Any]:
+        """Count here: ``{"image": array}`` with an image detector, else ``{"values": ..}``."""
+        if self.detector is None:
+            return {"values": self.measure()}
+        here = {name: m.position for name, m in self.motors.items()}
+        image = self.detector.image(self.sample, here, self._rng, self.exposure)
+        self.count_s += self.exposure
+        return {"image": image}
+
+    def collect(self, positions: Sequence[Mapping[str, float]]) -> list[dict[str, Any]]:
+        """Move to and read each position in turn (measurement items without position)."""
+        out = []
+        for p in positions:
+            self.move(p)
+            out.append(self.read())
+        return out
 
     def visit(self, positions: Sequence[Mapping[str, float]]) -> list[dict[str, float]]:
         """Move to and measure each position in turn."""

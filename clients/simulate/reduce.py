@@ -1,9 +1,9 @@
 """Reductions: raw detector data -> the scalars the GP steers on.
 
 A reducer is any object with ``outputs`` (names) and ``reduce(data) -> {output: value}``.
-:class:`CurveReducer` reduces a 1-D curve ``I(q)``. Detector images plug in at the same
-place: an image reducer (azimuthal integration, or a tagging CNN from the model registry
-once the server serves it) implements ``reduce(image)`` and the loop does not change.
+:class:`CurveReducer` reduces a 1-D curve ``I(q)``. Detector images are reduced by the
+server instead (:class:`clients.simulate.images.ImageDetector` and the spec's
+``reductions``).
 """
 
 from __future__ import annotations

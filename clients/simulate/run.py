@@ -20,6 +20,7 @@ import numpy as np
 
 from clients.http import Client, Experiment
 from clients.simulate.beamline import Beamline
+from clients.simulate.images import ImageDetector
 from clients.simulate.sample import Sample
 
 
@@ -64,9 +65,12 @@ class Report:
 
 
 def spec_for(sample: Sample, outputs: Sequence[str], target: str, *, name: str,
-             batch: int = 1, seed: int = 0, goal: str = "map") -> dict[str, Any]:
+             batch: int = 1, seed: int = 0, goal: str = "map",
+             reductions: dict[str, Any] | None = None) -> dict[str, Any]:
     """An experiment spec for a sample: its axes (with motor speeds) and the outputs."""
-    return {"name": name, "goal": goal, "target": target, "batch_size": batch, "seed": seed,
+    extra = {"reductions": reductions} if reductions else {}
+    return {**extra, "name": name, "goal": goal, "target": target, "batch_size": batch,
+            "seed": seed,
             "parameters": [{"name": a.name, "lower": a.lower, "upper": a.upper,
                             "units": a.units, "speed": a.speed} for a in sample.axes],
             "outputs": [{"name": o} for o in outputs],
@@ -106,11 +110,11 @@ def run_steered(client: Client, beamline: Beamline, experiment: Experiment, poin
     while done < points:
         q = min(batch, points - done)
         sugs = client.suggest(experiment, q)
-        values = beamline.visit([s.position for s in sugs])
+        read = beamline.collect([s.position for s in sugs])
         client.measure(experiment, [
-            {"position": s.position, "values": v, "suggestion": s, "key": uuid.uuid4().hex,
+            {**r, "position": s.position, "suggestion": s, "key": uuid.uuid4().hex,
              "metadata": {"motor_s": round(beamline.travel_s, 3)}}
-            for s, v in zip(sugs, values, strict=True)])
+            for s, r in zip(sugs, read, strict=True)])
         done += len(sugs)
         tick(len(sugs))
     return done
@@ -141,11 +145,12 @@ def random_positions(sample: Sample, n: int, seed: int) -> list[dict[str, float]
 
 
 def map_rmse(client: Client, sample: Sample, experiment: Experiment, outputs: Sequence[str],
-             grid: int = 40) -> dict[str, float]:
+             grid: int = 40, truth_of: Callable[[np.ndarray], dict[str, np.ndarray]] | None = None
+             ) -> dict[str, float]:
     """RMSE of the posterior mean against the truth on a ``grid x grid`` map."""
     names = [a.name for a in sample.axes]
     post = client.posterior(experiment, grid={n: grid for n in names[:2]})
-    truth = sample.truth(np.array(post.points))
+    truth = (truth_of or sample.truth)(np.array(post.points))
     out = {}
     for o in outputs:
         mean = np.array([np.nan if v is None else v for v in post.mean(o)], dtype=float)
@@ -156,9 +161,10 @@ def map_rmse(client: Client, sample: Sample, experiment: Experiment, outputs: Se
 def _scan(client: Client, beamline: Beamline, spec: dict[str, Any],
           positions: list[dict[str, float]]) -> Experiment:
     exp = client.create_experiment(spec)
-    values = beamline.visit(positions)
-    items = [{"position": p, "values": v} for p, v in zip(positions, values, strict=True)]
-    for chunk in _chunks(items, 500):
+    read = beamline.collect(positions)
+    items = [{**r, "position": p} for p, r in zip(positions, read, strict=True)]
+    size = 500 if beamline.detector is None else 20  # images make big requests
+    for chunk in _chunks(items, size):
         client.measure(exp, chunk)
     return exp
 
@@ -169,8 +175,8 @@ def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
 
 
 def compare(client: Client, sample: Sample, points: int, *, batch: int = 1, seed: int = 0,
-            exposure: float = 1.0, progress: bool = False,
-            log: Callable[[str], None] = lambda s: None) -> Report:
+            exposure: float = 1.0, progress: bool = False, images: bool = False,
+            detector_size: int = 64, log: Callable[[str], None] = lambda s: None) -> Report:
     """Steered, grid and random scans of ``points`` each; the RMSE of each map.
 
     Args:
@@ -181,35 +187,45 @@ def compare(client: Client, sample: Sample, points: int, *, batch: int = 1, seed
         seed: Of the steering, the random scan and the counting noise.
         exposure: Counting seconds per point.
         progress: Show a progress bar for the steered scan.
+        images: Post synthetic SAXS images (``detector_size`` pixels square) and let the
+            server reduce them (tagger ``ring`` probability, steered on; ring q-range mean)
+            instead of posting scalars reduced here.
+        detector_size: Image edge in pixels (with ``images``).
         log: Where to say what is happening.
     """
-    bl = Beamline(sample, exposure=exposure, seed=seed)
-    outputs = bl.outputs
-    scored = [o for o in outputs if o in sample.truth(np.zeros((1, len(sample.axes))))]
+    def beamline() -> Beamline:
+        det = ImageDetector(size=detector_size) if images else None
+        return Beamline(sample, exposure=exposure, seed=seed, detector=det)
+
+    bl = beamline()
+    outputs, reductions = bl.outputs, bl.reductions
+    scored = [o for o in outputs if o in bl.truth(np.zeros((1, len(sample.axes))))]
     target = scored[0]
     report = Report(sample.name, target)
     tag = f"{sample.name}-{uuid.uuid4().hex[:6]}"
 
     t0 = time.monotonic()
     exp = client.create_experiment(spec_for(sample, outputs, target, name=f"{tag}-steered",
-                                            batch=batch, seed=seed))
+                                            batch=batch, seed=seed, reductions=reductions))
     log(f"steered: experiment {exp.id}, {points} points in batches of {batch}")
     n = run_steered(client, bl, exp, points, batch=batch, progress=progress)
     # the server refits when the data grew by 25%: 0.75 n is the most an incremental
     # run can be sure of
     client.wait_for_fit(exp, min_fitted=int(0.75 * n))
-    report.results.append(Result("steered", exp.id, n, map_rmse(client, sample, exp, scored),
+    report.results.append(Result("steered", exp.id, n,
+                                 map_rmse(client, sample, exp, scored, truth_of=bl.truth),
                                  bl.travel_s, bl.count_s, time.monotonic() - t0))
 
     for method, positions in (("grid", grid_positions(sample, points)),
                               ("random", random_positions(sample, points, seed))):
         t0 = time.monotonic()
-        bl = Beamline(sample, exposure=exposure, seed=seed)
+        bl = beamline()
         e = _scan(client, bl, spec_for(sample, outputs, target, name=f"{tag}-{method}",
-                                       seed=seed), positions)
+                                       seed=seed, reductions=reductions), positions)
         log(f"{method}: experiment {e.id}, {len(positions)} points")
         client.wait_for_fit(e, min_fitted=len(positions))
         report.results.append(Result(method, e.id, len(positions),
-                                     map_rmse(client, sample, e, scored), bl.travel_s,
+                                     map_rmse(client, sample, e, scored, truth_of=bl.truth),
+                                     bl.travel_s,
                                      bl.count_s, time.monotonic() - t0))
     return report

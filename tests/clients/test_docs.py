@@ -59,6 +59,7 @@ def test_examples_run(live_server: LiveServer, tmp_path: Path,
                     v.close()
     out = capsys.readouterr().out
     assert "measurements[0].position.x ->" in out and "run_uid" in out
+    assert "(32, 32)" in out  # the inference example ran
 
     shim = tmp_path / "bin"
     shim.mkdir()

@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 
 from clients import Client
-from clients.simulate import Beamline, CurveReducer, GradientFilm, compare
+from clients.simulate import Beamline, CurveReducer, GradientFilm, ImageDetector, compare
 from clients.simulate.run import grid_positions
+from server.reductions import q_integral
+from server.steering.spec import Reduction
 from tests.clients.conftest import LiveServer
 
 
@@ -48,3 +50,39 @@ def test_small_closed_loop(live_server: LiveServer) -> None:
         sugs = c.suggestions(steered.experiment_id)
         assert len(sugs) == 12 and all(s.status == "measured" for s in sugs)
         assert "RMSE q0" in report.table()
+
+
+def test_image_detector_shows_the_ring_in_the_domain() -> None:
+    film, det = GradientFilm(), ImageDetector(size=48)
+    rng = np.random.default_rng(0)
+    inside = det.image(film, {"x": 7.0, "y": -2.0}, rng)
+    outside = det.image(film, {"x": 2.0, "y": 3.0}, rng)
+    assert inside.shape == (48, 48) and inside.dtype == np.float32
+    iq = Reduction(**det.reductions["ring_iq"])
+    assert q_integral(inside, iq) > 2 * q_integral(outside, iq)
+
+
+@pytest.mark.parametrize("live_server", ["sqlite"], indirect=True)
+def test_small_closed_loop_with_images(live_server: LiveServer) -> None:
+    with Client(live_server.url) as c:
+        report = compare(c, GradientFilm(), 8, batch=4, seed=2, images=True, detector_size=48)
+        assert report.target == "ring_prob"
+        for r in report.results:
+            assert r.n == 8 and 0 <= r.rmse["ring_prob"] < 1.0
+            ms = c.measurements(r.experiment_id)
+            assert len(ms) == 8
+            assert all(m.metadata["image"]["shape"] == [48, 48] for m in ms)
+            assert all(0 <= m.values["ring_prob"] <= 1 and m.values["ring_iq"] > 0 for m in ms)
+        assert "RMSE ring_prob" in report.table()
+
+
+@pytest.mark.parametrize("live_server", ["sqlite"], indirect=True)
+def test_cli_simulate_images(live_server: LiveServer, capsys: pytest.CaptureFixture[str]) -> None:
+    from clients.cli.main import main
+
+    code = main(["simulate", "--server", live_server.url, "--images", "--points", "6",
+                 "--batch", "3", "--detector-size", "48", "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "steering on ring_prob" in out and "RMSE ring_prob: steered/grid" in out
+    assert all(m in out for m in ("steered", "grid", "random"))
