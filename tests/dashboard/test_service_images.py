@@ -87,6 +87,8 @@ def test_image_measurements_show_thumbnails_and_tags(page: Page, api: httpx.Clie
     p.wait_for_function(
         "() => document.querySelectorAll('img[data-testid=thumbnail]').length === 3",
         timeout=5_000)
+    csv = api.get(f"/api/v1/experiments/{eid}/measurements?format=csv").text
+    assert "data:image" not in csv and "sha256" in csv  # the CSV leaves thumbnails out
     ARTIFACTS.mkdir(exist_ok=True)
     p.screenshot(path=str(ARTIFACTS / "image-measurements.png"), full_page=True)
     # hovering a measured point on the map shows its thumbnail
