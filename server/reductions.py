@@ -2,7 +2,10 @@
 
 Model reductions go through the inference queue (all images of a batch at once, so they
 share micro-batches); q-range integrals are a few numpy operations, done in a thread.
-What was computed, and from which image, is kept in the measurement's metadata.
+What was computed, and from which image, is kept in the measurement's metadata:
+``metadata["image"]`` (shape, dtype, sha256), ``metadata["reductions"]``,
+``metadata["thumbnail"]`` (a 64 px log-scaled PNG data URL, see server/thumbnails.py) and,
+when a tagging model ran, ``metadata["tags"]`` (``{tag: probability}``, every tag).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from server.inference import InferenceService
 from server.queue.base import JobFailed
 from server.steering.errors import InvalidMeasurement
 from server.steering.spec import ExperimentSpec, Reduction, ReductionKind
+from server.thumbnails import thumbnail_data_url
 
 
 def q_integral(image: np.ndarray, r: Reduction) -> float:
@@ -59,13 +63,20 @@ class ImageReducer:
             todo = {k: r for k, r in spec.reductions.items() if k not in given}
             work.append((i, image, given, todo))
         results = await asyncio.gather(*[self._reduce(i, im, todo) for i, im, _, todo in work])
-        for (i, image, given, _), reduced in zip(work, results, strict=True):
+        thumbs = await asyncio.gather(*[asyncio.to_thread(thumbnail_data_url, im)
+                                        for _, im, _, _ in work])
+        for (i, image, given, _), reduced, thumb in zip(work, results, thumbs, strict=True):
             m = out[i]
             m["values"] = {**given, **{k: v for k, (v, _) in reduced.items()}}
+            tags: dict[str, float] = {}
+            for _, d in reduced.values():
+                tags.update(d.pop("tags", None) or {})
             m["metadata"] = {**(m.get("metadata") or {}),
                              "image": {"shape": list(image.shape), "dtype": str(image.dtype),
                                        "sha256": hashlib.sha256(image.tobytes()).hexdigest()},
-                             "reductions": {k: d for k, (_, d) in reduced.items()}}
+                             "reductions": {k: d for k, (_, d) in reduced.items()},
+                             "thumbnail": thumb,
+                             **({"tags": tags} if tags else {})}
         return out
 
     async def _reduce(self, i: int, image: np.ndarray,
@@ -95,6 +106,7 @@ class ImageReducer:
             if not e.bad_input:
                 raise
             raise InvalidMeasurement(fld, e.result.error or "refused") from None
-        v = float(next(iter(res.outputs.values()))[names.index(r.output)])
+        probs = [float(p) for p in next(iter(res.outputs.values()))]
+        v = probs[names.index(r.output)]
         return v, {**r.to_dict(), "value": v, "version": info["versions"][0],
-                   "job_id": res.job_id}
+                   "job_id": res.job_id, "tags": dict(zip(names, probs, strict=True))}

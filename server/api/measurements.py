@@ -101,5 +101,11 @@ def _csv(params: list[str], outputs: list[str], recs: list[MeasurementRecord]) -
                     *[r.values.get(o, "") for o in outputs],
                     *[r.noise.get(o, "") for o in outputs],
                     r.suggestion_id or "", r.key or "", f"{r.created_at:.6f}",
-                    json.dumps(r.metadata) if r.metadata else ""])
+                    _csv_metadata(r.metadata)])
     return buf.getvalue()
+
+
+def _csv_metadata(meta: dict) -> str:
+    """The metadata as JSON, less the image thumbnail (a preview for the dashboard, kB a row)."""
+    rest = {k: v for k, v in (meta or {}).items() if k != "thumbnail"}
+    return json.dumps(rest) if rest else ""

@@ -15,6 +15,7 @@ import pytest
 from models import registry
 from server.reductions import q_integral
 from server.steering.spec import Reduction
+from server.thumbnails import thumbnail_data_url
 
 ROUNDS = 7
 SPEC = {
@@ -83,6 +84,9 @@ def test_posted_images_steer_a_short_autonomous_loop(client, tagger_checkpoint) 
         assert m["values"]["iq"] == pytest.approx(q_integral(image, iq))
         assert m["metadata"]["image"]["shape"] == [32, 32]
         assert m["metadata"]["reductions"]["ring_prob"]["job_id"]
+        assert m["metadata"]["tags"] == pytest.approx(tagger.predict(image), abs=1e-5)
+        assert "tags" not in m["metadata"]["reductions"]["ring_prob"]
+        assert m["metadata"]["thumbnail"] == thumbnail_data_url(image)
     sources = [src for _, _, src in posted]
     assert sources[:4] == ["initial_design"] * 4, sources
     assert "initial_design" not in sources[4:], sources  # the GP steered the rest

@@ -74,6 +74,7 @@ const exp = (id) => `api/v1/experiments/${encodeURIComponent(id)}`;
 export const api = {
   health: () => request("health"),
   metrics: () => request("metrics", { raw: true }).then((r) => r.text()),
+  models: () => request("api/v1/models").then((r) => r.models),
   experiments: () => request("api/v1/experiments").then((r) => r.experiments),
   experiment: (id) => request(exp(id)),
   measurements: (id, after = 0, limit = 10000) =>

@@ -5,6 +5,7 @@ import { api, apiKey, onAuthNeeded, onReadOnly, setApiKey } from "./api.js";
 import { h } from "./dom.js";
 import { experimentView } from "./experiment.js";
 import { listView } from "./list.js";
+import { servicePanel } from "./service.js";
 
 const HEALTH_REFRESH_MS = 30000;
 const main = document.getElementById("main");
@@ -41,6 +42,7 @@ function keyForm() {
     document.body.classList.remove("read-only", "needs-key");
     form.closest("details").open = false;
     route();
+    service.refresh();
   };
 }
 
@@ -58,5 +60,6 @@ onAuthNeeded(askForKey);
 window.addEventListener("hashchange", route);
 keyForm();
 route();
+const service = servicePanel(document.getElementById("service"));
 health();
 setInterval(() => { if (!document.hidden) health(); }, HEALTH_REFRESH_MS);

@@ -8,7 +8,7 @@ import { ago, clock, fmt, h } from "./dom.js";
 import { debounce, follow } from "./live.js";
 import { drawCurve, drawHeat, drawLines, drawMap, label, purge } from "./plots.js";
 import { acquisitionSurface, allowed, histogramMean, maxMean, recentRate } from "./stats.js";
-import { measurementTable } from "./table.js";
+import { measurementTable, thumbnailUrl } from "./table.js";
 
 const GRID_2D = 50; // 2,500 posterior points: ~30 ms on the server, smooth with zsmooth
 const GRID_1D = 200;
@@ -144,11 +144,11 @@ export function experimentView(root, id) {
     el.lastAt.textContent = measured.length ? ago(times[times.length - 1]) : "never";
     const { px, py, output } = axes();
     if (!py) {
-      drawCurve(el.map, { px, output, measured, pending, grid: curveGrid() });
+      drawCurve(el.map, { px, output, measured, pending, grid: curveGrid() }).then(hoverThumbs);
     } else {
       drawMap(el.map, { px, py, output, measured, pending, projected: st.exp.spec.parameters.length > 2, path: motorPath(measured, pending, px, py),
         forbidden: st.exp.spec.forbidden, at: st.view.at,
-        range: { x: pad(px), y: pad(py) } });
+        range: { x: pad(px), y: pad(py) } }).then(hoverThumbs);
     }
     renderPosterior();
     drawLines(el.rate_plot, {
@@ -353,6 +353,30 @@ export function experimentView(root, id) {
       el.error.hidden = false;
     }
   }
+  // Hovering a measured point that carried an image shows its thumbnail next to the cursor.
+  const hoverBox = h("div", { class: "map-thumb", hidden: true, "data-testid": "map-thumb" });
+  root.append(hoverBox);
+  let hoverBound = false;
+  function hoverThumbs() {
+    if (hoverBound || destroyed || !el.map.on) return;
+    hoverBound = true;
+    el.map.on("plotly_hover", (ev) => {
+      const pt = ev.points && ev.points[0];
+      const m = pt && pt.data.name === "measured" ? st.measured.get(pt.customdata) : null;
+      const src = m && thumbnailUrl(m.metadata);
+      if (!src) { hoverBox.hidden = true; return; }
+      const tags = Object.entries(m.metadata.tags || {}).filter(([, p]) => p >= 0.5)
+        .sort((a, b) => b[1] - a[1]).map(([k, p]) => `${k} ${p.toFixed(2)}`);
+      hoverBox.replaceChildren(h("img", { src, alt: `detector image of #${m.seq}` }),
+        h("div", { class: "muted" }, `#${m.seq}${tags.length ? ` · ${tags.join(", ")}` : ""}`));
+      const e = ev.event || {};
+      hoverBox.style.left = `${(e.clientX || 0) + 16}px`;
+      hoverBox.style.top = `${(e.clientY || 0) + 16}px`;
+      hoverBox.hidden = false;
+    });
+    el.map.on("plotly_unhover", () => { hoverBox.hidden = true; });
+  }
+
   el.pause.onclick = () => setStatus("paused");
   el.resume.onclick = () => setStatus("active");
   el.close.onclick = () => setStatus("closed");

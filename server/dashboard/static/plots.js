@@ -144,6 +144,7 @@ export function drawCurve(el, { px, output, measured, pending, grid }) {
   traces.push({
     type: "scatter", mode: "markers", name: "measured",
     x: measured.map((m) => m.position[px.name]), y: measured.map((m) => m.values[output.name]),
+    customdata: measured.map((m) => m.seq),
     marker: { size: 7, color: t.fg },
   });
   if (pending.length) {

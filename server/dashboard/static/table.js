@@ -16,9 +16,15 @@ export function measurementTable(root, getState, id) {
   root.replaceChildren(h("div", { class: "table-bar" }, note, download),
     h("div", { class: "scroll" }, h("table", { class: "measurements" }, head, body)));
 
-  function columns(spec) {
+  function columns(spec, withImages) {
     return [
       { key: "seq", title: "#", get: (m) => m.seq },
+      ...(withImages ? [
+        { key: "image", title: "image", get: (m) => (m.metadata && m.metadata.thumbnail ? 1 : 0),
+          cell: (m) => thumbCell(m), cls: "thumb" },
+        { key: "tags", title: "tags", get: (m) => topTag(m.metadata && m.metadata.tags),
+          cell: (m) => tagsCell(m.metadata && m.metadata.tags) },
+      ] : []),
       ...spec.parameters.map((p) => ({ key: `p:${p.name}`, title: label(p), get: (m) => m.position[p.name] })),
       ...spec.outputs.map((o) => ({ key: `o:${o.name}`, title: label(o), get: (m) => m.values[o.name] })),
       { key: "suggestion", title: "suggestion", get: (m) => m.suggestion_id || "" },
@@ -30,7 +36,9 @@ export function measurementTable(root, getState, id) {
   function render() {
     const st = getState();
     if (!st.exp) return;
-    const cols = columns(st.exp.spec);
+    const withImages = Object.keys(st.exp.spec.reductions || {}).length > 0
+      || [...st.measured.values()].some((m) => m.metadata && m.metadata.thumbnail);
+    const cols = columns(st.exp.spec, withImages);
     head.replaceChildren(h("tr", {}, cols.map((c) => h("th", {
       "aria-sort": sort.key === c.key ? (sort.dir > 0 ? "ascending" : "descending") : null,
       onclick: () => {
@@ -45,7 +53,8 @@ export function measurementTable(root, getState, id) {
       return sort.dir * (x < y ? -1 : x > y ? 1 : 0);
     });
     const shown = rows.slice(0, MAX_ROWS);
-    body.replaceChildren(...shown.map((m) => h("tr", {}, cols.map((c) => {
+    body.replaceChildren(...shown.map((m) => h("tr", { "data-seq": m.seq }, cols.map((c) => {
+      if (c.cell) return h("td", { class: c.cls || null }, c.cell(m));
       const v = c.get(m);
       return h("td", { class: typeof v === "number" ? "num" : null }, c.show ? c.show(v) : fmt(v));
     }))));
@@ -65,10 +74,51 @@ export function measurementTable(root, getState, id) {
   return { render };
 }
 
-// Images and their tags arrive with the inference issue; until then, metadata as short text.
+// What the server derived from an image (thumbnail, tags, reductions, image hash) has its own
+// columns; the rest of the metadata is short text.
+const DERIVED = new Set(["thumbnail", "tags", "reductions", "image"]);
+
 function metadataText(meta) {
-  if (!meta || !Object.keys(meta).length) return "";
-  if (Array.isArray(meta.tags)) return meta.tags.join(", ");
-  const s = JSON.stringify(meta);
+  if (!meta) return "";
+  const rest = Object.fromEntries(Object.entries(meta).filter(([k]) => !DERIVED.has(k)));
+  if (!Object.keys(rest).length) return "";
+  const s = JSON.stringify(rest);
   return s.length > 60 ? `${s.slice(0, 57)}…` : s;
+}
+
+// The stored thumbnail is a PNG data URL made by the server (server/thumbnails.py); anything
+// else is not shown.
+export function thumbnailUrl(meta) {
+  const t = meta && meta.thumbnail;
+  return typeof t === "string" && t.startsWith("data:image/png;base64,") ? t : null;
+}
+
+function thumbCell(m) {
+  const src = thumbnailUrl(m.metadata);
+  if (!src) return "";
+  const shape = m.metadata.image && m.metadata.image.shape;
+  return h("img", { src, alt: `detector image of #${m.seq}`, "data-testid": "thumbnail",
+    title: shape ? `${shape.join(" × ")} pixels (log scale)` : "log scale" });
+}
+
+// Tags: {tag: probability}. Those at 0.5 or more are shown, most likely first; if none, the
+// most likely one, muted.
+function sortedTags(tags) {
+  if (!tags || typeof tags !== "object") return [];
+  return Object.entries(tags).filter(([, p]) => typeof p === "number").sort((a, b) => b[1] - a[1]);
+}
+
+function topTag(tags) {
+  const t = sortedTags(tags);
+  return t.length ? t[0][0] : "";
+}
+
+function tagsCell(tags) {
+  const t = sortedTags(tags);
+  if (!t.length) return "";
+  const on = t.filter(([, p]) => p >= 0.5);
+  const shown = on.length ? on : t.slice(0, 1);
+  return h("span", { title: t.map(([k, p]) => `${k} ${p.toFixed(2)}`).join("\n") },
+    shown.map(([k, p]) => h("span", { class: on.length ? "tag on" : "tag muted" },
+      `${k} ${p.toFixed(2)}`)));
 }
