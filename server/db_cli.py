@@ -12,8 +12,9 @@ import sys
 from typing import Any
 
 
-def register(sub: Any) -> None:
-    """Add ``db upgrade|current|history|revision`` to the ``beamsteer`` command line."""
+def database_options() -> argparse.ArgumentParser:
+    """``--database-url`` and ``--data-dir``, as a parent parser for commands that work on
+    the store directly (``db``, ``keys``); :func:`store_url` reads them back."""
     where = argparse.ArgumentParser(add_help=False)
     where.add_argument("--database-url", default=None,
                        help="SQLAlchemy URL (default: BEAMSTEER_DATABASE_URL, else the "
@@ -21,6 +22,12 @@ def register(sub: Any) -> None:
     where.add_argument("--data-dir", default=None,
                        help="directory of the embedded SQLite database (default: "
                             "BEAMSTEER_DATA_DIR, else ./data)")
+    return where
+
+
+def register(sub: Any) -> None:
+    """Add ``db upgrade|current|history|revision`` to the ``beamsteer`` command line."""
+    where = database_options()
 
     p = sub.add_parser("db", help="database schema migrations (upgrade, current, history)",
                        description="Schema migrations of the store (Alembic). The service "
@@ -46,7 +53,8 @@ def register(sub: Any) -> None:
     rev.set_defaults(func=_revision)
 
 
-def _url(args: argparse.Namespace) -> str:
+def store_url(args: argparse.Namespace) -> str:
+    """The store URL named by :func:`database_options` (else the settings' default)."""
     from server.settings import Settings
 
     overrides: dict[str, Any] = {}
@@ -73,7 +81,7 @@ def _upgrade(args: argparse.Namespace) -> int:
     from server.store import migrate
 
     _log_steps()
-    url = _url(args)
+    url = store_url(args)
     engine = _engine(url)
     try:
         now = migrate.upgrade(engine, args.revision)
@@ -93,7 +101,7 @@ def _current(args: argparse.Namespace) -> int:
     from server.store import migrate
     from server.store.engine import is_memory, sqlalchemy_url
 
-    url = _url(args)
+    url = store_url(args)
     u = sqlalchemy_url(url)
     if u.get_backend_name() == "sqlite" and not is_memory(u):
         from pathlib import Path

@@ -15,18 +15,14 @@ from typing import Any
 
 # Kept in step with server.security.scopes.Scope (a test checks); not imported here so
 # that `beamsteer --help` stays light.
+from server.db_cli import database_options, store_url
+
 SCOPES = ("read", "write:suggestions", "write:measurements", "admin")
 
 
 def register(sub: Any) -> None:
     """Add ``keys create|list|revoke`` to the ``beamsteer`` command line."""
-    where = argparse.ArgumentParser(add_help=False)
-    where.add_argument("--database-url", default=None,
-                       help="SQLAlchemy URL (default: BEAMSTEER_DATABASE_URL, else the "
-                            "SQLite file in the data dir)")
-    where.add_argument("--data-dir", default=None,
-                       help="directory of the embedded SQLite database (default: "
-                            "BEAMSTEER_DATA_DIR, else ./data)")
+    where = database_options()
     where.add_argument("--json", action="store_true", help="print JSON")
 
     p = sub.add_parser("keys", help="API keys: create, list, revoke",
@@ -58,15 +54,9 @@ def register(sub: Any) -> None:
 
 
 def _open(args: argparse.Namespace) -> Any:
-    from server.settings import Settings
     from server.store.base import open_store
 
-    overrides: dict[str, Any] = {}
-    if args.database_url:
-        overrides["database_url"] = args.database_url
-    if args.data_dir:
-        overrides["data_dir"] = args.data_dir
-    return open_store(Settings(**overrides).store_url)
+    return open_store(store_url(args))
 
 
 def _when(t: float | None) -> str | None:
