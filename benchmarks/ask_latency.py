@@ -28,10 +28,8 @@ import json  # noqa: E402
 import math  # noqa: E402
 import multiprocessing  # noqa: E402
 import platform  # noqa: E402
-import socket  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
-import threading  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
 from collections.abc import Callable  # noqa: E402
@@ -304,39 +302,13 @@ def bench_engine(cfg: Config, X: np.ndarray, y: np.ndarray, n: int,
 # --- Beamsteer over HTTP ----------------------------------------------------------------
 
 
-class LiveServer:
-    """The service under uvicorn on a free loopback port, in a background thread (the
-    pattern of tests/api/conftest.py)."""
+def _live_server(data_dir: Path):  # -> server.live.LiveServer
+    """The service under uvicorn in this process, on SQLite in ``data_dir``."""
+    from server.live import LiveServer
+    from server.settings import Settings
 
-    def __init__(self, data_dir: Path) -> None:
-        import uvicorn
-
-        from server.app import create_app
-        from server.settings import Settings
-
-        settings = Settings(database_url=f"sqlite:///{data_dir / 'beamsteer.db'}",
-                            data_dir=data_dir, log_json=False, log_level="warning")
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        self.url = f"http://127.0.0.1:{port}"
-        config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
-                                log_config=None, log_level="warning", ws="websockets-sansio")
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> LiveServer:
-        self.thread.start()
-        deadline = time.monotonic() + 60
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("server did not start")
-            time.sleep(0.02)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(30)
+    return LiveServer(Settings(database_url=f"sqlite:///{data_dir / 'beamsteer.db'}",
+                               data_dir=data_dir, log_json=False, log_level="warning"))
 
 
 def _positions(X: np.ndarray, rows: range) -> list[dict[str, Any]]:
@@ -392,7 +364,7 @@ def bench_http(cfg: Config, X: np.ndarray, y: np.ndarray, n: int,
     rows: list[Row] = []
     progress.start(f"N={n} d={d} http: load and fit")
     with tempfile.TemporaryDirectory(prefix="beamsteer-bench-") as tmp, \
-            LiveServer(Path(tmp)) as server, \
+            _live_server(Path(tmp)) as server, \
             httpx.Client(base_url=server.url, timeout=600) as client:
         r = client.post("/api/v1/experiments", json=spec_json(d))
         r.raise_for_status()
