@@ -343,14 +343,8 @@ class SteeringService:
         fut.add_done_callback(lambda _: self._maybe_refit(experiment_id, live))
 
     def _run_refit(self, experiment_id: str, live: _Live) -> ModelStatus:
-        """Background thread: refit until the schedule is satisfied (measurements that
-        arrived during a fit may call for another), persisting and announcing each."""
-        status = self._refit_once(experiment_id, live)
-        while live.engine.needs_refit():
-            status = self._refit_once(experiment_id, live)
-        return status
-
-    def _refit_once(self, experiment_id: str, live: _Live) -> ModelStatus:
+        """Background thread: refit, persist the hyperparameters, tell the subscribers.
+        (Data that arrived meanwhile is refit by the done-callback of ``_maybe_refit``.)"""
         t0 = time.perf_counter()
         failures_before = sum(o.fit_failures for o in live.engine.status().outputs.values())
         status = live.engine.refit()
