@@ -9,6 +9,9 @@ Routers call this; it knows no HTTP. The rules it keeps:
   suggestion, so parallel asks never return the same spot.
 * Engines are rebuilt from the store at start-up (measurements, pending suggestions and
   the last good hyperparameters), so a restart loses nothing.
+* Several API processes may share one PostgreSQL store: asks also take the store's
+  per-experiment lock (:meth:`Store.lock_asks`), and an engine catches up on measurements
+  another process stored (by ``seq``) before it suggests or answers a posterior.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import numpy as np
@@ -28,7 +31,13 @@ from server.events import EventBus
 from server.metrics import Metrics
 from server.settings import Settings
 from server.steering.engine import GPEngine
-from server.steering.errors import Conflict, InvalidInput, InvalidMeasurement, UnknownSuggestion
+from server.steering.errors import (
+    Busy,
+    Conflict,
+    InvalidInput,
+    InvalidMeasurement,
+    UnknownSuggestion,
+)
 from server.steering.spec import ExperimentSpec
 from server.steering.types import ModelStatus, Posterior
 from server.store.base import (
@@ -57,7 +66,17 @@ class _Live:
     spec: ExperimentSpec
     engine: GPEngine
     ask_lock: asyncio.Lock
+    seqs: set[int] = field(default_factory=set)  # measurements the engine has ingested
+    sync_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # guards engine + seqs
     refit: Future[ModelStatus] | None = None
+
+    @property
+    def ingested_through(self) -> int:
+        """Every measurement with ``seq`` up to this one has been ingested."""
+        n = len(self.seqs)
+        if n == 0 or max(self.seqs) == n:  # seq counts 1, 2, ... without gaps
+            return n
+        return next(i for i in range(1, n + 2) if i not in self.seqs) - 1
 
 
 class SteeringService:
@@ -122,11 +141,31 @@ class SteeringService:
             ms = await self._io(self.store.list_measurements, experiment_id)
             spec = ExperimentSpec.from_dict(rec.spec)
             engine = await self._cpu(self._build_engine, spec, rec.model_state, ms)
-            live = _Live(spec, engine, asyncio.Lock())
+            live = _Live(spec, engine, asyncio.Lock(), seqs={m.seq for m in ms})
             self._live[experiment_id] = live
             self.metrics.engines.set(len(self._live))
             self._maybe_refit(experiment_id, live)
             return live
+
+    async def _catch_up(self, experiment_id: str, live: _Live, n_stored: int) -> None:
+        """Ingest measurements that the store holds and the engine does not: those another
+        API process stored. ``n_stored`` is the store's count (``seq`` has no gaps)."""
+        if len(live.seqs) >= n_stored:
+            return
+        async with live.sync_lock:
+            ms = await self._io(self.store.list_measurements, experiment_id,
+                                after_seq=live.ingested_through)
+            await self._ingest(experiment_id, live, ms)
+
+    async def _ingest(self, experiment_id: str, live: _Live,
+                      ms: Sequence[MeasurementRecord]) -> list[MeasurementRecord]:
+        """Ingest the records the engine has not seen (caller holds ``live.sync_lock``)."""
+        new = [m for m in ms if m.seq not in live.seqs]
+        if new:
+            await self._cpu(live.engine.ingest, *_arrays(live.spec, new))
+            live.seqs.update(m.seq for m in new)
+            self._maybe_refit(experiment_id, live)
+        return new
 
     @staticmethod
     def _build_engine(spec: ExperimentSpec, state: Mapping[str, Any],
@@ -190,36 +229,53 @@ class SteeringService:
             UnknownExperiment; Conflict if the experiment is not active; InvalidInput for n.
         """
         t0 = time.perf_counter()
-        rec = await self.get_experiment(experiment_id)
-        if rec.status != ExperimentStatus.active:
-            raise Conflict("status", f"experiment is {rec.status.value}; suggestions need active")
         live = await self._load(experiment_id)
         q = live.spec.batch_size if n is None else n
         if not 1 <= q <= self.settings.max_suggestions:
             raise InvalidInput("n", f"must be in [1, {self.settings.max_suggestions}]")
         async with live.ask_lock:
-            await self.expire_due()
-            pending = await self._io(self.store.list_suggestions, experiment_id,
-                                     status=SuggestionStatus.pending)
-            last = await self._io(self.store.list_measurements, experiment_id,
-                                  after_seq=max(0, rec.n_measurements - 1), limit=1)
-            names = live.spec.parameter_names
-            x_pending = np.array([[s.position[k] for k in names] for s in pending],
-                                 dtype=float).reshape(-1, live.spec.dim)
-            start = np.array([last[-1].position[k] for k in names]) if last else None
-            candidates = await self._cpu(live.engine.suggest, q, x_pending, start)
-            ttl = live.spec.suggestion_ttl_s or self.settings.suggestion_ttl_s
-            now = time.time()
-            new = [NewSuggestion(position=dict(zip(names, c.x, strict=True)),
-                                 mean=_finite_only(c.mean), std=_finite_only(c.std),
-                                 acquisition=_finite_or_none(c.acquisition), source=c.source,
-                                 expires_at=now + ttl) for c in candidates]
-            stored: list[SuggestionRecord] = await self._io(self.store.add_suggestions,
-                                                            experiment_id, new)
+            try:
+                lease = await self._io(self.store.lock_asks, experiment_id,
+                                       self.settings.ask_lock_timeout_s)
+            except TimeoutError as exc:
+                raise Busy(str(exc), retry_after=1.0) from None
+            try:
+                stored = await self._suggest_locked(experiment_id, live, q)
+            finally:
+                await self._io(lease.release)
         self.metrics.suggestions.inc(len(stored))
         self.metrics.suggest_seconds.observe(time.perf_counter() - t0)
         self.events.publish(experiment_id, "suggestions",
                             {"suggestions": [suggestion_json(s) for s in stored]})
+        return stored
+
+    async def _suggest_locked(self, experiment_id: str, live: _Live,
+                              q: int) -> list[SuggestionRecord]:
+        """Ask under the experiment's locks: read pending, compute, store."""
+        # Read under the lock: another process may have measured or asked meanwhile.
+        rec = await self.get_experiment(experiment_id)
+        if rec.status != ExperimentStatus.active:
+            raise Conflict("status",
+                           f"experiment is {rec.status.value}; suggestions need active")
+        await self._catch_up(experiment_id, live, rec.n_measurements)
+        await self.expire_due()
+        pending = await self._io(self.store.list_suggestions, experiment_id,
+                                 status=SuggestionStatus.pending)
+        last = await self._io(self.store.list_measurements, experiment_id,
+                              after_seq=max(0, rec.n_measurements - 1), limit=1)
+        names = live.spec.parameter_names
+        x_pending = np.array([[s.position[k] for k in names] for s in pending],
+                             dtype=float).reshape(-1, live.spec.dim)
+        start = np.array([last[-1].position[k] for k in names]) if last else None
+        candidates = await self._cpu(live.engine.suggest, q, x_pending, start)
+        ttl = live.spec.suggestion_ttl_s or self.settings.suggestion_ttl_s
+        now = time.time()
+        new = [NewSuggestion(position=dict(zip(names, c.x, strict=True)),
+                             mean=_finite_only(c.mean), std=_finite_only(c.std),
+                             acquisition=_finite_or_none(c.acquisition), source=c.source,
+                             expires_at=now + ttl) for c in candidates]
+        stored: list[SuggestionRecord] = await self._io(self.store.add_suggestions,
+                                                        experiment_id, new)
         return stored
 
     async def abandon(self, experiment_id: str, suggestion_id: str) -> SuggestionRecord:
@@ -290,8 +346,8 @@ class SteeringService:
             if live is None:
                 await self._load(experiment_id)  # rebuilt from the store: includes `fresh`
             else:
-                await self._cpu(live.engine.ingest, *_arrays(live.spec, fresh))
-                self._maybe_refit(experiment_id, live)
+                async with live.sync_lock:
+                    await self._ingest(experiment_id, live, fresh)
             self.metrics.measurements.inc(len(fresh))
             self.events.publish(experiment_id, "measurements",
                                 {"measurements": [measurement_json(r) for r in fresh]})
@@ -310,7 +366,9 @@ class SteeringService:
 
     async def posterior(self, experiment_id: str, points: np.ndarray) -> Posterior:
         """Posterior mean and std of every output at ``points`` (``n x d``, spec units)."""
+        rec = await self.get_experiment(experiment_id)
         live = await self._load(experiment_id)
+        await self._catch_up(experiment_id, live, rec.n_measurements)
         post: Posterior = await self._cpu(live.engine.posterior, points)
         return post
 

@@ -52,6 +52,8 @@ class Settings(BaseSettings):
     # Pending suggestions expire so that a crashed beamline does not block a region forever.
     # One hour covers a slow raster of a batch; a spec may set its own.
     suggestion_ttl_s: float = Field(3600.0, gt=0)
+    ask_lock_timeout_s: float = Field(
+        30.0, gt=0, description="Longest wait for an experiment's ask lock before a 503")
     expiry_interval_s: float = Field(5.0, gt=0)
     # Bodies beyond this are refused with 413 before they are parsed.
     max_body_bytes: int = Field(8 * 1024 * 1024, gt=0)

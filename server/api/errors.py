@@ -22,6 +22,7 @@ from server.inference import ModelNotReady, UnknownModel
 from server.queue.base import DeadlineExceeded, JobFailed, QueueFull
 from server.security import Forbidden, Unauthenticated
 from server.steering.errors import (
+    Busy,
     Conflict,
     InvalidInput,
     SteeringError,
@@ -109,9 +110,18 @@ def _install_inference_handlers(app: FastAPI) -> None:
         return _reply(request, 422, [{"loc": ["body"], "msg": str(exc), "type": "image"}])
 
 
+def _install_availability_handlers(app: FastAPI) -> None:
+    @app.exception_handler(Busy)
+    async def busy(request: Request, exc: Busy) -> JSONResponse:
+        """503 with Retry-After: e.g. another process held the experiment's ask lock."""
+        return _reply(request, 503, exc.reason,
+                      headers={"Retry-After": str(max(1, round(exc.retry_after)))})
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers below on an app."""
     _install_inference_handlers(app)
+    _install_availability_handlers(app)
 
     @app.exception_handler(InvalidInput)
     async def invalid_input(request: Request, exc: InvalidInput) -> JSONResponse:

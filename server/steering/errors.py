@@ -59,6 +59,20 @@ class Conflict(SteeringError):
         self.reason = reason
 
 
+class Busy(SteeringError):
+    """The experiment is held by another request for too long; try again later.
+
+    Args:
+        reason: What is busy.
+        retry_after: Seconds a caller should wait.
+    """
+
+    def __init__(self, reason: str, retry_after: float = 1.0) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
 class FitFailed(SteeringError):
     """A hyperparameter fit failed; the previous model stays in use."""
 

@@ -142,6 +142,13 @@ class SuggestionRecord:
     closed_at: float | None
 
 
+class Lease(Protocol):
+    """A held lock; :meth:`release` it exactly once."""
+
+    def release(self) -> None:
+        """Give the lock back."""
+
+
 class Store(Protocol):
     """Durable state. Every write commits before returning; reads never block writes."""
 
@@ -169,6 +176,19 @@ class Store(Protocol):
 
         Raises:
             UnknownExperiment.
+        """
+
+    def lock_asks(self, experiment_id: str, timeout_s: float = 30.0) -> Lease:
+        """Serialize asks on one experiment across every process that shares this store.
+
+        Blocks until the lock is held. An ask reads the pending suggestions, computes new
+        ones conditioned on them and stores them while it holds the lock, so two API
+        processes never propose the same spot. A backend that only one process can use
+        (SQLite) may return a lease that locks nothing; the service also serializes asks
+        within a process. A lock whose holder dies is released with its connection.
+
+        Raises:
+            TimeoutError: Not acquired within ``timeout_s``.
         """
 
     # measurements

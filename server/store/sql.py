@@ -12,6 +12,7 @@ write lock up front (a deferred transaction that later writes can fail with
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -26,6 +27,7 @@ from server.steering.errors import Conflict, UnknownExperiment, UnknownSuggestio
 from server.store.base import (
     ExperimentRecord,
     ExperimentStatus,
+    Lease,
     MeasurementRecord,
     NewMeasurement,
     NewSuggestion,
@@ -48,6 +50,33 @@ WRITE_ATTEMPTS = 4
 PENDING = SuggestionStatus.pending.value
 
 
+
+
+# ---------------------------------------------------------------- ask locks
+
+
+def _lock_key(experiment_id: str) -> int:
+    """A signed 64-bit advisory-lock key for an experiment (migrations use a small one)."""
+    digest = hashlib.blake2b(f"beamsteer-ask:{experiment_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+class _TxLease:
+    """Holds a transaction (and its advisory lock) open until released."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def release(self) -> None:
+        try:
+            self._conn.rollback()  # ends the transaction: the xact lock goes with it
+        finally:
+            self._conn.close()
+
+
+class _NoLease:
+    def release(self) -> None:
+        pass
 
 
 # ---------------------------------------------------------------- rows -> records
@@ -148,6 +177,31 @@ class SQLStore:
         return f"SQLStore({self._engine.url.render_as_string(hide_password=True)!r})"
 
     # ------------------------------------------------------------ transactions
+
+    def lock_asks(self, experiment_id: str, timeout_s: float = 30.0) -> Lease:
+        """PostgreSQL: a transaction-scoped advisory lock on a connection of its own, held
+        until :meth:`~Lease.release` (so a crashed holder's lock dies with its connection).
+        SQLite is one process's database: nothing to lock across processes."""
+        if self._sqlite:
+            return _NoLease()
+        conn = self._engine.connect()
+        try:
+            conn.begin()
+            # lock_timeout bounds the wait for the advisory lock, in this transaction only.
+            conn.execute(sa.select(sa.func.set_config("lock_timeout",
+                                                      f"{max(1, int(timeout_s * 1000))}ms",
+                                                      True)))
+            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_lock_key(experiment_id))))
+        except sa.exc.OperationalError as exc:
+            conn.close()
+            if getattr(exc.orig, "sqlstate", None) == "55P03":  # lock_not_available
+                raise TimeoutError(f"ask lock of experiment {experiment_id} not acquired "
+                                   f"within {timeout_s} s") from None
+            raise
+        except BaseException:
+            conn.close()
+            raise
+        return _TxLease(conn)
 
     @contextmanager
     def _begin(self, *, write: bool) -> Iterator[Connection]:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
-from server.store.base import Store
-from tests.store.factories import measurement
+import pytest
+
+from server.store.base import Store, open_store
+from tests.store.factories import SPEC, measurement
 
 T = TypeVar("T")
 THREADS = 8
@@ -85,3 +89,66 @@ def test_mixed_writers_do_not_deadlock(store: Store, experiment_id: str) -> None
     _together(work)
     assert store.get_experiment(experiment_id).n_measurements == 3 * rounds
     assert [m.seq for m in store.list_measurements(experiment_id)] == list(range(1, 31))
+
+
+def test_ask_lock_excludes_other_processes_on_postgresql(postgres_url: str) -> None:
+    """Two stores (as two API processes would hold) on one PostgreSQL: the second
+    ``lock_asks`` waits until the first lease is released, and gives up after its timeout."""
+    a, b = open_store(postgres_url), open_store(postgres_url)
+    try:
+        eid = a.create_experiment(SPEC).id
+        other = a.create_experiment(SPEC).id
+        lease = a.lock_asks(eid)
+        with pytest.raises(TimeoutError, match="not acquired"):
+            b.lock_asks(eid, timeout_s=0.2)
+        b.lock_asks(other, timeout_s=0.2).release()  # another experiment is not held
+
+        got = threading.Event()
+
+        def take() -> None:
+            b.lock_asks(eid, timeout_s=10).release()
+            got.set()
+
+        t = threading.Thread(target=take)
+        t.start()
+        assert not got.wait(0.3)  # still held by the first lease
+        lease.release()
+        assert got.wait(10)
+        t.join()
+    finally:
+        a.close()
+        b.close()
+
+
+def test_ask_lock_dies_with_its_holder(postgres_url: str) -> None:
+    """A process SIGKILLed while it holds the lock does not keep the experiment locked:
+    PostgreSQL ends its session, and the transaction-scoped lock with it."""
+    s = open_store(postgres_url)
+    try:
+        eid = s.create_experiment(SPEC).id
+        holder = subprocess.Popen(
+            [sys.executable, "-c",
+             "import sys, time; from server.store.base import open_store; "
+             "open_store(sys.argv[1]).lock_asks(sys.argv[2]); print('held', flush=True); "
+             "time.sleep(120)", postgres_url, eid],
+            stdout=subprocess.PIPE, text=True)
+        try:
+            assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+            with pytest.raises(TimeoutError):
+                s.lock_asks(eid, timeout_s=0.2)
+        finally:
+            holder.kill()
+            holder.communicate()
+        s.lock_asks(eid, timeout_s=10).release()
+    finally:
+        s.close()
+
+
+def test_ask_lock_is_a_no_op_on_sqlite(sqlite_url: str) -> None:
+    s = open_store(sqlite_url)
+    try:
+        eid = s.create_experiment(SPEC).id
+        s.lock_asks(eid).release()
+        s.lock_asks(eid, timeout_s=0.01).release()  # nothing to wait for
+    finally:
+        s.close()
