@@ -25,6 +25,8 @@ from server.api.middleware import BodyLimit, RequestContext
 from server.api.schemas import ErrorPublic
 from server.api.security import Gate, Guard
 from server.dashboard import mount_dashboard
+from server.event_relay import RedisEventRelay
+from server.events import EventBus
 from server.inference import InferenceService
 from server.metrics import Metrics
 from server.queue.base import open_queue
@@ -59,9 +61,16 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
         inference = InferenceService(_queue(settings), settings, metrics)
         await inference.start()
         app.state.inference = inference
-        service = SteeringService(the_store, settings, metrics=metrics,
+        bus = EventBus()
+        service = SteeringService(the_store, settings, events=bus, metrics=metrics,
                                   reducer=ImageReducer(inference))
         await service.start()
+        relay = None
+        if settings.event_relay_name == "redis":
+            if not settings.redis_url:
+                raise ValueError("event_relay=redis needs redis_url")
+            relay = RedisEventRelay(settings.redis_url, settings.redis_prefix)
+            await relay.start(bus)
         app.state.service = service
         stop = asyncio.Event()
         expiry = asyncio.create_task(
@@ -76,6 +85,8 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
             # store call running in a thread, holding a connection past the store's close.
             stop.set()
             await expiry
+            if relay is not None:
+                await relay.stop()
             await service.stop()
             await inference.stop()
             if own_store:

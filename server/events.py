@@ -3,6 +3,11 @@
 Events are published from the event loop or from worker threads (a refit finishing), and
 delivered to per-subscriber bounded queues. A subscriber too slow to keep up is told so
 with an ``overflow`` event and dropped, so one stuck client cannot grow memory without bound.
+
+With a :class:`Relay` (``server/event_relay.py``: Redis pub/sub), every local event is also
+sent to the other API processes, and theirs are delivered here: a websocket client sees
+the events of its experiment whichever process took the request. Events are notifications
+(at most once); the store stays the truth, and a client that reconnects reads it again.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import itertools
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 OVERFLOW = "overflow"
 
@@ -30,13 +35,21 @@ class Subscription:
         return await self.queue.get()
 
 
+class Relay(Protocol):
+    """Carries this process's events to the other API processes."""
+
+    def send(self, event: dict[str, Any]) -> None:
+        """Hand over one local event (called on the bus's loop; must not block)."""
+
+
 class EventBus:
     """Fan-out of events per experiment (``"*"`` subscribes to all experiments)."""
 
-    def __init__(self) -> None:
+    def __init__(self, relay: Relay | None = None) -> None:
         self._subs: dict[str, set[Subscription]] = defaultdict(set)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._seq = itertools.count(1)
+        self.relay = relay
 
     def bind(self, loop: asyncio.AbstractEventLoop) -> None:
         """Remember the loop that owns the queues (called once at start-up)."""
@@ -66,9 +79,18 @@ class EventBus:
         except RuntimeError:
             running = None
         if loop is None or running is loop:
-            self._deliver(event)
+            self._local(event)
         elif not loop.is_closed():
-            loop.call_soon_threadsafe(self._deliver, event)
+            loop.call_soon_threadsafe(self._local, event)
+
+    def deliver_remote(self, event: dict[str, Any]) -> None:
+        """Deliver an event another process published (call on the bus's loop)."""
+        self._deliver(event)
+
+    def _local(self, event: dict[str, Any]) -> None:
+        self._deliver(event)
+        if self.relay is not None:
+            self.relay.send(event)
 
     def _deliver(self, event: dict[str, Any]) -> None:
         for sub in list(self._subs.get(event["experiment_id"], ())) + list(self._subs.get("*", ())):

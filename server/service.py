@@ -212,12 +212,13 @@ class SteeringService:
 
     async def model_status(self, experiment_id: str) -> ModelStatus | None:
         """The engine's state, or ``None`` for a closed experiment not held in memory."""
+        rec = await self.get_experiment(experiment_id)
         live = self._live.get(experiment_id)
         if live is None:
-            rec = await self.get_experiment(experiment_id)
             if rec.status == ExperimentStatus.closed:
                 return None
             live = await self._load(experiment_id)
+        await self._catch_up(experiment_id, live, rec.n_measurements)
         return live.engine.status()
 
     # --- ask -----------------------------------------------------------------------------

@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     queue_backend: Literal["memory", "redis"] | None = None
     # Jobs a model's queue may hold before requests get 429. At ~1-10 ms per image on a GPU,
     # 1000 is seconds of work: more only adds latency callers would time out on.
+    event_relay: Literal["none", "redis"] | None = Field(
+        None, description="Share websocket events between API processes "
+                          "(default: redis when redis_url is set)")
     queue_max_depth: int = Field(1000, ge=1)
     inference_timeout_s: float = Field(30.0, gt=0, description="Default deadline of a request")
     # Models of the in-process worker: "name,name=checkpoint.pt"; empty = every shipped one.
@@ -98,6 +101,11 @@ class Settings(BaseSettings):
     def queue_name(self) -> str:
         """The queue backend in use."""
         return self.queue_backend or ("redis" if self.redis_url else "memory")
+
+    @property
+    def event_relay_name(self) -> str:
+        """How events reach the other API processes: ``redis`` or ``none``."""
+        return self.event_relay or ("redis" if self.redis_url else "none")
 
     @property
     def runs_embedded_worker(self) -> bool:
