@@ -342,16 +342,22 @@ class SteeringService:
             raise InvalidMeasurement(f"measurements[{i}].suggestion_id",
                                      f"unknown suggestion {e.suggestion_id!r}") from None
         fresh = [r for r, c in zip(stored.records, stored.created, strict=True) if c]
-        if fresh:
-            live = self._live.get(experiment_id)
-            if live is None:
-                await self._load(experiment_id)  # rebuilt from the store: includes `fresh`
-            else:
-                async with live.sync_lock:
-                    await self._ingest(experiment_id, live, fresh)
-            self.metrics.measurements.inc(len(fresh))
+        # Ingest by seq, not by `created`: a retried key whose first commit went through
+        # while its reply was lost (a dropped connection) is stored but not yet in the GP.
+        live = self._live.get(experiment_id)
+        if live is None:
+            await self._load(experiment_id)  # rebuilt from the store: includes these
+            announce = fresh
+        else:
+            async with live.sync_lock:
+                ingested = await self._ingest(experiment_id, live, stored.records)
+            # fresh ones (an ask's catch-up may have ingested them first) and recovered ones
+            announce = sorted({r.seq: r for r in [*fresh, *ingested]}.values(),
+                              key=lambda r: r.seq)
+        self.metrics.measurements.inc(len(fresh))
+        if announce:
             self.events.publish(experiment_id, "measurements",
-                                {"measurements": [measurement_json(r) for r in fresh]})
+                                {"measurements": [measurement_json(r) for r in announce]})
         self.metrics.measure_seconds.observe(time.perf_counter() - t0)
         return stored
 
