@@ -603,7 +603,7 @@ def write_report(cfg: Config, info: dict[str, Any], results: list[dict[str, Any]
             f"gpCAM {v['gpcam']}, fvgp {v['fvgp']}. Seeds {list(cfg.seeds)}, "
             f"{cfg.jobs} worker process(es).", "",
             f"uptime at start: `{info['uptime_start']}`  ",
-            f"uptime at end: `{info.get('uptime_end', '')}`", ""]
+            f"uptime at end: `{info.get('uptime_end', '')}`", "", ""]
     cost = ["", "### Wall time per run (s, mean over seeds; not a target)", "",
             "| map | " + " | ".join(cfg.strategies) + " |",
             "|---|" + "---:|" * len(cfg.strategies)]
@@ -613,7 +613,8 @@ def write_report(cfg: Config, info: dict[str, Any], results: list[dict[str, Any]
             t = [r["seconds"] for r in results if r["map"] == m and r["strategy"] == s]
             cells.append(f"{np.mean(t):.0f}" if t else "-")
         cost.append(f"| {m} | " + " | ".join(cells) + " |")
-    md.write_text("\n".join(head) + report_tables(cfg, results, an) + "\n".join(cost) + "\n")
+    md.write_text("\n".join(head) + report_tables(cfg, results, an) + "\n" + "\n".join(cost)
+                  + "\n")
     plot(cfg, results, png)
     return md, js, png
 
