@@ -86,6 +86,7 @@ class Config:
     jobs: int
     out: Path
     quick: bool
+    known_noise: bool
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,7 @@ class Task:
     seed: int
     strategy: str
     checkpoints: tuple[int, ...]
+    known_noise: bool = True
 
 
 def initial_design_size(d: int) -> int:
@@ -110,10 +112,11 @@ class Problem:
         m: The sample map.
         seed: Seeds the noise (shared by all strategies) and each strategy's randomness.
         n_max: Most measurements.
+        known_noise: Tell every strategy the noise variance (gpCAM always gets it).
     """
 
-    def __init__(self, m: SampleMap, seed: int, n_max: int) -> None:
-        self.map, self.seed, self.n_max = m, seed, n_max
+    def __init__(self, m: SampleMap, seed: int, n_max: int, known_noise: bool = True) -> None:
+        self.map, self.seed, self.n_max, self.known_noise = m, seed, n_max, known_noise
         self.T = m.test_points()
         self.truth_T = m.truth(self.T)
         self.range = float(self.truth_T.max() - self.truth_T.min())
@@ -169,8 +172,9 @@ def run_beamsteer(p: Problem, checkpoints: Sequence[int], tick: Tick) -> dict[st
                 (s,) = client.suggest(exp, 1)
                 sources[s.source] = sources.get(s.source, 0) + 1
                 x = np.array([[s.position[n] for n in names]])
+                noise = {OUTPUT: p.noise_sd**2} if p.known_noise else None
                 client.measure(exp, s.position, {OUTPUT: float(p.measure(x, i)[0])},
-                               suggestion=s)
+                               noise=noise, suggestion=s)
                 live.service.wait_for_refits(300)
                 tick(1)
                 if i + 1 in checkpoints:
@@ -255,7 +259,8 @@ def run_botorch(p: Problem, checkpoints: Sequence[int], tick: Tick, *,
         warnings.simplefilter("ignore")  # input-data and optimizer warnings it handles
         while True:
             n = len(U)
-            model = SingleTaskGP(U, Y, outcome_transform=Standardize(m=1))
+            yvar = torch.full_like(Y, p.noise_sd**2) if p.known_noise else None
+            model = SingleTaskGP(U, Y, train_Yvar=yvar, outcome_transform=Standardize(m=1))
             if state is None or n >= max(fitted_n + 1, (1 + BOTORCH_REFIT_GROWTH) * fitted_n):
                 fit_gpytorch_mll(ExactMarginalLogLikelihood(model.likelihood, model))
                 state, fitted_n, fits = model.state_dict(), n, fits + 1
@@ -289,7 +294,8 @@ def engine_rmse(p: Problem, X: np.ndarray) -> float:
     from server.steering.spec import ExperimentSpec
 
     engine = GPEngine(ExperimentSpec.from_dict(p.spec()))
-    engine.ingest(X, p.measure(X, 0)[:, None])
+    yvar = np.full((len(X), 1), p.noise_sd**2) if p.known_noise else None
+    engine.ingest(X, p.measure(X, 0)[:, None], yvar)
     status = engine.refit()
     if status.outputs[OUTPUT].fit_failures:
         return float("nan")
@@ -357,7 +363,7 @@ def run_task(task: Task, progress: bool = False) -> dict[str, Any]:
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*",
                             category=DeprecationWarning)
-    p = Problem(MAPS[task.map], task.seed, max(task.checkpoints))
+    p = Problem(MAPS[task.map], task.seed, max(task.checkpoints), task.known_noise)
     bar = None
     if progress:
         from tqdm import tqdm
@@ -414,6 +420,7 @@ class Ratio:
     bound: str = ""
 
     def text(self) -> str:
+        """The ratio with its bound sign, or ``-``."""
         if self.ratio is None:
             return "-"
         return f"{self.bound}{self.ratio:.2f}"
@@ -582,6 +589,7 @@ def write_report(cfg: Config, info: dict[str, Any], results: list[dict[str, Any]
         "complete": final, "machine": info,
         "config": {"maps": cfg.maps, "seeds": cfg.seeds, "strategies": cfg.strategies,
                    "checkpoints": cfg.checkpoints, "thresholds": THRESHOLDS,
+                   "noise": "known" if cfg.known_noise else "learned",
                    "noise_fraction": NOISE_FRACTION, "test_points": TEST_POINTS,
                    "gpcam_train_at": GPCAM_TRAIN_AT,
                    "botorch_refit_growth": BOTORCH_REFIT_GROWTH,
@@ -600,7 +608,8 @@ def write_report(cfg: Config, info: dict[str, Any], results: list[dict[str, Any]
             f"{info['cpu'] or 'CPU'}, {info['cpu_count']} cores, OPENBLAS_NUM_THREADS="
             f"{info['OPENBLAS_NUM_THREADS']}, OMP_WAIT_POLICY={info['OMP_WAIT_POLICY']}; "
             f"torch {v['torch']}, botorch {v['botorch']}, gpytorch {v['gpytorch']}, "
-            f"gpCAM {v['gpcam']}, fvgp {v['fvgp']}. Seeds {list(cfg.seeds)}, "
+            f"gpCAM {v['gpcam']}, fvgp {v['fvgp']}. Seeds {list(cfg.seeds)}, noise "
+            f"variance {'known to every strategy' if cfg.known_noise else 'learned'}, "
             f"{cfg.jobs} worker process(es).", "",
             f"uptime at start: `{info['uptime_start']}`  ",
             f"uptime at end: `{info.get('uptime_end', '')}`", "", ""]
@@ -659,6 +668,10 @@ def parse_args(argv: list[str] | None = None) -> Config:
                    default=STRATEGIES, help="comma-separated; botorch-nipv is opt-in (slow)")
     p.add_argument("--max-n", type=int, default=None,
                    help="largest N (default 400; 100 with --quick)")
+    p.add_argument("--noise", choices=("known", "learned"), default="known",
+                   help="known: every strategy is told the noise variance, as gpCAM needs "
+                        "it; learned: Beamsteer, BoTorch and the random/grid GP learn it "
+                        "(gpCAM is still told)")
     p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
                    help="worker processes (results do not depend on it)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT,
@@ -674,7 +687,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
         p.error("--jobs must be >= 1")
     out = a.out.with_suffix("") if a.out.suffix in (".md", ".json", ".png") else a.out
     return Config(maps=maps, seeds=seeds, strategies=a.strategies, checkpoints=checkpoints,
-                  jobs=a.jobs, out=out, quick=a.quick)
+                  jobs=a.jobs, out=out, quick=a.quick, known_noise=a.noise == "known")
 
 
 COST_ORDER = {"botorch-nipv": 0, "botorch": 1, "beamsteer": 2, "gpcam": 3, "grid": 4,
@@ -701,8 +714,8 @@ def main(argv: list[str] | None = None) -> int:
     command = ("python benchmarks/autonomy.py "
                + " ".join(sys.argv[1:] if argv is None else argv)).strip()
     # the slow strategies and high dimensions first, so the workers finish together
-    tasks = sorted((Task(m, s, st, cfg.checkpoints) for m in cfg.maps for s in cfg.seeds
-                    for st in cfg.strategies),
+    tasks = sorted((Task(m, s, st, cfg.checkpoints, cfg.known_noise) for m in cfg.maps
+                    for s in cfg.seeds for st in cfg.strategies),
                    key=lambda t: (COST_ORDER[t.strategy], -MAPS[t.map].dim, t.seed))
     results: list[dict[str, Any]] = []
     bar = tqdm(total=len(tasks), unit="run", dynamic_ncols=True, file=sys.stderr)
