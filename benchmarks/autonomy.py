@@ -656,8 +656,8 @@ def parse_args(argv: list[str] | None = None) -> Config:
     """Command line to :class:`Config`."""
     p = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
-        epilog="Defaults (4 maps x 3 seeds x 5 strategies, N up to 400) take about 30-45 "
-               "minutes with 2 jobs on a quiet 2-core VM; --quick about 3.",
+        epilog="Defaults (4 maps x 3 seeds x 5 strategies, N up to 400) took 12-13 minutes "
+               "with 2 jobs on a shared 2-core VM; --quick about 1.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--quick", action="store_true",
                    help=f"maps {','.join(QUICK_MAPS)}, seed 0, N up to 100 (unless given)")
