@@ -19,7 +19,7 @@ from server.api.security import WS_FORBIDDEN, WS_UNAUTHENTICATED, www_authentica
 from server.api.v2_tensors import ProtocolError
 from server.images import ImageError
 from server.inference import ModelNotReady, UnknownModel
-from server.queue.base import DeadlineExceeded, JobFailed, QueueFull
+from server.queue.base import DeadlineExceeded, JobFailed, QueueFull, QueueUnavailable
 from server.security import Forbidden, Unauthenticated
 from server.steering.errors import (
     Conflict,
@@ -28,6 +28,7 @@ from server.steering.errors import (
     UnknownExperiment,
     UnknownSuggestion,
 )
+from server.store.base import StoreUnavailable
 
 log = logging.getLogger("beamsteer.api")
 
@@ -56,6 +57,24 @@ async def _close(websocket: WebSocket, code: int, reason: str) -> None:
     """Accept, then close with ``code``: a browser sees the code only after an accept."""
     await websocket.accept()
     await websocket.close(code=code, reason=reason[:120])
+
+
+def _request_id(request: Request) -> str | None:
+    return getattr(request.state, "request_id", None)
+
+
+def unavailable_body(msg: str, kind: str) -> list[dict[str, object]]:
+    """The ``detail`` of a 503: which service is unavailable (``kind``) and why."""
+    return [{"loc": [], "msg": msg, "type": kind}]
+
+
+def retry_after(seconds: float) -> dict[str, str]:
+    """A ``Retry-After`` header of whole seconds, at least 1."""
+    return {"Retry-After": str(max(1, round(seconds)))}
+
+
+def _unavailable(request: Request, msg: str, kind: str, seconds: float) -> JSONResponse:
+    return _reply(request, 503, unavailable_body(msg, kind), headers=retry_after(seconds))
 
 
 def _flat(detail: object) -> str:
@@ -109,9 +128,29 @@ def _install_inference_handlers(app: FastAPI) -> None:
         return _reply(request, 422, [{"loc": ["body"], "msg": str(exc), "type": "image"}])
 
 
+def _install_unavailable_handlers(app: FastAPI) -> None:
+    @app.exception_handler(StoreUnavailable)
+    async def store_unavailable(request: Request, exc: StoreUnavailable) -> JSONResponse:
+        """503 with Retry-After: the database does not answer (down, restarting, locked).
+        Nothing was stored, unless the connection broke during COMMIT (the message says
+        so); either way a tell retried with the same idempotency keys is stored once."""
+        log.warning("store unavailable", extra={"error": str(exc),
+                                                "request_id": _request_id(request)})
+        return _unavailable(request, str(exc), "store_unavailable", exc.retry_after)
+
+    @app.exception_handler(QueueUnavailable)
+    async def queue_unavailable(request: Request, exc: QueueUnavailable) -> JSONResponse:
+        """503 with Retry-After: the queue (Redis) does not answer, or lost the job when
+        it restarted; an inference request is safe to repeat."""
+        log.warning("queue unavailable", extra={"error": str(exc),
+                                                "request_id": _request_id(request)})
+        return _unavailable(request, str(exc), "queue_unavailable", exc.retry_after)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers below on an app."""
     _install_inference_handlers(app)
+    _install_unavailable_handlers(app)
 
     @app.exception_handler(InvalidInput)
     async def invalid_input(request: Request, exc: InvalidInput) -> JSONResponse:
