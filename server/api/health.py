@@ -21,7 +21,7 @@ async def health(service: ServiceDep) -> dict[str, object]:
     try:
         await service.list_experiments()
     except Exception as e:  # the store is down: say so, do not crash
-        why = str(e) if isinstance(e, StoreUnavailable) else type(e).__name__
+        why = e.reason if isinstance(e, StoreUnavailable) else type(e).__name__
         wait = e.retry_after if isinstance(e, StoreUnavailable) else 1.0
         return JSONResponse({"status": "unavailable", "store": why}, status_code=503,  # type: ignore[return-value]
                             headers=retry_after(wait))

@@ -62,7 +62,9 @@ _SQLITE_TRANSIENT = ("database is locked", "database table is locked", "database
 # unavailability: connect failures, admin shutdown, "starting up", deadlock, disk full).
 _PG_CONNECT = {"connection refused": "connection refused", "timeout expired": "connect timeout",
                "server closed the connection": "connection lost",
-               "no such file or directory": "connection refused"}
+               "no such file or directory": "connection refused",
+               "is starting up": "starting up", "is shutting down": "shutting down",
+               "in recovery mode": "recovering"}
 
 
 def _unavailable(exc: BaseException, sqlite: bool) -> str | None:
