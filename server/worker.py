@@ -207,11 +207,15 @@ class Worker:
             try:
                 await self.source.finish(done)
                 return
-            except QueueUnavailable:
+            except QueueUnavailable as exc:
                 failures += 1
                 if time.time() >= last or self._stopping:
                     raise
-                await asyncio.sleep(backoff(failures))
+                wait = backoff(failures)
+                log.warning("queue unavailable; retrying the replies of a batch",
+                            extra={"worker": self.worker_id, "error": str(exc),
+                                   "jobs": len(done), "retry_in_s": round(wait, 3)})
+                await asyncio.sleep(wait)
 
     async def _compute(self, model: str, jobs: list[Job]) -> list[tuple[Job, JobResult]]:
         runner = self.ctx["runners"].get(model)

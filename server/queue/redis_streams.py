@@ -188,6 +188,7 @@ class RedisQueue:
         that is gone has its reply in the list, unless Redis lost both. Entries are
         checked first and the list drained after, so no reply is missed in between.
         """
+        await conn.ping()  # Redis is back (else this raises and the reader waits more)
         waiting = [(job_id, self._entries[job_id]) for job_id in list(self._futures)
                    if job_id in self._entries]
         if not waiting:
