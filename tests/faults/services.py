@@ -91,8 +91,10 @@ class PrivatePostgres:
 
     def start(self) -> None:
         """Start (or restart after a stop) on the same port; returns once it accepts."""
+        # syncfs: after a crash, PostgreSQL first syncs its data directory; file by file
+        # (the default) that took 4 s here, one syncfs() call a fraction of that.
         options = (f"-p {self.port} -k {self.sockets} -c listen_addresses=127.0.0.1 "
-                   "-c max_connections=100")
+                   "-c max_connections=100 -c recovery_init_sync_method=syncfs")
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "-t", "60",
                   "-o", options, "start", timeout=90)
 
@@ -116,7 +118,10 @@ class PrivatePostgres:
                 self.stop("immediate")
             except (RuntimeError, subprocess.TimeoutExpired):
                 pass
-        shutil.rmtree(self.root, ignore_errors=True)
+        # In the background: freeing a used cluster's files took seconds here (a disk
+        # mounted with "discard"), and nothing waits for it.
+        subprocess.run(["sh", "-c", 'rm -rf "$1" >/dev/null 2>&1 &', "sh", str(self.root)],
+                       check=False)
 
 
 def redis_binary() -> str:
