@@ -1,7 +1,7 @@
 """Load: N simulated beamlines doing ask -> measure loops against one server.
 
 Each beamline asks for one suggestion, "measures" it (a smooth synthetic map, no motor
-time) and posts the value with an idempotency key; a tell that fails with 429/503 or a
+time) and posts the value with an idempotency key; a tell that fails with 429/5xx or a
 transport error is sent again with the same key until it is acknowledged (201) or
 ``--give-up`` seconds pass; an ask that fails is asked again. Beamlines share experiments
 round-robin (50 beamlines over 10 experiments by default), so asks on one experiment
@@ -63,8 +63,10 @@ SPEC: dict[str, Any] = {
     "outputs": [{"name": "intensity"}],
     "goal": "map",
 }
-# Statuses that say "not done, come back later": the same request is sent again.
-RETRY_STATUSES = frozenset({429, 503})
+# A tell carries its idempotency key, so it is sent again after any of these (as the
+# Python client does): 429/503 say "not done, come back later"; 502 says "the database
+# connection broke during the commit: maybe stored"; 500/504 may hide either.
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
 def intensity(x: float, y: float) -> float:
@@ -479,7 +481,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--in-process", action="store_true",
                    help="our own server in a thread of this process, not a subprocess")
     p.add_argument("--give-up", type=float, default=60.0,
-                   help="seconds a tell is retried (429/503/no reply) before giving up")
+                   help="seconds a tell is retried (429/5xx/no reply) before giving up")
     p.add_argument("--timeout", type=float, default=30.0, help="per-request timeout (s)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")

@@ -131,12 +131,17 @@ def _install_inference_handlers(app: FastAPI) -> None:
 def _install_unavailable_handlers(app: FastAPI) -> None:
     @app.exception_handler(StoreUnavailable)
     async def store_unavailable(request: Request, exc: StoreUnavailable) -> JSONResponse:
-        """503 with Retry-After: the database does not answer (down, restarting, locked).
-        Nothing was stored, unless the connection broke during COMMIT (the message says
-        so); either way a tell retried with the same idempotency keys is stored once."""
+        """503 with Retry-After: the database does not answer (down, restarting, locked
+        past the busy timeout) and nothing was stored, so any request may be sent again.
+        502 with Retry-After when the connection broke while COMMIT was in flight: the
+        write may have been stored, so only an idempotent request should be sent again
+        (a tell with the same keys is stored once; an ask might leave a second batch of
+        pending suggestions, as a lost reply would)."""
         log.warning("store unavailable", extra={"error": str(exc),
                                                 "request_id": _request_id(request)})
-        return _unavailable(request, str(exc), "store_unavailable", exc.retry_after)
+        status = 502 if exc.during_commit else 503
+        return _reply(request, status, unavailable_body(str(exc), "store_unavailable"),
+                      headers=retry_after(exc.retry_after))
 
     @app.exception_handler(QueueUnavailable)
     async def queue_unavailable(request: Request, exc: QueueUnavailable) -> JSONResponse:

@@ -209,7 +209,10 @@ class SQLStore:
             reason = _unavailable(exc, self._sqlite)
             if reason is None:
                 raise
-            raise StoreUnavailable(reason, during_commit=committing) from exc
+            # SQLite answers a failed COMMIT for sure (not committed); a lost connection to
+            # PostgreSQL leaves the COMMIT's outcome unknown.
+            raise StoreUnavailable(reason, during_commit=committing and not self._sqlite
+                                   ) from exc
 
     def _write(self, fn: Callable[[Connection], T], attempts: int = 1) -> T:
         """Run ``fn`` in a write transaction, again on IntegrityError up to ``attempts``."""

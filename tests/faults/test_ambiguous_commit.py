@@ -7,12 +7,14 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
+from server.live import LiveServer
 from server.service import SteeringService
 from server.settings import Settings
 from server.store.base import NewMeasurement, StoredMeasurements, StoreUnavailable, open_store
-from tests.api.conftest import SPEC
+from tests.api.conftest import SPEC, make_settings
 
 
 class CommitThenFail:
@@ -33,6 +35,28 @@ class CommitThenFail:
             self.fail_next = False
             raise StoreUnavailable("connection lost", during_commit=True)
         return stored
+
+
+def test_broken_commit_is_502_and_the_retry_is_stored_once(tmp_path: Path) -> None:
+    store = CommitThenFail(open_store(f"sqlite:///{tmp_path / 'b.db'}"))
+    m = {"position": {"x": 1.0, "y": 2.0}, "values": {"intensity": 0.5}, "key": "k1"}
+    try:
+        with LiveServer(make_settings(store.url, tmp_path), store=store) as server, \
+                httpx.Client(base_url=server.url, timeout=30) as c:
+            url = f"/api/v1/experiments/{c.post('/api/v1/experiments', json=SPEC).json()['id']}"
+            store.fail_next = True
+            broken = c.post(f"{url}/measurements", json={"measurements": [m]})
+            retried = c.post(f"{url}/measurements", json={"measurements": [m]})
+            stored = c.get(f"{url}/measurements").json()["measurements"]
+    finally:
+        store.close()
+    # Not 503 ("nothing was done"): the client must not repeat a non-idempotent request.
+    assert broken.status_code == 502 and int(broken.headers["retry-after"]) >= 1
+    (item,) = broken.json()["detail"]
+    assert item["type"] == "store_unavailable"
+    assert "may or may not have been stored" in item["msg"]
+    assert retried.status_code == 201 and retried.json()["created"] == [False]
+    assert [s["key"] for s in stored] == ["k1"]
 
 
 @pytest.mark.xfail(strict=True, reason="SteeringService.measure ingests only records the "

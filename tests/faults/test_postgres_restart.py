@@ -68,13 +68,15 @@ async def _restart_under_load(server: LiveServer, pg: PrivatePostgres) -> None:
     assert "database is unavailable" in down.text or down.json()["status"] == "unavailable"
     assert up.status_code == 200, up.text
     calls = [c for r in runs for c in r.calls]
-    assert Counter(c.status for c in calls).keys() <= {201, 503}, Counter(
+    # 502 only for a request whose COMMIT was in flight at the crash (maybe stored)
+    assert Counter(c.status for c in calls).keys() <= {201, 502, 503}, Counter(
         (c.status, c.error, c.message) for c in calls)
     outage = [c for c in calls if t_down <= c.t0 and c.t0 + c.seconds <= t_up]
     assert outage and all(c.status == 503 for c in outage)
-    for c in (c for c in calls if c.status == 503):
+    for c in (c for c in calls if c.status in (502, 503)):
         assert c.error == "store_unavailable" and "database is unavailable" in c.message, c
         assert c.retry_after is not None and int(c.retry_after) >= 1, c
+        assert ("may or may not have been stored" in c.message) == (c.status == 502), c
     assert not any(r.given_up for r in runs)
     # Nothing acknowledged is lost, nothing is stored twice, nothing unacknowledged stays.
     assert check.ok, check.summary()
