@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialWithJitterBackoff
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
 from redis.exceptions import BusyLoadingError, ResponseError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -153,8 +153,10 @@ class RedisQueue:
     async def _read_replies(self) -> None:
         # A connection of its own: BLPOP holds it for up to a second at a time. The socket
         # timeout bounds every read, so a half-dead connection cannot block it forever.
+        # No retries inside redis-py: every disconnect must reach the loop below, which
+        # then checks what a restarted Redis still holds (_settle_lost).
         conn = aioredis.Redis.from_url(self.url, socket_timeout=5, socket_connect_timeout=5,
-                                       **_RETRY)
+                                       retry=Retry(NoBackoff(), 0))
         failures = 0
         try:
             while True:
@@ -207,8 +209,8 @@ class RedisQueue:
             self._entries.pop(job_id, None)
             if fut is not None and not fut.done():
                 fut.set_exception(QueueUnavailable(
-                    "Redis restarted and lost this job (it keeps no queue on disk); "
-                    "send the request again"))
+                    "Redis restarted without this job (it was not persisted); send the "
+                    "request again"))
                 lost += 1
         if lost:
             log.error("jobs lost in a Redis restart", extra={"jobs": lost})
