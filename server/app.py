@@ -33,7 +33,7 @@ from server.queue.base import open_queue
 from server.reductions import ImageReducer
 from server.service import SteeringService
 from server.settings import Settings, get_settings
-from server.store.base import Store, open_store
+from server.store.base import Store, StoreUnavailable, open_store
 
 log = logging.getLogger("beamsteer.app")
 
@@ -132,5 +132,7 @@ async def _expire_forever(service: SteeringService, interval: float,
             return
         try:
             await service.expire_due()
+        except StoreUnavailable as exc:  # expected while the database restarts
+            log.warning("expiry pass skipped", extra={"error": str(exc)})
         except Exception:
             log.exception("expiry pass failed")

@@ -18,7 +18,15 @@ from typing import Any
 import numpy as np
 
 from server.metrics import Metrics
-from server.queue.base import DeadlineExceeded, JobFailed, JobQueue, JobResult, QueueFull
+from server.queue.base import (
+    DeadlineExceeded,
+    JobFailed,
+    JobQueue,
+    JobResult,
+    QueueError,
+    QueueFull,
+    QueueUnavailable,
+)
 from server.queue.constants import DEFAULT_VERSION
 from server.settings import Settings
 from server.worker import Worker, new_worker_id, parse_models
@@ -135,7 +143,8 @@ class InferenceService:
         """Run images through a model, one job each (they may share micro-batches).
 
         Raises:
-            UnknownModel, ModelNotReady, QueueFull, DeadlineExceeded, JobFailed.
+            UnknownModel, ModelNotReady, QueueFull, DeadlineExceeded, JobFailed,
+            QueueUnavailable.
         """
         if not (await self.model(name))["ready"]:
             self._models = None  # a cached "not ready" is not worth a 503: ask again
@@ -148,8 +157,11 @@ class InferenceService:
             for im in images:
                 handles.append(await self.queue.enqueue_job(
                     name, {input_name: im}, params=params, version=version, deadline=deadline))
-        except QueueFull:
-            self.metrics.requests.labels(*labels, "queue_full").inc()
+        except QueueError as exc:
+            for h in handles:  # the request fails: nobody will wait for the ones queued
+                h.cancel()
+            outcome = "queue_full" if isinstance(exc, QueueFull) else "unavailable"
+            self.metrics.requests.labels(*labels, outcome).inc()
             raise
         t0 = time.perf_counter()
         outcomes = await asyncio.gather(*[h.result() for h in handles], return_exceptions=True)
@@ -174,6 +186,8 @@ class InferenceService:
             m.requests.labels(*labels, "expired").inc()
         elif isinstance(out, JobFailed):
             m.requests.labels(*labels, out.result.status.value).inc()
+        elif isinstance(out, QueueUnavailable):
+            m.requests.labels(*labels, "unavailable").inc()
 
     async def refresh_gauges(self) -> None:
         """Queue depth, pending, dead letters and readiness, read at scrape time."""

@@ -25,11 +25,12 @@ def free_port() -> int:
 
 class LiveServer:
     """``with LiveServer(settings) as server:`` serves ``create_app(settings)`` at
-    ``server.url`` until the block ends."""
+    ``server.url`` until the block ends (on ``store`` instead of the settings' store if
+    given; closing it is then the caller's)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, store: Any = None) -> None:
         self.settings = settings
-        self.app = create_app(settings)
+        self.app = create_app(settings, store=store)
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = uvicorn.Config(self.app, host="127.0.0.1", port=self.port, log_config=None,

@@ -54,7 +54,8 @@ class InferenceMetrics:
         mv = ["model", "version"]
         self.requests = Counter(
             "beamsteer_inference_requests_total",
-            "Inference jobs by outcome: success, queue_full, expired, failed, dead_lettered",
+            "Inference jobs by outcome: success, queue_full, expired, failed, dead_lettered, "
+            "unavailable",
             [*mv, "outcome"], registry=r)
         self.queue_seconds = Histogram(
             "beamsteer_inference_queue_seconds", "Time from enqueue to the start of compute",

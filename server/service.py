@@ -94,6 +94,7 @@ class SteeringService:
         self._refits = ThreadPoolExecutor(settings.refit_threads, "beamsteer-refit")
         self._load_lock = asyncio.Lock()
         self._refit_guard = threading.Lock()
+        self._stopping = False
 
     @property
     def engine_count(self) -> int:
@@ -118,6 +119,10 @@ class SteeringService:
 
     async def stop(self) -> None:
         """Stop background work; running refits are abandoned (their result is not needed)."""
+        # First: cancelling a queued refit runs its done-callback, which must not submit
+        # again (submit waits on the lock that shutdown holds: a hang).
+        with self._refit_guard:
+            self._stopping = True
         self._refits.shutdown(wait=False, cancel_futures=True)
         self._compute.shutdown(wait=False, cancel_futures=True)
 
@@ -397,7 +402,7 @@ class SteeringService:
         waiting for the next tell.
         """
         with self._refit_guard:
-            if ((live.refit is not None and not live.refit.done())
+            if (self._stopping or (live.refit is not None and not live.refit.done())
                     or not live.engine.needs_refit()):
                 return
             try:

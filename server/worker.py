@@ -5,6 +5,10 @@ only then is readiness advertised; the loop reads a micro-batch (up to ``max_bat
 waiting at most ``max_delay_ms`` for more after the first), runs one forward pass per
 model and shape, replies and acknowledges. ``stop()`` (SIGTERM) lets the batch in hand
 finish and reads nothing more; ``burst`` stops once the queue is empty (tests).
+
+When the queue goes away (Redis restarting), the worker keeps trying with backoff instead
+of exiting; replies of the batch in hand are retried until their deadlines pass, and once
+the queue answers again the worker advertises itself at once.
 """
 
 from __future__ import annotations
@@ -21,7 +25,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from server.queue.base import Job, JobResult, JobSource, JobStatus, Retry
+from server.queue.base import (
+    Job,
+    JobResult,
+    JobSource,
+    JobStatus,
+    QueueUnavailable,
+    Retry,
+    backoff,
+)
 from server.queue.constants import DEFAULT_VERSION, HEARTBEAT_S
 
 log = logging.getLogger("beamsteer.worker")
@@ -128,12 +140,22 @@ class Worker:
         try:
             await self.on_startup()
             heartbeat = asyncio.create_task(self._heartbeat())
+            failures = 0
             while not self._stopping:
-                jobs = await self.source.read_batch(self.max_batch, self.max_delay_s, 0.25)
-                if jobs:
-                    await self._process(jobs)
-                elif self.burst and await self.source.remaining() == 0:
-                    break
+                try:
+                    if await self._step():
+                        break
+                    if failures:
+                        failures = 0
+                        await self.source.advertise(self._adverts())  # it may have restarted
+                        log.info("queue is back", extra={"worker": self.worker_id})
+                except QueueUnavailable as exc:
+                    failures += 1
+                    wait = backoff(failures)
+                    log.warning("queue unavailable; retrying",
+                                extra={"worker": self.worker_id, "error": str(exc),
+                                       "failures": failures, "retry_in_s": round(wait, 3)})
+                    await asyncio.sleep(wait)
         finally:
             if heartbeat is not None:
                 heartbeat.cancel()
@@ -141,6 +163,14 @@ class Worker:
             self._pool.shutdown(wait=False)
         log.info("worker stopped", extra={"worker": self.worker_id, "jobs": self.jobs_done})
         return self.jobs_done
+
+    async def _step(self) -> bool:
+        """Read and serve one batch; True when a burst worker is done."""
+        jobs = await self.source.read_batch(self.max_batch, self.max_delay_s, 0.25)
+        if jobs:
+            await self._process(jobs)
+            return False
+        return self.burst and await self.source.remaining() == 0
 
     async def _heartbeat(self) -> None:
         while True:
@@ -164,8 +194,28 @@ class Worker:
         for model, group in by_model.items():
             done += await self._compute(model, group)
         if done:
-            await self.source.finish(done)
+            await self._finish(done)
         self.jobs_done += len(done)
+
+    async def _finish(self, done: list[tuple[Job, JobResult]]) -> None:
+        """Reply and acknowledge; while the queue is unavailable, try again until the
+        batch's last deadline has passed (no caller waits longer; an unacknowledged job
+        is delivered again, and then answered "expired")."""
+        failures = 0
+        last = max(job.deadline for job, _ in done)
+        while True:
+            try:
+                await self.source.finish(done)
+                return
+            except QueueUnavailable as exc:
+                failures += 1
+                if time.time() >= last or self._stopping:
+                    raise
+                wait = backoff(failures)
+                log.warning("queue unavailable; retrying the replies of a batch",
+                            extra={"worker": self.worker_id, "error": str(exc),
+                                   "jobs": len(done), "retry_in_s": round(wait, 3)})
+                await asyncio.sleep(wait)
 
     async def _compute(self, model: str, jobs: list[Job]) -> list[tuple[Job, JobResult]]:
         runner = self.ctx["runners"].get(model)

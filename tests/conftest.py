@@ -5,16 +5,21 @@ database per test session, created through the admin URL in
 ``BEAMSTEER_TEST_POSTGRES_URL`` (default ``postgresql://postgres@127.0.0.1:5432/test``)
 and dropped at the end, so parallel runs never share tables; tests sharing it must create
 their own experiments. Without a PostgreSQL server the tests that need it are skipped.
+``private_postgres`` and ``make_private_redis`` are servers of one test's own, which it may
+kill and restart (the shared ones above must never be stopped).
 """
 
 from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
+
+from tests.faults.services import PrivatePostgres, PrivateRedis, Unavailable
 
 POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -115,3 +120,44 @@ def tagger_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_checkpoint(path, {"name": "tagger", "config": dataclasses.asdict(config),
                                   "state_dict": net.state_dict(), "seed": 0,
                                   "generator": {"version": "test", "config": {}}})
+
+
+def _missing(reason: str) -> NoReturn:
+    if os.environ.get("BEAMSTEER_TEST_REQUIRE_SERVICES"):  # CI: a missing binary fails
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def private_postgres() -> Iterator[PrivatePostgres]:
+    """A running PostgreSQL cluster of this test's own, to stop and start at will
+    (``tests/faults/services.py``); skipped without the binaries."""
+    try:
+        pg = PrivatePostgres()
+    except Unavailable as exc:
+        _missing(str(exc))
+    try:
+        pg.start()
+        yield pg
+    finally:
+        pg.close()
+
+
+@pytest.fixture
+def make_private_redis() -> Iterator[Callable[..., PrivateRedis]]:
+    """``make_private_redis(aof=False)`` -> a running redis-server of this test's own, to
+    kill and start at will; skipped without the binary."""
+    made: list[PrivateRedis] = []
+
+    def make(*, aof: bool = False) -> PrivateRedis:
+        try:
+            r = PrivateRedis(aof=aof)
+        except Unavailable as exc:
+            _missing(str(exc))
+        made.append(r)
+        r.start()
+        return r
+
+    yield make
+    for r in made:
+        r.close()

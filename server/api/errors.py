@@ -19,7 +19,7 @@ from server.api.security import WS_FORBIDDEN, WS_UNAUTHENTICATED, www_authentica
 from server.api.v2_tensors import ProtocolError
 from server.images import ImageError
 from server.inference import ModelNotReady, UnknownModel
-from server.queue.base import DeadlineExceeded, JobFailed, QueueFull
+from server.queue.base import DeadlineExceeded, JobFailed, QueueFull, QueueUnavailable
 from server.security import Forbidden, Unauthenticated
 from server.steering.errors import (
     Busy,
@@ -29,6 +29,7 @@ from server.steering.errors import (
     UnknownExperiment,
     UnknownSuggestion,
 )
+from server.store.base import StoreUnavailable
 
 log = logging.getLogger("beamsteer.api")
 
@@ -57,6 +58,24 @@ async def _close(websocket: WebSocket, code: int, reason: str) -> None:
     """Accept, then close with ``code``: a browser sees the code only after an accept."""
     await websocket.accept()
     await websocket.close(code=code, reason=reason[:120])
+
+
+def _request_id(request: Request) -> str | None:
+    return getattr(request.state, "request_id", None)
+
+
+def unavailable_body(msg: str, kind: str) -> list[dict[str, object]]:
+    """The ``detail`` of a 503: which service is unavailable (``kind``) and why."""
+    return [{"loc": [], "msg": msg, "type": kind}]
+
+
+def retry_after(seconds: float) -> dict[str, str]:
+    """A ``Retry-After`` header of whole seconds, at least 1."""
+    return {"Retry-After": str(max(1, round(seconds)))}
+
+
+def _unavailable(request: Request, msg: str, kind: str, seconds: float) -> JSONResponse:
+    return _reply(request, 503, unavailable_body(msg, kind), headers=retry_after(seconds))
 
 
 def _flat(detail: object) -> str:
@@ -110,18 +129,39 @@ def _install_inference_handlers(app: FastAPI) -> None:
         return _reply(request, 422, [{"loc": ["body"], "msg": str(exc), "type": "image"}])
 
 
-def _install_availability_handlers(app: FastAPI) -> None:
+def _install_unavailable_handlers(app: FastAPI) -> None:
     @app.exception_handler(Busy)
     async def busy(request: Request, exc: Busy) -> JSONResponse:
-        """503 with Retry-After: e.g. another process held the experiment's ask lock."""
-        return _reply(request, 503, exc.reason,
-                      headers={"Retry-After": str(max(1, round(exc.retry_after)))})
+        """503 with Retry-After: another process held the experiment's ask lock too long."""
+        return _unavailable(request, exc.reason, "busy", exc.retry_after)
+
+    @app.exception_handler(StoreUnavailable)
+    async def store_unavailable(request: Request, exc: StoreUnavailable) -> JSONResponse:
+        """503 with Retry-After: the database does not answer (down, restarting, locked
+        past the busy timeout) and nothing was stored, so any request may be sent again.
+        502 with Retry-After when the connection broke while COMMIT was in flight: the
+        write may have been stored, so only an idempotent request should be sent again
+        (a tell with the same keys is stored once; an ask might leave a second batch of
+        pending suggestions, as a lost reply would)."""
+        log.warning("store unavailable", extra={"error": str(exc),
+                                                "request_id": _request_id(request)})
+        status = 502 if exc.during_commit else 503
+        return _reply(request, status, unavailable_body(str(exc), "store_unavailable"),
+                      headers=retry_after(exc.retry_after))
+
+    @app.exception_handler(QueueUnavailable)
+    async def queue_unavailable(request: Request, exc: QueueUnavailable) -> JSONResponse:
+        """503 with Retry-After: the queue (Redis) does not answer, or lost the job when
+        it restarted; an inference request is safe to repeat."""
+        log.warning("queue unavailable", extra={"error": str(exc),
+                                                "request_id": _request_id(request)})
+        return _unavailable(request, str(exc), "queue_unavailable", exc.retry_after)
 
 
 def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers below on an app."""
     _install_inference_handlers(app)
-    _install_availability_handlers(app)
+    _install_unavailable_handlers(app)
 
     @app.exception_handler(InvalidInput)
     async def invalid_input(request: Request, exc: InvalidInput) -> JSONResponse:

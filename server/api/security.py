@@ -34,6 +34,7 @@ from server.security.auth import Authenticator
 from server.security.keys import KeyStore
 from server.security.limits import RateLimiter, retry_after_header
 from server.settings import Settings
+from server.store.base import StoreUnavailable
 
 log = logging.getLogger("beamsteer.security")
 
@@ -115,7 +116,13 @@ class Guard:
             outcome: Principal | Unauthenticated = await self.gate.identify(presented_key(scope))
         except Unauthenticated as exc:
             outcome = exc
-        except Exception:  # the store does not answer: refuse, do not guess
+        except StoreUnavailable as exc:  # refuse, do not guess; come back when it answers
+            log.warning("API key lookup failed", extra={"error": str(exc)})
+            await _refuse(scope, receive, send, 503, "store_unavailable",
+                          f"cannot check API keys: {exc}", WS_UNAVAILABLE,
+                          headers={"retry-after": str(max(1, round(exc.retry_after)))})
+            return
+        except Exception:  # a bug: refuse, do not guess
             log.exception("API key lookup failed")
             await _refuse(scope, receive, send, 503, "unavailable",
                           "cannot check API keys: the store does not answer", WS_UNAVAILABLE)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import random
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -24,6 +25,17 @@ from typing import Any, Protocol
 import numpy as np
 
 from server.queue.constants import DEFAULT_VERSION
+
+# Waits between tries while a queue is unavailable (reply reader, workers): 50 ms,
+# doubling up to 2 s, so a restarted Redis is found again within about 2 s.
+BACKOFF_S, MAX_BACKOFF_S = 0.05, 2.0
+
+
+def backoff(failures: int) -> float:
+    """Seconds to wait after ``failures`` failures in a row (half fixed, half jitter, so
+    many processes do not retry in step)."""
+    base = min(MAX_BACKOFF_S, BACKOFF_S * 2 ** max(0, failures - 1))
+    return base / 2 + random.random() * base / 2
 
 
 class JobStatus(StrEnum):
@@ -47,6 +59,15 @@ class QueueFull(QueueError):
     def __init__(self, model: str, depth: int, retry_after: float = 1.0) -> None:
         super().__init__(f"the queue of model {model!r} is full ({depth} jobs); retry later")
         self.model, self.depth, self.retry_after = model, depth, retry_after
+
+
+class QueueUnavailable(QueueError):
+    """The queue's server (Redis) does not answer, or restarted without a job in flight:
+    retry after ``retry_after`` s (an inference request is safe to repeat)."""
+
+    def __init__(self, reason: str, retry_after: float = 1.0) -> None:
+        super().__init__(f"the inference queue is unavailable ({reason})")
+        self.reason, self.retry_after = reason, retry_after
 
 
 class DeadlineExceeded(QueueError):
@@ -164,12 +185,17 @@ class JobHandle:
         self._future, self._forget = future, forget
         self._t0 = time.time()
 
+    def cancel(self) -> None:
+        """Stop waiting for the reply (the caller will not ask for it)."""
+        self._forget(self.id)
+
     async def result(self) -> JobResult:
         """Wait for the reply.
 
         Raises:
             DeadlineExceeded: no reply before the deadline (or the worker said expired).
             JobFailed: the model refused the input, or the job was dead-lettered.
+            QueueUnavailable: the queue lost the job (Redis restarted without it).
         """
         try:
             res = await asyncio.wait_for(asyncio.shield(self._future),

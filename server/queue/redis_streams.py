@@ -10,6 +10,12 @@
 * A worker that dies holding a batch leaves its entries pending; live workers XAUTOCLAIM
   entries idle for ``claim_idle_ms``. An entry delivered more than ``max_deliveries``
   times goes to the dead-letter stream, and its caller gets a JobFailed saying so.
+* Redis going away: every call raises QueueUnavailable (the API answers 503) after a
+  couple of quick retries; the reply reader and the workers keep reconnecting with
+  backoff, and workers recreate their consumer groups if Redis came back empty. Once the
+  reply reader is back it fails, at once, every waiting job whose entry Redis no longer
+  holds (a restart without persistence lost it), instead of leaving its caller to wait
+  for the deadline. With persistence (AOF), waiting jobs survive and complete.
 """
 
 from __future__ import annotations
@@ -20,12 +26,16 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import redis.asyncio as aioredis
-from redis.exceptions import ResponseError
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
+from redis.exceptions import BusyLoadingError, ResponseError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from server.queue import constants as k
 from server.queue.base import (
@@ -36,6 +46,8 @@ from server.queue.base import (
     JobStatus,
     QueueFull,
     QueueStats,
+    QueueUnavailable,
+    backoff,
     register_queue,
 )
 from server.queue.codec import pack, unpack
@@ -66,8 +78,30 @@ return 1
 
 
 # No command here blocks for more than a second (XREADGROUP BLOCK is at most block_s), so a
-# read that takes 30 s means a dead connection: fail it rather than hang.
-_TIMEOUTS = {"socket_timeout": 30, "socket_connect_timeout": 5}
+# read that takes 10 s means a dead connection: fail it rather than hang.
+_TIMEOUTS = {"socket_timeout": 10, "socket_connect_timeout": 5}
+# A command that fails to connect is tried twice more within ~50 ms (a blip, a stale pooled
+# connection after a restart), then fails: a request gets its 503 at once instead of after
+# redis-py's default of 10 tries (seconds); the loops below back off on their own.
+_RETRY = {"retry": Retry(ExponentialWithJitterBackoff(cap=0.05, base=0.01), 2)}
+_DOWN = (RedisConnectionError, RedisTimeoutError, OSError)
+
+def _why(exc: BaseException) -> str:
+    """What went wrong, in words safe for a client (no host names)."""
+    if isinstance(exc, BusyLoadingError):
+        return "Redis is loading its data after a restart"
+    if isinstance(exc, RedisTimeoutError | TimeoutError):
+        return "Redis did not answer in time"
+    return "cannot reach Redis"
+
+
+@contextlib.contextmanager
+def _unavailable() -> Iterator[None]:
+    """Turn a lost Redis into QueueUnavailable."""
+    try:
+        yield
+    except _DOWN as exc:
+        raise QueueUnavailable(_why(exc)) from exc
 
 
 def _s(v: bytes | str) -> str:
@@ -89,6 +123,7 @@ class RedisQueue:
         self.process_id = uuid.uuid4().hex[:12]
         self.reply_to = k.reply_key(prefix, self.process_id)
         self._futures: dict[str, asyncio.Future[JobResult]] = {}
+        self._entries: dict[str, tuple[str, bytes]] = {}  # job id -> (stream, entry id)
         self._redis: aioredis.Redis | None = None
         self._reader: asyncio.Task[None] | None = None
 
@@ -100,7 +135,7 @@ class RedisQueue:
 
     async def start(self) -> None:
         """Connect and start the reply reader."""
-        self._redis = aioredis.Redis.from_url(self.url, **_TIMEOUTS)
+        self._redis = aioredis.Redis.from_url(self.url, **_TIMEOUTS, **_RETRY)
         await self._redis.ping()
         self._enqueue = self._redis.register_script(_ENQUEUE)
         self._reader = asyncio.create_task(self._read_replies(), name="beamsteer-replies")
@@ -118,24 +153,67 @@ class RedisQueue:
     async def _read_replies(self) -> None:
         # A connection of its own: BLPOP holds it for up to a second at a time. The socket
         # timeout bounds every read, so a half-dead connection cannot block it forever.
-        conn = aioredis.Redis.from_url(self.url, socket_timeout=5, socket_connect_timeout=5)
+        # No retries inside redis-py: every disconnect must reach the loop below, which
+        # then checks what a restarted Redis still holds (_settle_lost).
+        conn = aioredis.Redis.from_url(self.url, socket_timeout=5, socket_connect_timeout=5,
+                                       retry=Retry(NoBackoff(), 0))
+        failures = 0
         try:
             while True:
                 try:
+                    if failures:
+                        await self._settle_lost(conn)
+                        log.info("reply reader has Redis back", extra={"failures": failures})
+                        failures = 0
                     item = await conn.blpop([self.reply_to], timeout=1)
-                except (ConnectionError, OSError, TimeoutError, aioredis.ConnectionError,
-                        aioredis.TimeoutError):
-                    log.warning("reply reader lost Redis; retrying", exc_info=True)
-                    await asyncio.sleep(0.5)
-                    continue
-                if item is not None:
-                    self._resolve(item[1])
-                    # under load many replies wait: take them in one round trip
-                    for data in await conn.lpop(self.reply_to, 256) or []:
-                        self._resolve(data)
+                    if item is not None:
+                        self._resolve(item[1])
+                        # under load many replies wait: take them in one round trip
+                        for data in await conn.lpop(self.reply_to, 256) or []:
+                            self._resolve(data)
+                except _DOWN as exc:
+                    failures += 1
+                    wait = backoff(failures)
+                    log.warning("reply reader lost Redis; retrying",
+                                extra={"error": _why(exc), "failures": failures,
+                                       "retry_in_s": round(wait, 3)})
+                    await asyncio.sleep(wait)
         finally:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(conn.aclose(), 5)
+
+    async def _settle_lost(self, conn: aioredis.Redis) -> None:
+        """After the reader lost Redis: fail the waiting jobs whose entry Redis no longer
+        holds, with QueueUnavailable (Redis restarted without persistence).
+
+        An entry leaves its stream only in the script that pushes its reply, so an entry
+        that is gone has its reply in the list, unless Redis lost both. Entries are
+        checked first and the list drained after, so no reply is missed in between.
+        """
+        await conn.ping()  # Redis is back (else this raises and the reader waits more)
+        waiting = [(job_id, self._entries[job_id]) for job_id in list(self._futures)
+                   if job_id in self._entries]
+        if not waiting:
+            return
+        async with conn.pipeline(transaction=False) as p:
+            for _, (stream, eid) in waiting:
+                p.xrange(stream, eid, eid)
+            present = await p.execute()
+        gone = [job_id for (job_id, _), rows in zip(waiting, present, strict=True) if not rows]
+        while replies := await conn.lpop(self.reply_to, 256):
+            for data in replies:
+                self._resolve(data)
+        lost = 0
+        for job_id in gone:
+            fut = self._futures.pop(job_id, None)
+            self._entries.pop(job_id, None)
+            if fut is not None and not fut.done():
+                fut.set_exception(QueueUnavailable(
+                    "Redis restarted without this job (it was not persisted); send the "
+                    "request again"))
+                lost += 1
+        if lost:
+            log.error("jobs lost in a Redis restart", extra={"jobs": lost})
 
     def _resolve(self, data: bytes) -> None:
         try:
@@ -145,11 +223,13 @@ class RedisQueue:
             log.error("undecodable reply dropped")
             return
         fut = self._futures.pop(result.job_id, None)
+        self._entries.pop(result.job_id, None)
         if fut is not None and not fut.done():
             fut.set_result(result)
 
     def _forget(self, job_id: str) -> None:
         self._futures.pop(job_id, None)
+        self._entries.pop(job_id, None)
 
     async def enqueue_job(self, model: str, inputs: Mapping[str, np.ndarray], *,
                           params: Mapping[str, Any] | None = None,
@@ -169,36 +249,47 @@ class RedisQueue:
         flat = [x for kv in fields.items() for x in kv]
         fut: asyncio.Future[JobResult] = asyncio.get_running_loop().create_future()
         self._futures[job_id] = fut  # before the XADD: a fast worker may reply at once
-        ok, depth = await self._enqueue(
-            keys=[k.stream_key(self.prefix, model, version), k.payload_key(self.prefix, job_id)],
-            args=[self.max_depth, ttl_ms, payload if big else b"", *flat])
+        stream = k.stream_key(self.prefix, model, version)
+        try:
+            with _unavailable():
+                ok, depth_or_id = await self._enqueue(
+                    keys=[stream, k.payload_key(self.prefix, job_id)],
+                    args=[self.max_depth, ttl_ms, payload if big else b"", *flat])
+        except QueueUnavailable:  # maybe queued, maybe not: a reply would find no waiter
+            self._futures.pop(job_id, None)
+            raise
         if not ok:
             self._futures.pop(job_id, None)
-            raise QueueFull(model, int(depth))
+            raise QueueFull(model, int(depth_or_id))
+        if job_id in self._futures:  # not answered yet: remember where to look for it
+            self._entries[job_id] = (stream, depth_or_id)
         return JobHandle(job_id, model, deadline, fut, self._forget)
 
     async def stats(self, model: str, version: str = k.DEFAULT_VERSION) -> QueueStats:
         """XLEN of the stream and of its dead letters, and the group's pending count."""
         stream = k.stream_key(self.prefix, model, version)
-        async with self.redis.pipeline(transaction=False) as p:
-            p.xlen(stream)
-            p.xlen(k.dead_letter_key(self.prefix, model, version))
-            depth, dead = await p.execute()
-        try:
-            pending = int((await self.redis.xpending(stream, k.GROUP))["pending"])
-        except ResponseError:  # no group yet: no worker ever started
-            pending = 0
+        with _unavailable():
+            async with self.redis.pipeline(transaction=False) as p:
+                p.xlen(stream)
+                p.xlen(k.dead_letter_key(self.prefix, model, version))
+                depth, dead = await p.execute()
+            try:
+                pending = int((await self.redis.xpending(stream, k.GROUP))["pending"])
+            except ResponseError:  # no group yet: no worker ever started
+                pending = 0
         return QueueStats(int(depth), pending, int(dead))
 
     async def served_models(self) -> dict[Key, dict[str, Any]]:
         """Models with a worker whose heartbeat is fresh, with the worker's description."""
-        adverts = await self.redis.hgetall(k.models_key(self.prefix))
         out: dict[Key, dict[str, Any]] = {}
         since = time.time() - k.READY_TTL_S
-        for key, info in adverts.items():
-            model, version = _s(key).rsplit(":", 1)
-            if await self.redis.zcount(k.ready_key(self.prefix, model, version), since, "+inf"):
-                out[(model, version)] = json.loads(info)
+        with _unavailable():
+            adverts = await self.redis.hgetall(k.models_key(self.prefix))
+            for key, info in adverts.items():
+                model, version = _s(key).rsplit(":", 1)
+                if await self.redis.zcount(k.ready_key(self.prefix, model, version),
+                                           since, "+inf"):
+                    out[(model, version)] = json.loads(info)
         return out
 
     def worker_source(self, models: list[Key], worker_id: str) -> JobSource:
@@ -228,11 +319,15 @@ class RedisJobSource:
     async def start(self) -> None:
         """Connect; create each stream's group from its start (jobs queued before any worker
         existed are served too)."""
-        self._redis = aioredis.Redis.from_url(self.url, **_TIMEOUTS)
+        self._redis = aioredis.Redis.from_url(self.url, **_TIMEOUTS, **_RETRY)
         self._finish = self._redis.register_script(_FINISH)
+        with _unavailable():
+            await self._create_groups()
+
+    async def _create_groups(self) -> None:
         for stream in self.streams:
             try:
-                await self._redis.xgroup_create(stream, k.GROUP, id="0", mkstream=True)
+                await self.redis.xgroup_create(stream, k.GROUP, id="0", mkstream=True)
             except ResponseError as e:
                 if "BUSYGROUP" not in str(e):
                     raise
@@ -241,32 +336,55 @@ class RedisJobSource:
         """Withdraw readiness (pending entries stay, for XAUTOCLAIM) and disconnect."""
         if self._redis is None:
             return
-        for m, v in self.models:
-            await self._redis.zrem(k.ready_key(self.prefix, m, v), self.consumer)
+        try:
+            for m, v in self.models:
+                await self._redis.zrem(k.ready_key(self.prefix, m, v), self.consumer)
+        except _DOWN:  # Redis is away: the heartbeat goes stale by itself
+            log.warning("could not withdraw readiness: Redis does not answer")
         await self._redis.aclose()
         self._redis = None
 
     async def advertise(self, models: Mapping[Key, Mapping[str, Any]]) -> None:
         """Write each model's description and this worker's heartbeat."""
         now = time.time()
-        async with self.redis.pipeline(transaction=False) as p:
-            for (m, v), info in models.items():
-                p.hset(k.models_key(self.prefix), f"{m}:{v}", json.dumps(info, default=str))
-                p.zadd(k.ready_key(self.prefix, m, v), {self.consumer: now})
-                p.zremrangebyscore(k.ready_key(self.prefix, m, v), "-inf", now - k.READY_TTL_S)
-            await p.execute()
+        with _unavailable():
+            async with self.redis.pipeline(transaction=False) as p:
+                for (m, v), info in models.items():
+                    p.hset(k.models_key(self.prefix), f"{m}:{v}", json.dumps(info, default=str))
+                    p.zadd(k.ready_key(self.prefix, m, v), {self.consumer: now})
+                    p.zremrangebyscore(k.ready_key(self.prefix, m, v), "-inf",
+                                       now - k.READY_TTL_S)
+                await p.execute()
 
     async def remaining(self) -> int:
         """Unfinished jobs on this worker's streams (finished entries are deleted)."""
-        async with self.redis.pipeline(transaction=False) as p:
-            for stream in self.streams:
-                p.xlen(stream)
-            return int(sum(await p.execute()))
+        with _unavailable():
+            async with self.redis.pipeline(transaction=False) as p:
+                for stream in self.streams:
+                    p.xlen(stream)
+                return int(sum(await p.execute()))
 
     # --- reading ----------------------------------------------------------------------
 
     async def read_batch(self, max_batch: int, max_delay_s: float, block_s: float) -> list[Job]:
-        """Reclaimed entries first; else block for new ones, then top up for ``max_delay_s``."""
+        """Reclaimed entries first; else block for new ones, then top up for ``max_delay_s``.
+
+        Raises:
+            QueueUnavailable: Redis does not answer. If it came back without this worker's
+                consumer groups (restarted empty), they are made again and [] returned.
+        """
+        with _unavailable():
+            try:
+                return await self._read_batch(max_batch, max_delay_s, block_s)
+            except ResponseError as e:
+                if "NOGROUP" not in str(e):
+                    raise
+                log.warning("consumer groups gone (Redis restarted empty); making them again")
+                await self._create_groups()
+                return []
+
+    async def _read_batch(self, max_batch: int, max_delay_s: float,
+                          block_s: float) -> list[Job]:
         entries = await self._reclaim(max_batch)
         if not entries:
             entries = await self._read(max_batch, max(1, int(block_s * 1000)))
@@ -350,14 +468,16 @@ class RedisJobSource:
     # --- replying ---------------------------------------------------------------------
 
     async def finish(self, done: Sequence[tuple[Job, JobResult]]) -> None:
-        """Per job, atomically: push the reply, XACK, XDEL, drop the payload key."""
-        async with self.redis.pipeline(transaction=False) as p:
-            for job, result in done:
-                stream, eid, reply_to, payload_key = job.receipt
-                await self._finish(keys=[reply_to, stream, payload_key or stream],
-                                   args=[pack(result.header(), result.outputs),
-                                         k.REPLY_TTL_MS, eid, k.GROUP], client=p)
-            await p.execute()
+        """Per job, atomically: push the reply, XACK, XDEL, drop the payload key (again
+        after a failure is harmless: a second reply finds no waiter)."""
+        with _unavailable():
+            async with self.redis.pipeline(transaction=False) as p:
+                for job, result in done:
+                    stream, eid, reply_to, payload_key = job.receipt
+                    await self._finish(keys=[reply_to, stream, payload_key or stream],
+                                       args=[pack(result.header(), result.outputs),
+                                             k.REPLY_TTL_MS, eid, k.GROUP], client=p)
+                await p.execute()
 
     async def retry(self, job: Job) -> None:
         """Leave the entry pending: XAUTOCLAIM delivers it again after ``claim_idle_ms``
@@ -367,11 +487,12 @@ class RedisJobSource:
         """Record the job in the dead-letter stream, then reply and acknowledge it."""
         stream, eid, _, _ = job.receipt
         model, version = self.streams[stream]
-        await self.redis.xadd(k.dead_letter_key(self.prefix, model, version),
-                              {"job_id": job.id, "entry": eid, "error": result.error or "",
-                               "status": result.status.value, "deliveries": job.deliveries,
-                               "worker": self.consumer, "at": repr(time.time())},
-                              maxlen=k.DEAD_LETTER_MAXLEN, approximate=True)
+        with _unavailable():
+            await self.redis.xadd(k.dead_letter_key(self.prefix, model, version),
+                                  {"job_id": job.id, "entry": eid, "error": result.error or "",
+                                   "status": result.status.value, "deliveries": job.deliveries,
+                                   "worker": self.consumer, "at": repr(time.time())},
+                                  maxlen=k.DEAD_LETTER_MAXLEN, approximate=True)
         await self.finish([(job, result)])
 
     async def _bury(self, stream: str, eid: bytes, f: dict, n: int, error: str) -> None:

@@ -6,7 +6,8 @@ database library, so the domain and the API can name these types freely.
 
 Every write method commits before it returns: once a call returns, the data survives a
 SIGKILL of the process (SQLite in WAL mode with ``synchronous=FULL``, PostgreSQL commit).
-Methods are synchronous; the app calls them from a thread pool.
+Methods are synchronous; the app calls them from a thread pool. Any method may raise
+:class:`StoreUnavailable` when the database does not answer.
 """
 
 from __future__ import annotations
@@ -17,6 +18,26 @@ from enum import StrEnum
 from typing import Any, Protocol
 
 from server.security.keys import KeyStore
+
+
+class StoreUnavailable(Exception):
+    """The database does not answer: down, restarting, unreachable, or locked past the
+    busy timeout. Transient: the same call may succeed after ``retry_after`` seconds.
+
+    Args:
+        reason: What failed, safe to show a client (no host names or credentials).
+        during_commit: The connection broke while COMMIT was in flight, so the write may
+            or may not have been stored (a retry with the same idempotency key is safe);
+            otherwise nothing was stored.
+        retry_after: Seconds a caller should wait before trying again.
+    """
+
+    def __init__(self, reason: str, *, during_commit: bool = False,
+                 retry_after: float = 1.0) -> None:
+        outcome = ("the write may or may not have been stored" if during_commit
+                   else "nothing was stored")
+        super().__init__(f"the database is unavailable ({reason}); {outcome}")
+        self.reason, self.during_commit, self.retry_after = reason, during_commit, retry_after
 
 
 class ExperimentStatus(StrEnum):

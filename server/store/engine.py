@@ -15,6 +15,14 @@ from sqlalchemy.pool import StaticPool
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 # Execution option that makes the SQLite "begin" hook emit BEGIN IMMEDIATE.
 IMMEDIATE = "beamsteer_immediate"
+# A PostgreSQL server that does not accept a connection within this many seconds counts
+# as down (the request gets a 503) instead of holding a request and a thread; a refused
+# connection fails at once anyway. A URL's own ?connect_timeout= wins.
+PG_CONNECT_TIMEOUT_S = 5
+# A request waits at most this long for a pooled connection before a 503: with 10 + 20
+# overflow connections against a few store threads, a wait that long means a stuck
+# database, not load.
+POOL_TIMEOUT_S = 10
 
 
 def sqlalchemy_url(url: str) -> URL:
@@ -73,6 +81,10 @@ def make_engine(u: URL) -> Engine:
     """An engine for a parsed store URL, with pool and per-connection settings set."""
     if u.get_backend_name() == "sqlite":
         return _sqlite_engine(u)
-    # pre_ping: a threaded server outlives database restarts and idle-connection reapers.
+    # pre_ping: a threaded server outlives database restarts and idle-connection reapers;
+    # a connection that fails it is replaced, and a disconnect invalidates the whole pool.
+    connect_args = {} if "connect_timeout" in u.query else {
+        "connect_timeout": PG_CONNECT_TIMEOUT_S}
     return sa.create_engine(u, json_serializer=_json, pool_pre_ping=True, pool_size=10,
-                            max_overflow=20)
+                            max_overflow=20, pool_timeout=POOL_TIMEOUT_S,
+                            connect_args=connect_args)

@@ -8,6 +8,12 @@ two writers never wait on each other's locks in opposite orders (a deadlock);
 SQLite opens write transactions with ``BEGIN IMMEDIATE``, which takes the database's one
 write lock up front (a deferred transaction that later writes can fail with
 ``SQLITE_BUSY`` instead of waiting). In WAL mode, readers are never blocked by writers.
+
+Faults: a database that does not answer (PostgreSQL down or restarting, a connection cut,
+SQLite locked past its busy timeout) raises :class:`StoreUnavailable` from every method,
+whether it failed at connect, mid-transaction (rolled back: nothing stored) or at COMMIT
+(the outcome is unknown: ``during_commit``). The engine pings pooled connections before
+use, so the first calls after the database is back reconnect by themselves.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from server.store.base import (
     NewMeasurement,
     NewSuggestion,
     StoredMeasurements,
+    StoreUnavailable,
     SuggestionRecord,
     SuggestionStatus,
     register_store,
@@ -49,7 +56,40 @@ WRITE_ATTEMPTS = 4
 
 PENDING = SuggestionStatus.pending.value
 
+# SQLite errors that pass (another process holds the lock, the file cannot be reached);
+# other OperationalErrors ("no such table", a syntax error) are bugs and stay errors.
+_SQLITE_TRANSIENT = ("database is locked", "database table is locked", "database is busy",
+                     "unable to open database file", "disk I/O error")
+# psycopg's words for a server that is not there (any OperationalError on PostgreSQL is
+# unavailability: connect failures, admin shutdown, "starting up", deadlock, disk full).
+_PG_CONNECT = {"connection refused": "connection refused", "timeout expired": "connect timeout",
+               "server closed the connection": "connection lost",
+               "no such file or directory": "connection refused",
+               "is starting up": "starting up", "is shutting down": "shutting down",
+               "in recovery mode": "recovering"}
 
+
+def _unavailable(exc: BaseException, sqlite: bool) -> str | None:
+    """Why ``exc`` means "the database does not answer" (client-safe words), or ``None``
+    when it is another error."""
+    if isinstance(exc, sa.exc.TimeoutError):  # every pooled connection busy for pool_timeout
+        return "no database connection free within the pool timeout"
+    if not isinstance(exc, sa.exc.DBAPIError):
+        return None
+    if sqlite:
+        msg = str(exc.orig)
+        if isinstance(exc, sa.exc.OperationalError) and any(t in msg for t in _SQLITE_TRANSIENT):
+            return f"SQLite: {msg}"
+        return None
+    if exc.connection_invalidated:
+        return "connection lost"
+    if not isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError):
+        return None
+    msg = str(exc.orig).lower()
+    for words, reason in _PG_CONNECT.items():
+        if words in msg:
+            return f"PostgreSQL: {reason}"
+    return f"PostgreSQL: {type(exc.orig).__name__}"  # e.g. AdminShutdown, CannotConnectNow
 
 
 # ---------------------------------------------------------------- ask locks
@@ -70,6 +110,10 @@ class _TxLease:
     def release(self) -> None:
         try:
             self._conn.rollback()  # ends the transaction: the xact lock goes with it
+        except sa.exc.DBAPIError:
+            # The connection is gone, and the lock with its session: nothing to release,
+            # and the ask that held it already stored its suggestions.
+            self._conn.invalidate()
         finally:
             self._conn.close()
 
@@ -184,7 +228,13 @@ class SQLStore:
         SQLite is one process's database: nothing to lock across processes."""
         if self._sqlite:
             return _NoLease()
-        conn = self._engine.connect()
+        try:
+            conn = self._engine.connect()
+        except (sa.exc.DBAPIError, sa.exc.TimeoutError) as exc:
+            reason = _unavailable(exc, self._sqlite)
+            if reason is None:
+                raise
+            raise StoreUnavailable(reason) from exc
         try:
             conn.begin()
             # lock_timeout bounds the wait for the advisory lock, in this transaction only.
@@ -197,7 +247,10 @@ class SQLStore:
             if getattr(exc.orig, "sqlstate", None) == "55P03":  # lock_not_available
                 raise TimeoutError(f"ask lock of experiment {experiment_id} not acquired "
                                    f"within {timeout_s} s") from None
-            raise
+            reason = _unavailable(exc, self._sqlite)
+            if reason is None:
+                raise
+            raise StoreUnavailable(reason) from exc
         except BaseException:
             conn.close()
             raise
@@ -205,12 +258,28 @@ class SQLStore:
 
     @contextmanager
     def _begin(self, *, write: bool) -> Iterator[Connection]:
-        """One transaction; a write one takes SQLite's write lock at BEGIN."""
-        with self._serial, self._engine.connect() as conn:
-            if write:
-                conn.execution_options(**{IMMEDIATE: True})
-            with conn.begin():
-                yield conn
+        """One transaction; a write one takes SQLite's write lock at BEGIN.
+
+        Raises:
+            StoreUnavailable: The database does not answer (``during_commit`` when it
+                broke after the body ran, while committing).
+        """
+        committing = False
+        try:
+            with self._serial, self._engine.connect() as conn:
+                if write:
+                    conn.execution_options(**{IMMEDIATE: True})
+                with conn.begin():
+                    yield conn
+                    committing = True  # the body ran: what fails now is the COMMIT
+        except (sa.exc.DBAPIError, sa.exc.TimeoutError) as exc:
+            reason = _unavailable(exc, self._sqlite)
+            if reason is None:
+                raise
+            # SQLite answers a failed COMMIT for sure (not committed); a lost connection to
+            # PostgreSQL leaves the COMMIT's outcome unknown.
+            raise StoreUnavailable(reason, during_commit=committing and not self._sqlite
+                                   ) from exc
 
     def _write(self, fn: Callable[[Connection], T], attempts: int = 1) -> T:
         """Run ``fn`` in a write transaction, again on IntegrityError up to ``attempts``."""
