@@ -17,6 +17,7 @@ Routers call this; it knows no HTTP. The rules it keeps:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import threading
 import time
@@ -43,6 +44,7 @@ from server.steering.types import ModelStatus, Posterior
 from server.store.base import (
     ExperimentRecord,
     ExperimentStatus,
+    Lease,
     MeasurementRecord,
     NewMeasurement,
     NewSuggestion,
@@ -95,6 +97,7 @@ class SteeringService:
         self._load_lock = asyncio.Lock()
         self._refit_guard = threading.Lock()
         self._stopping = False
+        self._releases: set[threading.Thread] = set()  # ask locks of cancelled asks
 
     @property
     def engine_count(self) -> int:
@@ -125,6 +128,8 @@ class SteeringService:
             self._stopping = True
         self._refits.shutdown(wait=False, cancel_futures=True)
         self._compute.shutdown(wait=False, cancel_futures=True)
+        for t in self._releases:  # give the database its locks back before it is closed
+            await asyncio.to_thread(t.join, 5)
 
     async def _io(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """Run a blocking store call in the default thread pool."""
@@ -224,7 +229,10 @@ class SteeringService:
                 return None
             live = await self._load(experiment_id)
         await self._catch_up(experiment_id, live, rec.n_measurements)
-        return live.engine.status()
+        status = live.engine.status()
+        if not status.refitting and live.refit is not None and not live.refit.done():
+            status = dataclasses.replace(status, refitting=True)  # scheduled, not started
+        return status
 
     # --- ask -----------------------------------------------------------------------------
 
@@ -240,11 +248,7 @@ class SteeringService:
         if not 1 <= q <= self.settings.max_suggestions:
             raise InvalidInput("n", f"must be in [1, {self.settings.max_suggestions}]")
         async with live.ask_lock:
-            try:
-                lease = await self._io(self.store.lock_asks, experiment_id,
-                                       self.settings.ask_lock_timeout_s)
-            except TimeoutError as exc:
-                raise Busy(str(exc), retry_after=1.0) from None
+            lease = await self._take_ask_lock(experiment_id)
             try:
                 stored = await self._suggest_locked(experiment_id, live, q)
             finally:
@@ -254,6 +258,25 @@ class SteeringService:
         self.events.publish(experiment_id, "suggestions",
                             {"suggestions": [suggestion_json(s) for s in stored]})
         return stored
+
+    async def _take_ask_lock(self, experiment_id: str) -> Lease:
+        """The store's cross-process ask lock. Cancellation-safe: if the request is
+        cancelled while the lock is being taken, the lock is released once it is held
+        (a lost lease would hold the experiment until its connection died)."""
+        fut = asyncio.ensure_future(self._io(self.store.lock_asks, experiment_id,
+                                             self.settings.ask_lock_timeout_s))
+        try:
+            return await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            def release(f: asyncio.Future[Lease]) -> None:
+                if not f.cancelled() and f.exception() is None:
+                    t = threading.Thread(target=f.result().release, daemon=True)
+                    self._releases = {r for r in self._releases if r.is_alive()} | {t}
+                    t.start()
+            fut.add_done_callback(release)
+            raise
+        except TimeoutError as exc:
+            raise Busy(str(exc), retry_after=1.0) from None
 
     async def _suggest_locked(self, experiment_id: str, live: _Live,
                               q: int) -> list[SuggestionRecord]:

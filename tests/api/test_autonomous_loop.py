@@ -27,6 +27,15 @@ def _wait_fitted(c: httpx.Client, url: str, n: int) -> None:
         time.sleep(0.1)
 
 
+def _wait_refits(c: httpx.Client, url: str) -> None:
+    """Until no refit is scheduled or running, so that the loop does not depend on how
+    fast this machine is (a loaded CI runner would otherwise steer on older fits)."""
+    deadline = time.monotonic() + 120
+    while c.get(url).json()["model"]["refitting"]:
+        assert time.monotonic() < deadline, "refit never ended"
+        time.sleep(0.02)
+
+
 def _rmse(c: httpx.Client, url: str) -> float:
     g = c.post(f"{url}/posterior", json={"grid": {"x": 30, "y": 30}}).json()
     X = np.array(g["points"])
@@ -44,6 +53,7 @@ def test_steered_map_beats_random(client: httpx.Client) -> None:
             "position": s["position"], "values": {"intensity": float(truth(x, y))},
             "suggestion_id": s["id"], "key": f"round-{i}"}]})
         assert r.status_code == 201
+        _wait_refits(client, url)  # as a real loop would: motors move while the GP refits
     _wait_fitted(client, url, ROUNDS // 2)
 
     # random designs vary a lot from seed to seed: compare with the mean of several
