@@ -398,17 +398,18 @@ class ExactGP:
         ls2 = self.lengthscale.pow(2)
         center = self.X.mean(0)
         a, b = (Xq - center) / self.lengthscale, (self.X - center) / self.lengthscale
-        r = _sq_dist(a, b).sqrt()  # q x N
+        g = a @ b.T  # q x N, in place from here on: this is memory-bound
+        g.mul_(-2.0).add_(a.pow(2).sum(-1, keepdim=True)).add_(b.pow(2).sum(-1))
+        g.clamp_min_(1e-30)
         if self.hp.kernel == "rbf":
-            g = torch.exp(-0.5 * r.pow(2))
-        elif self.hp.kernel == "matern52":
-            s = math.sqrt(5.0) * r
-            g = (5.0 / 3.0) * (1.0 + s) * torch.exp(-s)
+            g.mul_(-0.5).exp_()
         else:
-            s = math.sqrt(3.0) * r
-            g = 3.0 * torch.exp(-s)
-        G = g * alpha * self.hp.outputscale  # q x N
-        return -(G.sum(1, keepdim=True) * Xq - G @ self.X) / ls2
+            s = g.sqrt_().mul_(math.sqrt(5.0 if self.hp.kernel == "matern52" else 3.0))
+            e = torch.neg(s).exp_()
+            g = s.add_(1.0).mul_(e).mul_(5.0 / 3.0) if self.hp.kernel == "matern52" \
+                else e.mul_(3.0)
+        g.mul_(alpha * self.hp.outputscale)
+        return (g @ self.X - g.sum(1, keepdim=True) * Xq) / ls2
 
     def mean_at_train(self) -> Tensor:
         """Posterior mean at the ``n`` training inputs, O(N^2): ``y - (noise + jitter) alpha``."""
