@@ -87,6 +87,8 @@ class Config:
     out: Path
     quick: bool
     known_noise: bool
+    noise_fraction: float = NOISE_FRACTION
+    acquisition: str | None = None
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,8 @@ class Task:
     strategy: str
     checkpoints: tuple[int, ...]
     known_noise: bool = True
+    noise_fraction: float = NOISE_FRACTION
+    acquisition: str | None = None
 
 
 def initial_design_size(d: int) -> int:
@@ -113,14 +117,19 @@ class Problem:
         seed: Seeds the noise (shared by all strategies) and each strategy's randomness.
         n_max: Most measurements.
         known_noise: Tell every strategy the noise variance (gpCAM always gets it).
+        noise_fraction: Noise sd as a fraction of the map's range.
+        acquisition: Beamsteer's acquisition (``None``: the ``map`` goal's default).
     """
 
-    def __init__(self, m: SampleMap, seed: int, n_max: int, known_noise: bool = True) -> None:
+    def __init__(self, m: SampleMap, seed: int, n_max: int, known_noise: bool = True,
+                 noise_fraction: float = NOISE_FRACTION, acquisition: str | None = None
+                 ) -> None:
         self.map, self.seed, self.n_max, self.known_noise = m, seed, n_max, known_noise
+        self.acquisition = acquisition
         self.T = m.test_points()
         self.truth_T = m.truth(self.T)
         self.range = float(self.truth_T.max() - self.truth_T.min())
-        self.noise_sd = NOISE_FRACTION * self.range
+        self.noise_sd = noise_fraction * self.range
         index = sorted(MAPS).index(m.name)
         self.eps = np.random.default_rng([seed, index, 1]).standard_normal(n_max)
 
@@ -137,9 +146,11 @@ class Problem:
         return float(np.sqrt(np.mean((mean - self.truth_T) ** 2)) / self.range)
 
     def spec(self) -> dict[str, Any]:
-        """Beamsteer's experiment spec: a ``map`` goal, every other field its default."""
+        """Beamsteer's experiment spec: a ``map`` goal, every other field its default (the
+        acquisition too, unless ``--acquisition`` names one)."""
+        extra = {} if self.acquisition is None else {"acquisition": self.acquisition}
         return {"name": f"autonomy-{self.map.name}-{self.seed}", "goal": "map",
-                "seed": self.seed,
+                "seed": self.seed, **extra,
                 "parameters": [{"name": n, "lower": lo, "upper": hi, "units": u}
                                for n, lo, hi, u in self.map.axes],
                 "outputs": [{"name": OUTPUT}]}
@@ -363,7 +374,8 @@ def run_task(task: Task, progress: bool = False) -> dict[str, Any]:
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*",
                             category=DeprecationWarning)
-    p = Problem(MAPS[task.map], task.seed, max(task.checkpoints), task.known_noise)
+    p = Problem(MAPS[task.map], task.seed, max(task.checkpoints), task.known_noise,
+                task.noise_fraction, task.acquisition)
     bar = None
     if progress:
         from tqdm import tqdm
@@ -590,7 +602,8 @@ def write_report(cfg: Config, info: dict[str, Any], results: list[dict[str, Any]
         "config": {"maps": cfg.maps, "seeds": cfg.seeds, "strategies": cfg.strategies,
                    "checkpoints": cfg.checkpoints, "thresholds": THRESHOLDS,
                    "noise": "known" if cfg.known_noise else "learned",
-                   "noise_fraction": NOISE_FRACTION, "test_points": TEST_POINTS,
+                   "noise_fraction": cfg.noise_fraction, "acquisition": cfg.acquisition,
+                   "test_points": TEST_POINTS,
                    "gpcam_train_at": GPCAM_TRAIN_AT,
                    "botorch_refit_growth": BOTORCH_REFIT_GROWTH,
                    "botorch_optimize_acqf": {"num_restarts": BOTORCH_RESTARTS,
@@ -608,8 +621,10 @@ def write_report(cfg: Config, info: dict[str, Any], results: list[dict[str, Any]
             f"{info['cpu'] or 'CPU'}, {info['cpu_count']} cores, OPENBLAS_NUM_THREADS="
             f"{info['OPENBLAS_NUM_THREADS']}, OMP_WAIT_POLICY={info['OMP_WAIT_POLICY']}; "
             f"torch {v['torch']}, botorch {v['botorch']}, gpytorch {v['gpytorch']}, "
-            f"gpCAM {v['gpcam']}, fvgp {v['fvgp']}. Seeds {list(cfg.seeds)}, noise "
+            f"gpCAM {v['gpcam']}, fvgp {v['fvgp']}. Seeds {list(cfg.seeds)}, noise sd "
+            f"{cfg.noise_fraction:.1%} of the range, noise "
             f"variance {'known to every strategy' if cfg.known_noise else 'learned'}, "
+            f"Beamsteer's acquisition {cfg.acquisition or 'the map default'}, "
             f"{cfg.jobs} worker process(es).", "",
             f"uptime at start: `{info['uptime_start']}`  ",
             f"uptime at end: `{info.get('uptime_end', '')}`", "", ""]
@@ -672,6 +687,11 @@ def parse_args(argv: list[str] | None = None) -> Config:
                    help="known: every strategy is told the noise variance, as gpCAM needs "
                         "it; learned: Beamsteer, BoTorch and the random/grid GP learn it "
                         "(gpCAM is still told)")
+    p.add_argument("--noise-sd", type=float, default=NOISE_FRACTION,
+                   help="measurement noise sd as a fraction of each map's range")
+    p.add_argument("--acquisition", default=None,
+                   choices=("integrated_variance", "gradient_variance", "variance"),
+                   help="Beamsteer's acquisition (default: the map goal's default)")
     p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
                    help="worker processes (results do not depend on it)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT,
@@ -685,9 +705,12 @@ def parse_args(argv: list[str] | None = None) -> Config:
         p.error(f"--max-n must be at least {CHECKPOINTS[0]}")
     if a.jobs < 1:
         p.error("--jobs must be >= 1")
+    if not 0 < a.noise_sd < 1:
+        p.error("--noise-sd must be a fraction of the range in (0, 1)")
     out = a.out.with_suffix("") if a.out.suffix in (".md", ".json", ".png") else a.out
     return Config(maps=maps, seeds=seeds, strategies=a.strategies, checkpoints=checkpoints,
-                  jobs=a.jobs, out=out, quick=a.quick, known_noise=a.noise == "known")
+                  jobs=a.jobs, out=out, quick=a.quick, known_noise=a.noise == "known",
+                  noise_fraction=a.noise_sd, acquisition=a.acquisition)
 
 
 COST_ORDER = {"botorch-nipv": 0, "botorch": 1, "beamsteer": 2, "gpcam": 3, "grid": 4,
@@ -714,7 +737,8 @@ def main(argv: list[str] | None = None) -> int:
     command = ("python benchmarks/autonomy.py "
                + " ".join(sys.argv[1:] if argv is None else argv)).strip()
     # the slow strategies and high dimensions first, so the workers finish together
-    tasks = sorted((Task(m, s, st, cfg.checkpoints, cfg.known_noise) for m in cfg.maps
+    tasks = sorted((Task(m, s, st, cfg.checkpoints, cfg.known_noise, cfg.noise_fraction,
+                         cfg.acquisition) for m in cfg.maps
                     for s in cfg.seeds for st in cfg.strategies),
                    key=lambda t: (COST_ORDER[t.strategy], -MAPS[t.map].dim, t.seed))
     results: list[dict[str, Any]] = []

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from server.steering.gp import Fantasies
+from server.steering.gp import ExactGP, Fantasies
 
 if TYPE_CHECKING:
     from server.steering.local import TiledFantasies
@@ -24,6 +24,8 @@ from server.steering.spec import Acquisition, ExperimentSpec, Goal
 _C1 = 0.5 * math.log(2 * math.pi)
 _C2 = 0.5 * math.log(math.pi / 2)
 _ASYMPTOTIC_Z = -1e6  # below this, log h(z) ~ log phi(z) - 2 log|z| to double precision
+GRADIENT_SHARE = 0.5  # share of gradient_variance's weight that follows the mean's gradient
+GRADIENT_POWER = 1.0
 
 
 def effective_acquisition(spec: ExperimentSpec) -> str:
@@ -32,6 +34,28 @@ def effective_acquisition(spec: ExperimentSpec) -> str:
     if spec.goal == Goal.map and acq in (Acquisition.ucb, Acquisition.ei):
         return Acquisition.variance.value
     return acq.value
+
+
+def gradient_weights(gp: ExactGP, Z: Tensor, share: float = GRADIENT_SHARE,
+                     power: float = GRADIENT_POWER) -> Tensor:
+    """Weights of the integration points for ``gradient_variance``, mean 1.
+
+    ``w(z) = (1 - share) + share * g(z)^power / mean(g^power)``, where ``g`` is the norm of
+    the posterior mean's gradient in lengthscale units (how much the mean changes over one
+    lengthscale): large at boundaries and hot spots, small on plateaus. The uniform part
+    keeps the design covering the whole domain.
+
+    Args:
+        gp: The exact posterior.
+        Z: ``Nz x d`` normalized integration points.
+        share: Share of the weight that follows the gradient (0: integrated variance).
+        power: Exponent of the gradient norm.
+    """
+    g = (gp.mean_gradient(Z) * gp.lengthscale).norm(dim=-1).pow(power)
+    scale = float(g.mean())
+    if not math.isfinite(scale) or scale <= 1e-12:
+        return torch.ones_like(g)
+    return (1.0 - share) + share * g / scale
 
 
 def _log1mexp(a: Tensor) -> Tensor:
@@ -63,9 +87,11 @@ class Scorer:
     """One acquisition function bound to a :class:`Fantasies` state.
 
     Args:
-        kind: ``variance``, ``integrated_variance``, ``ucb`` or ``ei``.
-        fantasies: Posterior at the candidates (and integration points for
-            ``integrated_variance``), conditioned on pending/chosen points.
+        kind: ``variance``, ``integrated_variance``, ``gradient_variance`` (integrated
+            variance with weighted integration points, see :func:`gradient_weights`),
+            ``ucb`` or ``ei``.
+        fantasies: Posterior at the candidates (and integration points for the integrated
+            variances), conditioned on pending/chosen points.
         maximize: Direction for ``ucb``/``ei`` (``False``: minimize).
         beta: ``ucb`` exploration weight.
         best: Best posterior mean at measured points (``ei``), standardized.
@@ -97,7 +123,7 @@ class Scorer:
             return self.sign * mean + self.sqrt_beta * std
         if self.kind == "ei":
             return log_h((self.sign * mean - self.best) / std) + torch.log(std)
-        if self.kind == "integrated_variance":
+        if self.kind in ("integrated_variance", "gradient_variance"):
             assert czsq is not None
             return czsq / (var + self.noise)
         raise ValueError(f"unknown acquisition {self.kind!r}")

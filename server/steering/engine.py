@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from server.steering import design, fit, hyper
-from server.steering.acquisition import Scorer, effective_acquisition
+from server.steering.acquisition import Scorer, effective_acquisition, gradient_weights
 from server.steering.errors import InvalidInput, InvalidMeasurement
 from server.steering.gp import DTYPE, NOISE_FLOOR, ExactGP, Fantasies, Hyperparameters
 from server.steering.local import CAP, CHECK_TOLERANCE, LEAF, TiledFantasies, TiledGP
@@ -132,13 +132,13 @@ class GPEngine:
 
     def _candidate_points(self) -> tuple[torch.Tensor, int]:
         """``(P, M)``: the fixed candidate set (``M`` allowed scrambled-Sobol points, denser
-        in higher d) followed by the integration points of ``integrated_variance``. The
+        in higher d) followed by the integration points of the integrated variances. The
         target output's posterior keeps a :class:`~server.steering.gp.PointCache` there."""
         spec, d = self.spec, self.spec.dim
         M = min(2048, 256 * 2 ** min(d, 3))
         C = design.allowed_sobol(spec, M, design.mix_seed(spec.seed, CANDIDATE_SEED))
         parts = [C]
-        if effective_acquisition(spec) == "integrated_variance":
+        if effective_acquisition(spec) in ("integrated_variance", "gradient_variance"):
             Nz = min(512, 64 * 2 ** min(d, 3))
             parts.append(design.allowed_sobol(spec, Nz, design.mix_seed(spec.seed, 7919)))
         return torch.as_tensor(np.vstack(parts), dtype=DTYPE), len(C)
@@ -424,7 +424,10 @@ class GPEngine:
             if isinstance(gp, TiledGP):
                 fant = gp.fantasies(hp.noise)
             elif gp.cache is not None:
-                fant = Fantasies.from_cache(gp, hp.noise)
+                weights = None
+                if kind == "gradient_variance" and gp.cache.cross is not None:
+                    weights = gradient_weights(gp, gp.cache.P[gp.cache.M:])
+                fant = Fantasies.from_cache(gp, hp.noise, weights=weights)
             else:  # not reached by the engine (the target always has a cache); kept for safety
                 P, M = self._points
                 fant = Fantasies(gp, P[:M], P[M:] if len(P) > M else None, hp.noise)

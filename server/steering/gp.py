@@ -386,6 +386,31 @@ class ExactGP:
         var = (self.hp.outputscale - W.pow(2).sum(0)).clamp_min(VAR_FLOOR)
         return mean, var
 
+    def mean_gradient(self, Xq: Tensor) -> Tensor:
+        """Gradient of the posterior mean at ``Xq`` (``q x d``), ``q x d``, analytically:
+        ``O(N^2)`` for ``alpha`` plus ``O(q N d)``.
+
+        ``grad mean(x) = sum_i alpha_i dk(x, x_i)/dx`` with ``dk/dx = -g(r) (x - x_i) / l^2``,
+        ``g = k`` (RBF), ``5/3 (1 + s) e^-s`` (Matern 5/2, ``s = sqrt5 r``) or ``3 e^-s``
+        (Matern 3/2, ``s = sqrt3 r``).
+        """
+        alpha = self.chol.solve_transpose(self.v.unsqueeze(-1)).squeeze(-1)
+        ls2 = self.lengthscale.pow(2)
+        center = self.X.mean(0)
+        a, b = (Xq - center) / self.lengthscale, (self.X - center) / self.lengthscale
+        g = a @ b.T  # q x N, in place from here on: this is memory-bound
+        g.mul_(-2.0).add_(a.pow(2).sum(-1, keepdim=True)).add_(b.pow(2).sum(-1))
+        g.clamp_min_(1e-30)
+        if self.hp.kernel == "rbf":
+            g.mul_(-0.5).exp_()
+        else:
+            s = g.sqrt_().mul_(math.sqrt(5.0 if self.hp.kernel == "matern52" else 3.0))
+            e = torch.neg(s).exp_()
+            g = s.add_(1.0).mul_(e).mul_(5.0 / 3.0) if self.hp.kernel == "matern52" \
+                else e.mul_(3.0)
+        g.mul_(alpha * self.hp.outputscale)
+        return (g @ self.X - g.sum(1, keepdim=True) * Xq) / ls2
+
     def mean_at_train(self) -> Tensor:
         """Posterior mean at the ``n`` training inputs, O(N^2): ``y - (noise + jitter) alpha``."""
         alpha = self.chol.solve_transpose(self.v.unsqueeze(-1)).squeeze(-1)
@@ -407,36 +432,41 @@ class Fantasies:
         Z: ``Nz x d`` integration points, or ``None``.
         noise: Noise variance of a fantasy observation (standardized units).
         nz_total: Integration points the integrated variance is averaged over (default
-            ``Nz``); larger when ``Z`` is a subset of a global set.
+            ``Nz``, or the sum of ``weights``); larger when ``Z`` is a subset of a global set.
+        weights: ``Nz`` non-negative weights of the integration points (weighted integrated
+            variance), or ``None`` for equal weights.
     """
 
     def __init__(self, gp: ExactGP, C: Tensor, Z: Tensor | None, noise: float, *,
-                 nz_total: int | None = None) -> None:
+                 nz_total: float | None = None, weights: Tensor | None = None) -> None:
         P = C if Z is None else torch.cat([C, Z])
         W = gp.chol.solve(gp.k(gp.X, P))  # N x (M + Nz)
         mean = gp.hp.mean_constant + W.T @ gp.v
         var = gp.hp.outputscale - W.pow(2).sum(0)
         M = C.shape[0]
         cross = None if Z is None else gp.k(Z, C) - W[:, M:].T @ W[:, :M]  # Nz x M
-        self._init(gp, P, M, RowStack(W), mean, var, cross, noise, nz_total)
+        self._init(gp, P, M, RowStack(W), mean, var, cross, noise, nz_total, weights)
 
     @classmethod
-    def from_cache(cls, gp: ExactGP, noise: float, *,
-                   nz_total: int | None = None) -> Fantasies:
+    def from_cache(cls, gp: ExactGP, noise: float, *, nz_total: float | None = None,
+                   weights: Tensor | None = None) -> Fantasies:
         """From ``gp.cache`` (no solve against the training data)."""
         c = gp.cache
         if c is None:
             raise ValueError("the posterior has no point cache")
         self = cls.__new__(cls)
-        self._init(gp, c.P, c.M, c.W, c.mean, c.var, c.cross, noise, nz_total)
+        self._init(gp, c.P, c.M, c.W, c.mean, c.var, c.cross, noise, nz_total, weights)
         return self
 
     def _init(self, gp: ExactGP, P: Tensor, M: int, W: RowStack, mean: Tensor, var: Tensor,
-              cross: Tensor | None, noise: float, nz_total: int | None) -> None:
+              cross: Tensor | None, noise: float, nz_total: float | None,
+              weights: Tensor | None) -> None:
         self.gp, self.P, self.M, self.W, self.noise = gp, P, M, W, noise
         self.C = P[:M]
         self.Z = P[M:] if cross is not None or P.shape[0] > M else None  # may have 0 rows
-        self.nz_total = nz_total or max(P.shape[0] - M, 1)
+        self.weights = weights
+        default = max(P.shape[0] - M, 1) if weights is None else float(weights.sum())
+        self.nz_total = nz_total or default
         self.mean, self.var, self.cross = mean, var.clamp_min(VAR_FLOOR), cross
         self.var0 = self.var  # before any fantasy
         self.U = P.new_zeros(0, P.shape[0])  # fantasy rows of the extended factor
@@ -453,8 +483,12 @@ class Fantasies:
     def candidate_stats(self) -> tuple[Tensor, Tensor, Tensor | None]:
         """``(mean, var, czsq)`` on the candidate set, ``czsq`` as in :meth:`at`."""
         M = self.M
-        czsq = None if self.cross is None else self.cross.pow(2).sum(0) / self.nz_total
+        czsq = None if self.cross is None else self._weigh(self.cross.pow(2)) / self.nz_total
         return self.mean[:M], self.var[:M], czsq
+
+    def _weigh(self, sq: Tensor) -> Tensor:
+        """Sum over the integration points (rows of ``sq``, ``Nz x b``), weighted."""
+        return sq.sum(0) if self.weights is None else self.weights @ sq
 
     def _solve(self, x: Tensor) -> Tensor:
         gp = self.gp
@@ -505,7 +539,7 @@ class Fantasies:
             and divided by ``nz_total``.
         """
         mean, var, cov_z, _ = self._at(x)
-        czsq = None if cov_z is None else cov_z.pow(2).sum(0) / self.nz_total
+        czsq = None if cov_z is None else self._weigh(cov_z.pow(2)) / self.nz_total
         return mean, var, czsq
 
     def condition(self, x: Tensor) -> float:

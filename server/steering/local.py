@@ -309,6 +309,7 @@ class TiledFantasies:
         self.gp, self.noise = gp, noise
         self.Z = P[M:] if P.shape[0] > M else None
         self.nz_total = max(P.shape[0] - M, 1)
+        self.weights = None  # integration points are weighted equally over tiles
         self.tiles = [Fantasies.from_cache(g, noise, nz_total=self.nz_total) for g in gp.gps]
         self.C = torch.cat([f.C for f in self.tiles])
         self.mean = torch.cat([f.mean[: f.M] for f in self.tiles])

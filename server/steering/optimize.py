@@ -107,13 +107,14 @@ def local_scorer(scorer: Scorer, starts: np.ndarray) -> Scorer:
     near = torch.topk(dist, k, largest=False)
     idx = near.indices.reshape(-1).unique()
     local = ExactGP.build(gp.hp, gp.X[idx], gp.y[idx], gp.noise[idx])
-    Z = f.Z
+    Z, weights = f.Z, f.weights
     if Z is not None:  # only integration points the local data cover: beyond them the local
         # model would see prior covariances that the full data screen off
         reach = near.values[:, -1].max()
         zd = torch.cdist(Z / gp.lengthscale, S / gp.lengthscale).min(1).values
         Z = Z[zd <= reach]
-    lf = Fantasies(local, S, Z, f.noise, nz_total=f.nz_total)
+        weights = None if weights is None else weights[zd <= reach]
+    lf = Fantasies(local, S, Z, f.noise, nz_total=f.nz_total, weights=weights)
     for x in f.Xf:
         lf.condition(x)
     return scorer.rebind(lf)

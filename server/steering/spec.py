@@ -28,6 +28,8 @@ class Acquisition(StrEnum):
 
     variance = "variance"  # max posterior std (gpCAM's default)
     integrated_variance = "integrated_variance"  # largest reduction of the integrated variance
+    # ... of the integrated variance weighted by the posterior mean's gradient (value-aware)
+    gradient_variance = "gradient_variance"
     ucb = "ucb"  # upper (lower, when minimizing) confidence bound
     ei = "ei"  # log expected improvement
 

@@ -87,7 +87,8 @@ def test_initial_design_is_valid_distinct_and_seeded() -> None:
     check_valid(spec, np.vstack([xs(first), xs(second), xs(third)]))
 
 
-@pytest.mark.parametrize("acq", ["variance", "integrated_variance", "ucb", "ei"])
+@pytest.mark.parametrize("acq", ["variance", "integrated_variance", "gradient_variance",
+                                 "ucb", "ei"])
 def test_suggest_after_data(fitted: dict[str, Any], acq: str) -> None:
     e, spec = warm(fitted, goal="maximize" if acq in ("ucb", "ei") else "map", acquisition=acq)
     first = e.suggest(4)
