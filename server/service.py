@@ -50,6 +50,7 @@ from server.store.base import (
     NewSuggestion,
     Store,
     StoredMeasurements,
+    StoreUnavailable,
     SuggestionRecord,
     SuggestionStatus,
 )
@@ -448,6 +449,9 @@ class SteeringService:
             self.metrics.refit_failures.inc(failures)
         try:
             self.store.save_model_state(experiment_id, live.engine.hyperparameters())
+        except StoreUnavailable as exc:  # an outage, not a bug: no traceback per refit
+            log.warning("could not save model state; the next refit saves again",
+                        extra={"experiment_id": experiment_id, "error": str(exc)})
         except Exception:  # the model in memory is fine; the next refit saves again
             log.exception("could not save model state", extra={"experiment_id": experiment_id})
         self.events.publish(experiment_id, "refit", {
