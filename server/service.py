@@ -42,6 +42,7 @@ from server.steering.errors import (
 from server.steering.spec import ExperimentSpec
 from server.steering.types import ModelStatus, Posterior
 from server.store.base import (
+    AskContext,
     ExperimentRecord,
     ExperimentStatus,
     Lease,
@@ -282,21 +283,20 @@ class SteeringService:
     async def _suggest_locked(self, experiment_id: str, live: _Live,
                               q: int) -> list[SuggestionRecord]:
         """Ask under the experiment's locks: read pending, compute, store."""
-        # Read under the lock: another process may have measured or asked meanwhile.
-        rec = await self.get_experiment(experiment_id)
+        # Read under the lock (another process may have measured or asked meanwhile), in
+        # one round trip. Pending suggestions past their time are left out here and
+        # marked expired by the expiry loop.
+        ctx: AskContext = await self._io(self.store.ask_context, experiment_id, time.time())
+        rec = ctx.experiment
         if rec.status != ExperimentStatus.active:
             raise Conflict("status",
                            f"experiment is {rec.status.value}; suggestions need active")
         await self._catch_up(experiment_id, live, rec.n_measurements)
-        await self.expire_due()
-        pending = await self._io(self.store.list_suggestions, experiment_id,
-                                 status=SuggestionStatus.pending)
-        last = await self._io(self.store.list_measurements, experiment_id,
-                              after_seq=max(0, rec.n_measurements - 1), limit=1)
         names = live.spec.parameter_names
-        x_pending = np.array([[s.position[k] for k in names] for s in pending],
+        x_pending = np.array([[s.position[k] for k in names] for s in ctx.pending],
                              dtype=float).reshape(-1, live.spec.dim)
-        start = np.array([last[-1].position[k] for k in names]) if last else None
+        start = (np.array([ctx.last.position[k] for k in names])
+                 if ctx.last is not None else None)
         candidates = await self._cpu(live.engine.suggest, q, x_pending, start)
         ttl = live.spec.suggestion_ttl_s or self.settings.suggestion_ttl_s
         now = time.time()

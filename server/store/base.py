@@ -163,6 +163,21 @@ class SuggestionRecord:
     closed_at: float | None
 
 
+@dataclass(frozen=True)
+class AskContext:
+    """What an ask reads, from one consistent snapshot (see :meth:`Store.ask_context`).
+
+    Attributes:
+        experiment: The experiment, with its counts.
+        pending: Pending suggestions not yet past their expiry time, oldest first.
+        last: The newest measurement (the motors' position), or ``None``.
+    """
+
+    experiment: ExperimentRecord
+    pending: list[SuggestionRecord]
+    last: MeasurementRecord | None
+
+
 class Lease(Protocol):
     """A held lock; :meth:`release` it exactly once."""
 
@@ -210,6 +225,14 @@ class Store(Protocol):
 
         Raises:
             TimeoutError: Not acquired within ``timeout_s``.
+        """
+
+    def ask_context(self, experiment_id: str, now: float) -> AskContext:
+        """The experiment, its pending suggestions unexpired at ``now`` and its newest
+        measurement, read in one transaction (an ask's reads, in one round trip).
+
+        Raises:
+            UnknownExperiment.
         """
 
     # measurements

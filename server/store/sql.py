@@ -31,6 +31,7 @@ from sqlalchemy.engine import Connection
 
 from server.steering.errors import Conflict, UnknownExperiment, UnknownSuggestion
 from server.store.base import (
+    AskContext,
     ExperimentRecord,
     ExperimentStatus,
     Lease,
@@ -339,6 +340,21 @@ class SQLStore:
     def get_experiment(self, experiment_id: str) -> ExperimentRecord:
         with self._begin(write=False) as conn:
             return self._get_experiment(conn, experiment_id)
+
+    def ask_context(self, experiment_id: str, now: float) -> AskContext:
+        s, m = suggestions, measurements
+        pending = (sa.select(s)
+                   .where(s.c.experiment_id == experiment_id, s.c.status == PENDING,
+                          sa.or_(s.c.expires_at.is_(None), s.c.expires_at > now))
+                   .order_by(s.c.created_at, s.c.batch, s.c.rank))
+        last = (sa.select(m).where(m.c.experiment_id == experiment_id)
+                .order_by(m.c.seq.desc()).limit(1))
+        with self._begin(write=False) as conn:
+            rec = self._get_experiment(conn, experiment_id)
+            rows = conn.execute(pending).all()
+            row = conn.execute(last).first()
+        return AskContext(rec, [_suggestion(r) for r in rows],
+                          _measurement(row) if row is not None else None)
 
     def list_experiments(self) -> list[ExperimentRecord]:
         e, m, s = experiments, measurements, suggestions

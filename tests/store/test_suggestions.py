@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from server.steering.errors import Conflict, UnknownSuggestion
+from server.steering.errors import Conflict, UnknownExperiment, UnknownSuggestion
 from server.store.base import ExperimentStatus, Store, SuggestionStatus
-from tests.store.factories import suggestion
+from tests.store.factories import measurement, suggestion
 
 
 def test_add_get_list(store: Store, experiment_id: str) -> None:
@@ -82,3 +82,22 @@ def test_nan_is_refused_alike(store: Store, experiment_id: str) -> None:
     with pytest.raises(ValueError, match="JSON"):
         store.add_suggestions(experiment_id, [suggestion(2), bad])
     assert store.list_suggestions(experiment_id) == []
+
+
+def test_ask_context_reads_what_an_ask_needs_in_one_snapshot(store: Store,
+                                                             experiment_id: str) -> None:
+    """The experiment, pending suggestions not yet expired (oldest first) and the newest
+    measurement; expired-but-unmarked, abandoned and measured suggestions are left out."""
+    empty = store.ask_context(experiment_id, now=1000.0)
+    assert empty.experiment.id == experiment_id and empty.pending == [] and empty.last is None
+
+    a, b, c, d = store.add_suggestions(experiment_id, [
+        suggestion(1, 2000.0), suggestion(2, 500.0), suggestion(3), suggestion(4, 2000.0)])
+    store.close_suggestion(experiment_id, d.id, SuggestionStatus.abandoned)
+    store.add_measurements(experiment_id, [measurement(5), measurement(6)])
+    ctx = store.ask_context(experiment_id, now=1000.0)
+    assert [s.id for s in ctx.pending] == [a.id, c.id]  # b is past its time, d abandoned
+    assert ctx.last is not None and ctx.last.seq == 2 and ctx.last.position["x"] == 6.0
+    assert ctx.experiment.n_measurements == 2
+    with pytest.raises(UnknownExperiment):
+        store.ask_context("nope", now=1000.0)
