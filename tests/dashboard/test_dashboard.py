@@ -159,3 +159,28 @@ def test_screenshot_of_an_experiment_view(page: Page, api: httpx.Client,
     path = ARTIFACTS / "experiment.png"
     p.screenshot(path=str(path), full_page=True)
     assert path.stat().st_size > 10_000
+
+
+def test_create_form_offers_every_choice_the_api_takes(page: Page, api: httpx.Client) -> None:
+    """The form's goal, acquisition and kernel menus list exactly the values of the API's
+    schema (plus "default" for the acquisition), so a new option cannot be forgotten."""
+    p = page.page
+    p.goto(page.url + "/")
+    schema = api.get("/openapi.json").json()["components"]["schemas"]
+    spec = next(v for k, v in schema.items() if "acquisition" in v.get("properties", {})
+                and "goal" in v.get("properties", {}))
+
+    def enum(field: str) -> set[str]:
+        prop = spec["properties"][field]
+        options = [prop, *prop.get("anyOf", []), *prop.get("allOf", [])]
+        for o in options:
+            if "$ref" in o:
+                o = schema[o["$ref"].rsplit("/", 1)[-1]]
+            if "enum" in o:
+                return set(o["enum"])
+        raise AssertionError(f"no enum for {field}: {prop}")
+
+    for field in ("goal", "acquisition", "kernel"):
+        shown = set(p.locator(f"form[name=create] select[name={field}] option")
+                    .evaluate_all("os => os.map((o) => o.value)")) - {""}
+        assert shown == enum(field), field

@@ -52,11 +52,13 @@ export function acquisitionSurface(spec, mean, std, measured) {
       }),
     };
   }
-  if (kind === "integrated_variance") {
+  if (kind === "integrated_variance" || kind === "gradient_variance") {
+    const weighted = kind === "gradient_variance"
+      ? " (the server also weights the map towards where the mean is steep)" : "";
     return { title: "≈ posterior std", name: "std", z: std.slice(),
       note: "Integrated variance needs posterior covariances the page does not have: the "
         + "acquisition map shows the posterior std, which ranks places the same way up to "
-        + "how much of the map a measurement there would inform." };
+        + `how much of the map a measurement there would inform${weighted}.` };
   }
   return { title: "posterior std", name: "std", z: std.slice() };
 }
