@@ -45,7 +45,6 @@ from server.store.base import (
     AskContext,
     ExperimentRecord,
     ExperimentStatus,
-    Lease,
     MeasurementRecord,
     NewMeasurement,
     NewSuggestion,
@@ -99,7 +98,7 @@ class SteeringService:
         self._load_lock = asyncio.Lock()
         self._refit_guard = threading.Lock()
         self._stopping = False
-        self._releases: set[threading.Thread] = set()  # ask locks of cancelled asks
+        self._asks: set[asyncio.Future[list[SuggestionRecord]]] = set()  # locked parts
 
     @property
     def engine_count(self) -> int:
@@ -124,14 +123,15 @@ class SteeringService:
 
     async def stop(self) -> None:
         """Stop background work; running refits are abandoned (their result is not needed)."""
-        # First: cancelling a queued refit runs its done-callback, which must not submit
+        # Asks in their locked part finish first: they give the database its locks back.
+        if self._asks:
+            await asyncio.wait(list(self._asks), timeout=10)
+        # Then: cancelling a queued refit runs its done-callback, which must not submit
         # again (submit waits on the lock that shutdown holds: a hang).
         with self._refit_guard:
             self._stopping = True
         self._refits.shutdown(wait=False, cancel_futures=True)
         self._compute.shutdown(wait=False, cancel_futures=True)
-        for t in self._releases:  # give the database its locks back before it is closed
-            await asyncio.to_thread(t.join, 5)
 
     async def _io(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
         """Run a blocking store call in the default thread pool."""
@@ -249,36 +249,36 @@ class SteeringService:
         q = live.spec.batch_size if n is None else n
         if not 1 <= q <= self.settings.max_suggestions:
             raise InvalidInput("n", f"must be in [1, {self.settings.max_suggestions}]")
-        async with live.ask_lock:
-            lease = await self._take_ask_lock(experiment_id)
-            try:
-                stored = await self._suggest_locked(experiment_id, live, q)
-            finally:
-                await self._io(lease.release)
+        # The locked part runs as a task of its own that a cancelled request (a client
+        # that hung up) does not interrupt: it always releases the cross-process lock, and
+        # its suggestions are stored as pending, as when only the reply is lost.
+        task = asyncio.ensure_future(self._ask_under_locks(experiment_id, live, q))
+        self._asks.add(task)  # the loop holds tasks weakly
+        task.add_done_callback(self._ask_done)
+        stored = await asyncio.shield(task)
         self.metrics.suggestions.inc(len(stored))
         self.metrics.suggest_seconds.observe(time.perf_counter() - t0)
         self.events.publish(experiment_id, "suggestions",
                             {"suggestions": [suggestion_json(s) for s in stored]})
         return stored
 
-    async def _take_ask_lock(self, experiment_id: str) -> Lease:
-        """The store's cross-process ask lock. Cancellation-safe: if the request is
-        cancelled while the lock is being taken, the lock is released once it is held
-        (a lost lease would hold the experiment until its connection died)."""
-        fut = asyncio.ensure_future(self._io(self.store.lock_asks, experiment_id,
-                                             self.settings.ask_lock_timeout_s))
-        try:
-            return await asyncio.shield(fut)
-        except asyncio.CancelledError:
-            def release(f: asyncio.Future[Lease]) -> None:
-                if not f.cancelled() and f.exception() is None:
-                    t = threading.Thread(target=f.result().release, daemon=True)
-                    self._releases = {r for r in self._releases if r.is_alive()} | {t}
-                    t.start()
-            fut.add_done_callback(release)
-            raise
-        except TimeoutError as exc:
-            raise Busy(str(exc), retry_after=1.0) from None
+    def _ask_done(self, task: asyncio.Future[list[SuggestionRecord]]) -> None:
+        self._asks.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: a caller that hung up does not need it
+
+    async def _ask_under_locks(self, experiment_id: str, live: _Live,
+                               q: int) -> list[SuggestionRecord]:
+        async with live.ask_lock:  # this process's asks, then every process's
+            try:
+                lease = await self._io(self.store.lock_asks, experiment_id,
+                                       self.settings.ask_lock_timeout_s)
+            except TimeoutError as exc:
+                raise Busy(str(exc), retry_after=1.0) from None
+            try:
+                return await self._suggest_locked(experiment_id, live, q)
+            finally:
+                await self._io(lease.release)
 
     async def _suggest_locked(self, experiment_id: str, live: _Live,
                               q: int) -> list[SuggestionRecord]:
