@@ -433,8 +433,8 @@ def own_server(database_url: str | None, in_process: bool) -> Iterator[str]:
         finally:
             proc.terminate()
             try:
-                # Everything acknowledged is committed already; a server whose shutdown
-                # hangs (a refit queued at exit can deadlock SteeringService.stop) is killed.
+                # Everything acknowledged is committed already; a server that does not
+                # stop within 10 s (a long refit in flight) is killed.
                 proc.wait(10)
             except subprocess.TimeoutExpired:
                 proc.kill()

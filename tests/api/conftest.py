@@ -6,6 +6,8 @@ PostgreSQL database is created fresh for the test session (tests/conftest.py).
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +17,7 @@ import pytest
 from server.live import LiveServer, free_port
 from server.settings import Settings
 
-__all__ = ["LiveServer", "free_port", "make_settings"]
+__all__ = ["LiveServer", "free_port", "make_settings", "recv_until"]
 
 
 def make_settings(database_url: str, tmp: Path, **overrides: object) -> Settings:
@@ -40,6 +42,15 @@ def live_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPat
 def client(live_server: LiveServer) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=live_server.url, timeout=60) as c:
         yield c
+
+
+def recv_until(ws, kind: str, timeout: float = 60) -> dict:  # noqa: ANN001
+    """The next event of type ``kind`` on a websocket (``websockets.sync``), skipping others."""
+    deadline = time.monotonic() + timeout
+    while True:
+        event = json.loads(ws.recv(timeout=max(0.01, deadline - time.monotonic())))
+        if event["type"] == kind:
+            return dict(event)
 
 
 SPEC = {

@@ -3,22 +3,13 @@
 from __future__ import annotations
 
 import json
-import time
 
 import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from tests.api.conftest import LiveServer
-
-
-def _recv_until(ws, kind: str, timeout: float = 60) -> dict:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while True:
-        event = json.loads(ws.recv(timeout=max(0.01, deadline - time.monotonic())))
-        if event["type"] == kind:
-            return event
+from tests.api.conftest import LiveServer, recv_until
 
 
 def test_events_follow_the_experiment(live_server: LiveServer, client: httpx.Client,
@@ -30,20 +21,20 @@ def test_events_follow_the_experiment(live_server: LiveServer, client: httpx.Cli
         hello = json.loads(ws.recv(timeout=10))
         assert hello["type"] == "hello" and hello["data"]["n_measurements"] == 0
         batch = client.post(f"{url}/suggestions", json={"n": 2}).json()["suggestions"]
-        ev = _recv_until(ws, "suggestions")
+        ev = recv_until(ws, "suggestions")
         assert [s["id"] for s in ev["data"]["suggestions"]] == [s["id"] for s in batch]
         items = [{"position": {"x": x, "y": y}, "values": {"intensity": x + y}}
                  for x in (1, 4, 8) for y in (-3, 0, 3)]
         client.post(f"{url}/measurements", json={"measurements": items})
-        ev = _recv_until(ws, "measurements")
+        ev = recv_until(ws, "measurements")
         assert len(ev["data"]["measurements"]) == 9
-        ev = _recv_until(ws, "refit")  # 9 points: the first fit runs in the background
+        ev = recv_until(ws, "refit")  # 9 points: the first fit runs in the background
         assert ev["data"]["n"] == 9 and "intensity" in ev["data"]["outputs"]
         client.delete(f"{url}/suggestions/{batch[0]['id']}")
-        ev = _recv_until(ws, "suggestion_closed")
+        ev = recv_until(ws, "suggestion_closed")
         assert ev["data"] == {"id": batch[0]["id"], "status": "abandoned"}
         client.patch(url, json={"status": "paused"})
-        assert _recv_until(ws, "status")["data"] == {"status": "paused"}
+        assert recv_until(ws, "status")["data"] == {"status": "paused"}
 
 
 def test_events_of_unknown_experiment_close(live_server: LiveServer) -> None:

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from websockets.sync.client import connect
 
-from tests.api.conftest import SPEC
+from tests.api.conftest import SPEC, recv_until
 from tests.api.processes import ServerProcess
 
 
@@ -51,14 +51,6 @@ def _tell(c: httpx.Client, url: str, points: list[tuple[float, float]], tag: str
         {"position": {"x": x, "y": y}, "values": {"intensity": _f(x, y)}, "key": f"{tag}-{i}"}
         for i, (x, y) in enumerate(points)]})
     assert r.status_code == 201, r.text
-
-
-def _recv_until(ws, kind: str, timeout: float = 15) -> dict:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while True:
-        event = json.loads(ws.recv(timeout=max(0.01, deadline - time.monotonic())))
-        if event["type"] == kind:
-            return event
 
 
 def test_asks_on_two_processes_never_share_a_spot(
@@ -124,12 +116,12 @@ def test_events_reach_websockets_of_both_processes(
             assert json.loads(wb.recv(timeout=10))["type"] == "hello"
             _tell(ca, path, [(2, 2), (4, -2)], "a")
             for ws in (wa, wb):  # told through A: both processes' clients hear it, once
-                ev = _recv_until(ws, "measurements")
+                ev = recv_until(ws, "measurements", 15)
                 assert [m["key"] for m in ev["data"]["measurements"]] == ["a-0", "a-1"]
             with httpx.Client(base_url=b.url, timeout=60) as cb:
                 batch = cb.post(f"{path}/suggestions", json={"n": 2}).json()["suggestions"]
             for ws in (wa, wb):
-                ev = _recv_until(ws, "suggestions")
+                ev = recv_until(ws, "suggestions", 15)
                 assert [s["id"] for s in ev["data"]["suggestions"]] == [s["id"] for s in batch]
             # No event arrives twice: after a marker event, nothing repeats what came before.
             ca.patch(path, json={"status": "paused"})

@@ -18,7 +18,7 @@ from benchmarks.load import (
 )
 from server.live import LiveServer
 from tests.api.conftest import make_settings
-from tests.faults.helpers import quiesce_refits, until
+from tests.faults.helpers import until
 from tests.faults.services import PrivatePostgres
 
 BEAMLINES = 4
@@ -28,10 +28,7 @@ async def test_postgres_restart_under_load(private_postgres: PrivatePostgres,
                                            tmp_path: Path) -> None:
     url = private_postgres.create_database("beamsteer")
     with LiveServer(make_settings(url, tmp_path)) as server:
-        try:
-            await _restart_under_load(server, private_postgres)
-        finally:
-            quiesce_refits(server.service)
+        await _restart_under_load(server, private_postgres)
 
 
 async def _restart_under_load(server: LiveServer, pg: PrivatePostgres) -> None:
