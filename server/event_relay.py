@@ -4,7 +4,7 @@ Every process publishes its own events on one channel (``<prefix>:events``) and 
 the others' to its websocket clients; each message names the process it came from, so a
 process never delivers its own event twice. One sender task publishes in order; if Redis
 is away, events wait in a bounded buffer and the oldest are dropped beyond it (events are
-notifications: the store keeps the data). The listener reconnects with backoff.
+notifications: the store keeps the data). Both reconnect with the queue's backoff.
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ import uuid
 from typing import Any
 
 from server.events import EventBus
+from server.queue.base import backoff  # the queue's reconnect schedule, for the same Redis
 
 log = logging.getLogger("beamsteer.events")
 
 BUFFER = 10_000  # events held while Redis is unreachable
-MAX_BACKOFF_S = 5.0
 
 
 class RedisEventRelay:
@@ -74,42 +74,42 @@ class RedisEventRelay:
         self._out.put_nowait(msg)
 
     async def _send_forever(self) -> None:
-        backoff = 0.1
+        failures = 0
         msg = await self._out.get()
         while True:
             try:
                 await self._pub.publish(self.channel, msg)
-                backoff = 0.1
+                failures = 0
                 msg = await self._out.get()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # Redis away: keep the message, retry later
+                failures += 1
+                wait = backoff(failures)
                 log.warning("event relay cannot publish; retrying",
-                            extra={"error": str(exc), "retry_s": backoff})
-                await asyncio.sleep(backoff)
-                backoff = min(MAX_BACKOFF_S, backoff * 2)
+                            extra={"error": str(exc), "retry_s": round(wait, 3)})
+                await asyncio.sleep(wait)
 
     async def _listen_forever(self) -> None:
-        backoff = 0.1
+        failures = 0
         while True:
             pubsub = self._sub.pubsub(ignore_subscribe_messages=True)
             try:
                 await pubsub.subscribe(self.channel)
                 self.subscribed.set()
-                backoff = 0.1
+                failures = 0
                 async for message in pubsub.listen():
                     self._on_message(message)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.warning("event relay lost Redis; reconnecting",
-                            extra={"error": str(exc), "retry_s": backoff})
+                log.warning("event relay lost Redis; reconnecting", extra={"error": str(exc)})
             finally:
                 self.subscribed.clear()
                 with contextlib.suppress(Exception):
                     await pubsub.aclose()
-            await asyncio.sleep(backoff)
-            backoff = min(MAX_BACKOFF_S, backoff * 2)
+            failures += 1
+            await asyncio.sleep(backoff(failures))
 
     def _on_message(self, message: dict[str, Any]) -> None:
         if message.get("type") != "message" or self._bus is None:
