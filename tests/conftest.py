@@ -63,6 +63,31 @@ def postgres_url() -> Iterator[str]:
             admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
 
 
+@pytest.fixture(scope="session")
+def new_database(postgres_url: str) -> Iterator[Callable[[], str]]:
+    """Makes further fresh PostgreSQL databases, for tests that must not share the
+    session's (``postgres_url`` decides skip or fail); all dropped after the session."""
+    from psycopg import sql
+    from sqlalchemy.engine import make_url
+
+    admin_url = os.environ.get("BEAMSTEER_TEST_POSTGRES_URL", POSTGRES_ADMIN_URL)
+    names: list[str] = []
+
+    def make() -> str:
+        name = f"beamsteer_test_{secrets.token_hex(6)}"
+        with _admin_connect(admin_url) as admin:
+            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        names.append(name)
+        return make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
+
+    yield make
+    with _admin_connect(admin_url) as admin:
+        for name in names:
+            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                          "WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
+            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+
+
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     """URL of a SQLite file that does not exist yet, in a directory that does not either."""

@@ -7,44 +7,18 @@ or its own PostgreSQL database, made for this package and dropped after it.
 
 from __future__ import annotations
 
-import os
-import secrets
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from psycopg import sql
-from sqlalchemy.engine import make_url
 
 from server.security import Scope
 from server.security.keys import issue_key
 from tests.api.conftest import SPEC, LiveServer, make_settings
-from tests.conftest import POSTGRES_ADMIN_URL, _admin_connect
 
 # Short, so that revocation tests wait little; long enough that the cache is exercised.
 AUTH_CACHE_S = 0.3
-
-
-@pytest.fixture(scope="session")
-def new_database(postgres_url: str) -> Iterator[Callable[[], str]]:
-    """Makes fresh PostgreSQL databases (``postgres_url`` decides skip or fail)."""
-    admin_url = os.environ.get("BEAMSTEER_TEST_POSTGRES_URL", POSTGRES_ADMIN_URL)
-    names: list[str] = []
-
-    def make() -> str:
-        name = f"beamsteer_sec_{secrets.token_hex(6)}"
-        with _admin_connect(admin_url) as admin:
-            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-        names.append(name)
-        return make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
-
-    yield make
-    with _admin_connect(admin_url) as admin:
-        for name in names:
-            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                          "WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
 
 
 ServerFactory = Callable[..., LiveServer]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -10,10 +10,18 @@ from server.store.base import Store, open_store
 from tests.store.factories import SPEC
 
 
+@pytest.fixture(scope="session")
+def store_postgres_url(new_database: Callable[[], str]) -> str:
+    """A PostgreSQL database of the store tests' own: ``expire_suggestions`` works across
+    experiments, and the API tests' live server expires the session database's every
+    0.2 s, which would take the store tests' suggestions before they do."""
+    return new_database()
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def store_url(request: pytest.FixtureRequest) -> str:
-    """URL of an empty SQLite file, or of the session's PostgreSQL database."""
-    fixture = {"sqlite": "sqlite_url", "postgresql": "postgres_url"}[request.param]
+    """URL of an empty SQLite file, or of the store tests' PostgreSQL database."""
+    fixture = {"sqlite": "sqlite_url", "postgresql": "store_postgres_url"}[request.param]
     url: str = request.getfixturevalue(fixture)
     return url
 

@@ -6,25 +6,21 @@ a new PostgreSQL database): the session's PostgreSQL database is shared with oth
 
 from __future__ import annotations
 
-import os
-import secrets
 import shutil
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from psycopg import sql
-from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.engine import Engine
 
 from server.store import migrate
 from server.store.base import ExperimentRecord, Store, open_store
 from server.store.engine import make_engine, sqlalchemy_url
 from server.store.schema import metadata
-from tests.conftest import POSTGRES_ADMIN_URL, _admin_connect
 from tests.store.factories import SPEC, measurement, suggestion
 
 # The tables of the first release, which made them with create_all before migrations.
@@ -58,19 +54,9 @@ def downgrade():
 
 
 @pytest.fixture
-def fresh_postgres_url(postgres_url: str) -> Iterator[str]:
-    """A PostgreSQL database of this test's own (``postgres_url`` decides skip or fail)."""
-    admin_url = os.environ.get("BEAMSTEER_TEST_POSTGRES_URL", POSTGRES_ADMIN_URL)
-    name = f"beamsteer_mig_{secrets.token_hex(6)}"
-    with _admin_connect(admin_url) as admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    try:
-        yield make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with _admin_connect(admin_url) as admin:
-            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                          "WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+def fresh_postgres_url(new_database: Callable[[], str]) -> str:
+    """A PostgreSQL database of this test's own (dropped after the session)."""
+    return new_database()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
