@@ -12,7 +12,9 @@ kill and restart (the shared ones above must never be stopped).
 from __future__ import annotations
 
 import os
+import re
 import secrets
+import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NoReturn
@@ -22,6 +24,59 @@ import pytest
 from tests.faults.services import PrivatePostgres, PrivateRedis, Unavailable
 
 POSTGRES_ADMIN_URL = "postgresql://postgres@127.0.0.1:5432/test"
+# Test databases are named after the process that made them, so that a later run can drop
+# those a killed run left behind: beamsteer_test_<pid>_<random>, with the host in a comment.
+_DB_PREFIX = "beamsteer_test_"
+_DB_NAME = re.compile(rf"{_DB_PREFIX}(\d+)_[0-9a-f]+")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        pass
+    return True
+
+
+def _create_database(admin) -> str:  # admin: an autocommit psycopg.Connection
+    from psycopg import sql
+
+    name = f"{_DB_PREFIX}{os.getpid()}_{secrets.token_hex(4)}"
+    admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    admin.execute(sql.SQL("COMMENT ON DATABASE {} IS {}").format(
+        sql.Identifier(name), sql.Literal(f"host={socket.gethostname()}")))
+    return name
+
+
+def _drop_database(admin, name: str) -> None:
+    from psycopg import sql
+
+    admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                  "WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
+    admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+
+
+def drop_orphaned_databases(admin) -> list[str]:
+    """Drop the test databases of runs that died on this host: made here (their comment),
+    by a process that no longer exists, with nobody connected. Other hosts' and live
+    runs' databases are never touched."""
+    from psycopg import sql
+
+    rows = admin.execute(
+        "SELECT d.datname, shobj_description(d.oid, 'pg_database'), "
+        "(SELECT count(*) FROM pg_stat_activity a WHERE a.datname = d.datname) "
+        "FROM pg_database d WHERE d.datname LIKE %s", (_DB_PREFIX + "%",)).fetchall()
+    dropped = []
+    for name, comment, connected in rows:
+        m = _DB_NAME.fullmatch(name)
+        if (m is None or comment != f"host={socket.gethostname()}" or connected
+                or _alive(int(m.group(1)))):
+            continue
+        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+        dropped.append(name)
+    return dropped
 
 
 def _admin_connect(admin_url: str):  # -> psycopg.Connection
@@ -38,7 +93,6 @@ def _admin_connect(admin_url: str):  # -> psycopg.Connection
 def postgres_url() -> Iterator[str]:
     """URL of a fresh PostgreSQL database, dropped after the session."""
     import psycopg
-    from psycopg import sql
     from sqlalchemy.engine import make_url
 
     admin_url = os.environ.get("BEAMSTEER_TEST_POSTGRES_URL", POSTGRES_ADMIN_URL)
@@ -50,42 +104,36 @@ def postgres_url() -> Iterator[str]:
             pytest.fail(f"PostgreSQL at {shown} does not answer: {exc}")
         pytest.skip(f"PostgreSQL at {shown} does not answer "
                     f"(set BEAMSTEER_TEST_POSTGRES_URL): {exc}".strip())
-    name = f"beamsteer_test_{secrets.token_hex(6)}"
     with admin:
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        drop_orphaned_databases(admin)
+        name = _create_database(admin)
     url = make_url(admin_url).set(database=name).render_as_string(hide_password=False)
     try:
         yield url
     finally:
         with _admin_connect(admin_url) as admin:
-            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                          "WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+            _drop_database(admin, name)
 
 
 @pytest.fixture(scope="session")
 def new_database(postgres_url: str) -> Iterator[Callable[[], str]]:
     """Makes further fresh PostgreSQL databases, for tests that must not share the
     session's (``postgres_url`` decides skip or fail); all dropped after the session."""
-    from psycopg import sql
     from sqlalchemy.engine import make_url
 
     admin_url = os.environ.get("BEAMSTEER_TEST_POSTGRES_URL", POSTGRES_ADMIN_URL)
     names: list[str] = []
 
     def make() -> str:
-        name = f"beamsteer_test_{secrets.token_hex(6)}"
         with _admin_connect(admin_url) as admin:
-            admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+            name = _create_database(admin)
         names.append(name)
         return make_url(postgres_url).set(database=name).render_as_string(hide_password=False)
 
     yield make
     with _admin_connect(admin_url) as admin:
         for name in names:
-            admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                          "WHERE datname = %s AND pid <> pg_backend_pid()", (name,))
-            admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
+            _drop_database(admin, name)
 
 
 @pytest.fixture
