@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -81,6 +82,44 @@ def kernel_matrix(kernel: str, A: Tensor, B: Tensor, lengthscale: Tensor,
     else:
         k = _correlation_inplace(kernel, a, b)
     return k * outputscale if outputscale != 1.0 else k
+
+
+def kernel_with_gradient(kernel: str, A: Tensor, x: Tensor, lengthscale: Tensor,
+                         outputscale: float = 1.0) -> tuple[Tensor, Tensor]:
+    """Covariance ``k(A, x)`` and its gradient in ``x``, analytically (no autograd).
+
+    ``dk(a, x)/dx = -outputscale * g(r) (x - a) / l^2`` with ``g = k`` (RBF),
+    ``5/3 (1 + s) e^-s`` (Matern 5/2, ``s = sqrt5 r``) or ``3 e^-s`` (Matern 3/2,
+    ``s = sqrt3 r``), as in :meth:`ExactGP.mean_gradient`.
+
+    Args:
+        kernel: ``"matern52"``, ``"matern32"`` or ``"rbf"``.
+        A: ``n x d`` points.
+        x: ``b x d`` points.
+        lengthscale: ``d`` lengthscales.
+        outputscale: Prior variance multiplying the correlation.
+
+    Returns:
+        ``(K, G)``: ``K`` is ``n x b``; ``G`` is ``n x b x d`` with ``G[i, j] = dK[i, j]/dx_j``.
+    """
+    u = (x.unsqueeze(0) - A.unsqueeze(1)) / lengthscale  # n x b x d, lengthscale units
+    r2 = u.square().sum(-1).clamp_min_(1e-30)
+    if kernel == "rbf":
+        k = r2.mul_(-0.5).exp_()
+        g = k
+    elif kernel in ("matern52", "matern32"):
+        s = r2.sqrt_().mul_(math.sqrt(5.0) if kernel == "matern52" else math.sqrt(3.0))
+        e = torch.neg(s).exp_()
+        if kernel == "matern52":
+            k = (s.square().div(3.0).add_(s).add_(1.0)).mul_(e)
+            g = s.add(1.0).mul_(e).mul_(5.0 / 3.0)
+        else:
+            k = s.add(1.0).mul_(e)
+            g = e.mul_(3.0)
+    else:
+        raise ValueError(f"unknown kernel {kernel!r}")
+    G = u.div_(lengthscale).mul_(g.unsqueeze(-1)).mul_(-outputscale)
+    return (k * outputscale if outputscale != 1.0 else k), G
 
 
 def _sq_dist(a: Tensor, b: Tensor) -> Tensor:
@@ -417,6 +456,23 @@ class ExactGP:
         return self.y - (self.noise + self.jitter) * alpha
 
 
+class _StatsAt(torch.autograd.Function):
+    """``Fantasies.at`` with the analytic gradients of :meth:`Fantasies.stats_with_jacobian`."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, fant: Fantasies) -> tuple[Tensor, Tensor, Tensor]:
+        mean, var, czsq, dmean, dvar, dczsq = fant.stats_with_jacobian(x.detach())
+        ctx.save_for_backward(dmean, dvar, dczsq)
+        return mean, var, czsq
+
+    @staticmethod
+    def backward(ctx: Any, g_mean: Tensor, g_var: Tensor, g_czsq: Tensor
+                 ) -> tuple[Tensor, None]:
+        dmean, dvar, dczsq = ctx.saved_tensors
+        grad = g_mean.unsqueeze(-1) * dmean + g_var.unsqueeze(-1) * dvar
+        return grad + g_czsq.unsqueeze(-1) * dczsq, None
+
+
 class Fantasies:
     """Posterior at fixed points ``P``, conditioned on fantasy observations one at a time.
 
@@ -530,6 +586,11 @@ class Fantasies:
     def at(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
         """Conditioned posterior at arbitrary points; differentiable in ``x``.
 
+        With gradients wanted, the derivatives of the three statistics are computed
+        analytically in the same pass (:meth:`stats_with_jacobian`) and autograd only
+        chains them through the acquisition: the polish's evaluations are small, so the
+        cost is the number of torch calls, and autograd's backward doubled it.
+
         Args:
             x: ``b x d`` normalized points.
 
@@ -538,9 +599,60 @@ class Fantasies:
             the squared posterior covariance with the integration points, summed over them
             and divided by ``nz_total``.
         """
+        if x.requires_grad and torch.is_grad_enabled():
+            mean, var, czsq = _StatsAt.apply(x, self)
+            return mean, var, (None if self.Z is None else czsq)
         mean, var, cov_z, _ = self._at(x)
         czsq = None if cov_z is None else self._weigh(cov_z.pow(2)) / self.nz_total
         return mean, var, czsq
+
+    def stats_with_jacobian(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor,
+                                                       Tensor, Tensor]:
+        """:meth:`at`'s statistics and their gradients in ``x``, analytically.
+
+        Every statistic at point ``j`` depends on ``x_j`` only, so each Jacobian is ``b x d``.
+        The ``d`` derivative columns of each point travel through the same linear algebra
+        as its covariance column (one triangular solve with ``b (1 + d)`` columns).
+
+        Args:
+            x: ``b x d`` normalized points (not differentiated through).
+
+        Returns:
+            ``(mean, var, czsq, dmean, dvar, dczsq)``: three ``b`` vectors (``czsq`` zero
+            without integration points), then three ``b x d`` gradients.
+        """
+        gp, (b, d) = self.gp, x.shape
+        kern, ls, os_ = gp.hp.kernel, gp.lengthscale, gp.hp.outputscale
+
+        def columns(A: Tensor) -> Tensor:  # [k(A, x), dk(A, x)/dx] as len(A) x b (1 + d)
+            K, G = kernel_with_gradient(kern, A, x, ls, os_)
+            return torch.cat([K, G.reshape(len(A), b * d)], 1)
+
+        WR = gp.chol.solve(columns(gp.X))  # n x b (1 + d): L^{-1} [k, dk]
+        wx, dwx = WR[:, :b], WR[:, b:].reshape(-1, b, d)
+        mean = gp.hp.mean_constant + wx.T @ gp.v
+        dmean = (WR[:, b:].T @ gp.v).reshape(b, d)
+        var = os_ - wx.square().sum(0)
+        dvar = (wx.unsqueeze(-1) * dwx).sum(0).mul_(-2.0)
+        UR = None
+        if self.n_fantasies:
+            UR = torch.linalg.solve_triangular(self.Df, columns(self.Xf) - self.Wf.T @ WR,
+                                               upper=False)  # F x b (1 + d)
+            ux, dux = UR[:, :b], UR[:, b:].reshape(-1, b, d)
+            var = var - ux.square().sum(0)
+            dvar = dvar - 2.0 * (ux.unsqueeze(-1) * dux).sum(0)
+        dvar = dvar * (var >= VAR_FLOOR).unsqueeze(-1)
+        var = var.clamp_min(VAR_FLOOR)
+        czsq, dczsq = x.new_zeros(b), x.new_zeros(b, d)
+        if self.Z is not None and len(self.Z):
+            CZ = columns(self.Z) - self.W.tmatmul(WR, slice(self.M, None))  # Nz x b (1 + d)
+            if UR is not None:
+                CZ = CZ - self.U[:, self.M:].T @ UR
+            cz = CZ[:, :b]
+            czsq = self._weigh(cz.square()) / self.nz_total
+            prod = (cz.unsqueeze(-1) * CZ[:, b:].reshape(-1, b, d)).reshape(-1, b * d)
+            dczsq = self._weigh(prod).reshape(b, d) * (2.0 / self.nz_total)
+        return mean, var, czsq, dmean, dvar, dczsq
 
     def condition(self, x: Tensor) -> float:
         """Condition on a fantasy observation at ``x`` (shape ``d``), in place.
