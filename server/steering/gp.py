@@ -85,12 +85,13 @@ def kernel_matrix(kernel: str, A: Tensor, B: Tensor, lengthscale: Tensor,
 
 
 def kernel_with_gradient(kernel: str, A: Tensor, x: Tensor, lengthscale: Tensor,
-                         outputscale: float = 1.0) -> tuple[Tensor, Tensor]:
+                         outputscale: float = 1.0) -> Tensor:
     """Covariance ``k(A, x)`` and its gradient in ``x``, analytically (no autograd).
 
     ``dk(a, x)/dx = -outputscale * g(r) (x - a) / l^2`` with ``g = k`` (RBF),
     ``5/3 (1 + s) e^-s`` (Matern 5/2, ``s = sqrt5 r``) or ``3 e^-s`` (Matern 3/2,
-    ``s = sqrt3 r``), as in :meth:`ExactGP.mean_gradient`.
+    ``s = sqrt3 r``), as in :meth:`ExactGP.mean_gradient`. Written for small ``b`` (the
+    polish): the cost is the number of torch calls, so there are few.
 
     Args:
         kernel: ``"matern52"``, ``"matern32"`` or ``"rbf"``.
@@ -100,26 +101,37 @@ def kernel_with_gradient(kernel: str, A: Tensor, x: Tensor, lengthscale: Tensor,
         outputscale: Prior variance multiplying the correlation.
 
     Returns:
-        ``(K, G)``: ``K`` is ``n x b``; ``G`` is ``n x b x d`` with ``G[i, j] = dK[i, j]/dx_j``.
+        ``n x b x (1 + d)``: ``[i, j, 0] = k(A_i, x_j)``, ``[i, j, 1:] = dk(A_i, x_j)/dx_j``.
     """
-    u = (x.unsqueeze(0) - A.unsqueeze(1)) / lengthscale  # n x b x d, lengthscale units
-    r2 = u.square().sum(-1).clamp_min_(1e-30)
+    u = (x / lengthscale).unsqueeze(0) - (A / lengthscale).unsqueeze(1)  # n x b x d
+    return kernel_with_gradient_of(kernel, u, lengthscale, outputscale)
+
+
+def kernel_with_gradient_of(kernel: str, u: Tensor, lengthscale: Tensor,
+                            outputscale: float = 1.0) -> Tensor:
+    """:func:`kernel_with_gradient` from the differences ``u = (x - a) / l`` (``... x d``,
+    any batch shape; overwritten); returns ``... x (1 + d)``."""
+    r = torch.linalg.vector_norm(u, dim=-1)
     if kernel == "rbf":
-        k = r2.mul_(-0.5).exp_()
+        k = r.square_().mul_(-0.5).exp_()
         g = k
-    elif kernel in ("matern52", "matern32"):
-        s = r2.sqrt_().mul_(math.sqrt(5.0) if kernel == "matern52" else math.sqrt(3.0))
+    elif kernel == "matern52":
+        s = r.mul_(math.sqrt(5.0))
         e = torch.neg(s).exp_()
-        if kernel == "matern52":
-            k = (s.square().div(3.0).add_(s).add_(1.0)).mul_(e)
-            g = s.add(1.0).mul_(e).mul_(5.0 / 3.0)
-        else:
-            k = s.add(1.0).mul_(e)
-            g = e.mul_(3.0)
+        g = (s + 1.0).mul_(e)  # (1 + s) e^-s
+        k = torch.addcmul(g, s.square(), e, value=1.0 / 3.0)  # (1 + s + s^2/3) e^-s
+        g = g.mul_(5.0 / 3.0)
+    elif kernel == "matern32":
+        s = r.mul_(math.sqrt(3.0))
+        e = torch.neg(s).exp_()
+        k = (s + 1.0).mul_(e)
+        g = e.mul_(3.0)
     else:
         raise ValueError(f"unknown kernel {kernel!r}")
-    G = u.div_(lengthscale).mul_(g.unsqueeze(-1)).mul_(-outputscale)
-    return (k * outputscale if outputscale != 1.0 else k), G
+    scale = torch.cat([lengthscale.new_ones(1), -1.0 / lengthscale])
+    if outputscale != 1.0:
+        scale = scale * outputscale
+    return torch.cat([k.unsqueeze(-1), u.mul_(g.unsqueeze(-1))], -1).mul_(scale)
 
 
 def _sq_dist(a: Tensor, b: Tensor) -> Tensor:
@@ -611,8 +623,10 @@ class Fantasies:
         """:meth:`at`'s statistics and their gradients in ``x``, analytically.
 
         Every statistic at point ``j`` depends on ``x_j`` only, so each Jacobian is ``b x d``.
-        The ``d`` derivative columns of each point travel through the same linear algebra
-        as its covariance column (one triangular solve with ``b (1 + d)`` columns).
+        Each point brings ``1 + d`` columns, its covariance and its ``d`` derivatives,
+        through the same linear algebra (one triangular solve with ``b (1 + d)`` columns),
+        and a squared norm and its gradient come out of one product of the columns with
+        the first of their group.
 
         Args:
             x: ``b x d`` normalized points (not differentiated through).
@@ -623,36 +637,35 @@ class Fantasies:
         """
         gp, (b, d) = self.gp, x.shape
         kern, ls, os_ = gp.hp.kernel, gp.lengthscale, gp.hp.outputscale
+        c = 1 + d
 
-        def columns(A: Tensor) -> Tensor:  # [k(A, x), dk(A, x)/dx] as len(A) x b (1 + d)
-            K, G = kernel_with_gradient(kern, A, x, ls, os_)
-            return torch.cat([K, G.reshape(len(A), b * d)], 1)
+        def squares(R: Tensor) -> Tensor:  # rows of groups [w, dw] -> [w^2, w dw] per row
+            R3 = R.reshape(R.shape[0], b, c)
+            return (R3 * R3[..., :1]).reshape(R.shape[0], b * c)
 
-        WR = gp.chol.solve(columns(gp.X))  # n x b (1 + d): L^{-1} [k, dk]
-        wx, dwx = WR[:, :b], WR[:, b:].reshape(-1, b, d)
-        mean = gp.hp.mean_constant + wx.T @ gp.v
-        dmean = (WR[:, b:].T @ gp.v).reshape(b, d)
-        var = os_ - wx.square().sum(0)
-        dvar = (wx.unsqueeze(-1) * dwx).sum(0).mul_(-2.0)
+        WR = gp.chol.solve(kernel_with_gradient(kern, gp.X, x, ls, os_).reshape(-1, b * c))
+        md = (WR.T @ gp.v).reshape(b, c)  # [w.v, dw.v]
+        q = squares(WR).sum(0).reshape(b, c)
         UR = None
         if self.n_fantasies:
-            UR = torch.linalg.solve_triangular(self.Df, columns(self.Xf) - self.Wf.T @ WR,
-                                               upper=False)  # F x b (1 + d)
-            ux, dux = UR[:, :b], UR[:, b:].reshape(-1, b, d)
-            var = var - ux.square().sum(0)
-            dvar = dvar - 2.0 * (ux.unsqueeze(-1) * dux).sum(0)
-        dvar = dvar * (var >= VAR_FLOOR).unsqueeze(-1)
-        var = var.clamp_min(VAR_FLOOR)
+            F = self.n_fantasies
+            CF = kernel_with_gradient(kern, self.Xf, x, ls, os_).reshape(F, b * c) \
+                - self.Wf.T @ WR
+            UR = torch.linalg.solve_triangular(self.Df, CF, upper=False)  # F x b (1 + d)
+            q = q + squares(UR).sum(0).reshape(b, c)
+        var = os_ - q[:, 0]
+        dvar = q[:, 1:] * (-2.0 * (var >= VAR_FLOOR)).unsqueeze(-1)
         czsq, dczsq = x.new_zeros(b), x.new_zeros(b, d)
         if self.Z is not None and len(self.Z):
-            CZ = columns(self.Z) - self.W.tmatmul(WR, slice(self.M, None))  # Nz x b (1 + d)
+            Nz = len(self.Z)
+            CZ = kernel_with_gradient(kern, self.Z, x, ls, os_).reshape(Nz, b * c) \
+                - self.W.tmatmul(WR, slice(self.M, None))
             if UR is not None:
                 CZ = CZ - self.U[:, self.M:].T @ UR
-            cz = CZ[:, :b]
-            czsq = self._weigh(cz.square()) / self.nz_total
-            prod = (cz.unsqueeze(-1) * CZ[:, b:].reshape(-1, b, d)).reshape(-1, b * d)
-            dczsq = self._weigh(prod).reshape(b, d) * (2.0 / self.nz_total)
-        return mean, var, czsq, dmean, dvar, dczsq
+            z = (self._weigh(squares(CZ)) / self.nz_total).reshape(b, c)
+            czsq, dczsq = z[:, 0], 2.0 * z[:, 1:]
+        return (gp.hp.mean_constant + md[:, 0], var.clamp_min(VAR_FLOOR), czsq, md[:, 1:],
+                dvar, dczsq)
 
     def condition(self, x: Tensor) -> float:
         """Condition on a fantasy observation at ``x`` (shape ``d``), in place.
