@@ -54,13 +54,20 @@ class LocalGPs:
         self.Uz = X.new_zeros(b, 0, 0 if Z is None else Z.shape[1])  # fantasy rows at Z
 
     @classmethod
-    def build(cls, gp: Any, starts: Tensor, k: int, fant: Any) -> LocalGPs | None:
+    def build(cls, gp: Any, starts: Tensor, near: Any, fant: Any) -> LocalGPs | None:
         """Models around ``starts`` (``b x d``) from the full posterior ``gp`` (an
         :class:`~server.steering.gp.ExactGP` or a tiled one: ``X``, ``y``, ``noise``, ``hp``,
         ``lengthscale``) and its fantasy state ``fant`` (``Z``, ``weights``, ``nz_total``,
-        ``noise``, ``Xf``); ``None`` if a factor needs jitter (the caller falls back)."""
+        ``noise``, ``Xf``); ``None`` if a factor needs jitter (the caller falls back).
+
+        Args:
+            gp: The full posterior.
+            starts: ``b x d`` normalized points.
+            near: ``torch.topk`` of the distances (lengthscale units) from the starts to
+                ``gp.X``: the ``k`` nearest training points of each start (``b x k``).
+            fant: The fantasy state of the acquisition.
+        """
         ls, hp = gp.lengthscale, gp.hp
-        near = torch.topk(torch.cdist(starts / ls, gp.X / ls), k, largest=False)
         idx = near.indices  # b x k
         X = gp.X[idx]
         K = kernel_matrix(hp.kernel, X, X, ls, hp.outputscale)

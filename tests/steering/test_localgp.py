@@ -34,14 +34,14 @@ def test_each_model_equals_a_local_gp_of_its_neighbourhood(kernel: str, case: st
         fant.condition(x)
     scorer = Scorer("variance" if Z is None else "integrated_variance", fant, noise=1e-3)
     starts = torch.rand(3, 2, generator=g, dtype=D).numpy()
-    batch = LocalGPs.build(gp, torch.as_tensor(starts), opt.LOCAL_POINTS[0], fant)
+    ls, k = gp.lengthscale, opt.LOCAL_POINTS[0]
+    S = torch.as_tensor(starts)
+    near = torch.topk(torch.cdist(S / ls, X / ls), k, largest=False)
+    batch = LocalGPs.build(gp, S, near, fant)
     assert batch is not None
     x = torch.as_tensor(starts + 0.01).requires_grad_(True)
     values = scorer.rebind(batch).at(x)  # type: ignore[arg-type]
     (grad,) = torch.autograd.grad(values.sum(), x)
-    ls, k = gp.lengthscale, opt.LOCAL_POINTS[0]
-    S = torch.as_tensor(starts)
-    near = torch.topk(torch.cdist(S / ls, X / ls), k, largest=False)
     reach = near.values[:, -1].max()  # the union model's reach, shared by the models
     for j in range(3):
         idx = near.indices[j]
