@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -81,6 +82,56 @@ def kernel_matrix(kernel: str, A: Tensor, B: Tensor, lengthscale: Tensor,
     else:
         k = _correlation_inplace(kernel, a, b)
     return k * outputscale if outputscale != 1.0 else k
+
+
+def kernel_with_gradient(kernel: str, A: Tensor, x: Tensor, lengthscale: Tensor,
+                         outputscale: float = 1.0) -> Tensor:
+    """Covariance ``k(A, x)`` and its gradient in ``x``, analytically (no autograd).
+
+    ``dk(a, x)/dx = -outputscale * g(r) (x - a) / l^2`` with ``g = k`` (RBF),
+    ``5/3 (1 + s) e^-s`` (Matern 5/2, ``s = sqrt5 r``) or ``3 e^-s`` (Matern 3/2,
+    ``s = sqrt3 r``), as in :meth:`ExactGP.mean_gradient`. Written for small ``b`` (the
+    polish): the cost is the number of torch calls, so there are few.
+
+    Args:
+        kernel: ``"matern52"``, ``"matern32"`` or ``"rbf"``.
+        A: ``n x d`` points.
+        x: ``b x d`` points.
+        lengthscale: ``d`` lengthscales.
+        outputscale: Prior variance multiplying the correlation.
+
+    Returns:
+        ``n x b x (1 + d)``: ``[i, j, 0] = k(A_i, x_j)``, ``[i, j, 1:] = dk(A_i, x_j)/dx_j``.
+    """
+    u = (x / lengthscale).unsqueeze(0) - (A / lengthscale).unsqueeze(1)  # n x b x d
+    return kernel_with_gradient_of(kernel, u, lengthscale, outputscale)
+
+
+def kernel_with_gradient_of(kernel: str, u: Tensor, lengthscale: Tensor,
+                            outputscale: float = 1.0) -> Tensor:
+    """:func:`kernel_with_gradient` from the differences ``u = (x - a) / l`` (``... x d``,
+    any batch shape; overwritten); returns ``... x (1 + d)``."""
+    r = torch.linalg.vector_norm(u, dim=-1)
+    if kernel == "rbf":
+        k = r.square_().mul_(-0.5).exp_()
+        g = k
+    elif kernel == "matern52":
+        s = r.mul_(math.sqrt(5.0))
+        e = torch.neg(s).exp_()
+        g = (s + 1.0).mul_(e)  # (1 + s) e^-s
+        k = torch.addcmul(g, s.square(), e, value=1.0 / 3.0)  # (1 + s + s^2/3) e^-s
+        g = g.mul_(5.0 / 3.0)
+    elif kernel == "matern32":
+        s = r.mul_(math.sqrt(3.0))
+        e = torch.neg(s).exp_()
+        k = (s + 1.0).mul_(e)
+        g = e.mul_(3.0)
+    else:
+        raise ValueError(f"unknown kernel {kernel!r}")
+    scale = torch.cat([lengthscale.new_ones(1), -1.0 / lengthscale])
+    if outputscale != 1.0:
+        scale = scale * outputscale
+    return torch.cat([k.unsqueeze(-1), u.mul_(g.unsqueeze(-1))], -1).mul_(scale)
 
 
 def _sq_dist(a: Tensor, b: Tensor) -> Tensor:
@@ -417,6 +468,23 @@ class ExactGP:
         return self.y - (self.noise + self.jitter) * alpha
 
 
+class _StatsAt(torch.autograd.Function):
+    """``Fantasies.at`` with the analytic gradients of :meth:`Fantasies.stats_with_jacobian`."""
+
+    @staticmethod
+    def forward(ctx: Any, x: Tensor, fant: Fantasies) -> tuple[Tensor, Tensor, Tensor]:
+        mean, var, czsq, dmean, dvar, dczsq = fant.stats_with_jacobian(x.detach())
+        ctx.save_for_backward(dmean, dvar, dczsq)
+        return mean, var, czsq
+
+    @staticmethod
+    def backward(ctx: Any, g_mean: Tensor, g_var: Tensor, g_czsq: Tensor
+                 ) -> tuple[Tensor, None]:
+        dmean, dvar, dczsq = ctx.saved_tensors
+        grad = g_mean.unsqueeze(-1) * dmean + g_var.unsqueeze(-1) * dvar
+        return grad + g_czsq.unsqueeze(-1) * dczsq, None
+
+
 class Fantasies:
     """Posterior at fixed points ``P``, conditioned on fantasy observations one at a time.
 
@@ -530,6 +598,11 @@ class Fantasies:
     def at(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor | None]:
         """Conditioned posterior at arbitrary points; differentiable in ``x``.
 
+        With gradients wanted, the derivatives of the three statistics are computed
+        analytically in the same pass (:meth:`stats_with_jacobian`) and autograd only
+        chains them through the acquisition: the polish's evaluations are small, so the
+        cost is the number of torch calls, and autograd's backward doubled it.
+
         Args:
             x: ``b x d`` normalized points.
 
@@ -538,9 +611,61 @@ class Fantasies:
             the squared posterior covariance with the integration points, summed over them
             and divided by ``nz_total``.
         """
+        if x.requires_grad and torch.is_grad_enabled():
+            mean, var, czsq = _StatsAt.apply(x, self)
+            return mean, var, (None if self.Z is None else czsq)
         mean, var, cov_z, _ = self._at(x)
         czsq = None if cov_z is None else self._weigh(cov_z.pow(2)) / self.nz_total
         return mean, var, czsq
+
+    def stats_with_jacobian(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor,
+                                                       Tensor, Tensor]:
+        """:meth:`at`'s statistics and their gradients in ``x``, analytically.
+
+        Every statistic at point ``j`` depends on ``x_j`` only, so each Jacobian is ``b x d``.
+        Each point brings ``1 + d`` columns, its covariance and its ``d`` derivatives,
+        through the same linear algebra (one triangular solve with ``b (1 + d)`` columns),
+        and a squared norm and its gradient come out of one product of the columns with
+        the first of their group.
+
+        Args:
+            x: ``b x d`` normalized points (not differentiated through).
+
+        Returns:
+            ``(mean, var, czsq, dmean, dvar, dczsq)``: three ``b`` vectors (``czsq`` zero
+            without integration points), then three ``b x d`` gradients.
+        """
+        gp, (b, d) = self.gp, x.shape
+        kern, ls, os_ = gp.hp.kernel, gp.lengthscale, gp.hp.outputscale
+        c = 1 + d
+
+        def squares(R: Tensor) -> Tensor:  # rows of groups [w, dw] -> [w^2, w dw] per row
+            R3 = R.reshape(R.shape[0], b, c)
+            return (R3 * R3[..., :1]).reshape(R.shape[0], b * c)
+
+        WR = gp.chol.solve(kernel_with_gradient(kern, gp.X, x, ls, os_).reshape(-1, b * c))
+        md = (WR.T @ gp.v).reshape(b, c)  # [w.v, dw.v]
+        q = squares(WR).sum(0).reshape(b, c)
+        UR = None
+        if self.n_fantasies:
+            F = self.n_fantasies
+            CF = kernel_with_gradient(kern, self.Xf, x, ls, os_).reshape(F, b * c) \
+                - self.Wf.T @ WR
+            UR = torch.linalg.solve_triangular(self.Df, CF, upper=False)  # F x b (1 + d)
+            q = q + squares(UR).sum(0).reshape(b, c)
+        var = os_ - q[:, 0]
+        dvar = q[:, 1:] * (-2.0 * (var >= VAR_FLOOR)).unsqueeze(-1)
+        czsq, dczsq = x.new_zeros(b), x.new_zeros(b, d)
+        if self.Z is not None and len(self.Z):
+            Nz = len(self.Z)
+            CZ = kernel_with_gradient(kern, self.Z, x, ls, os_).reshape(Nz, b * c) \
+                - self.W.tmatmul(WR, slice(self.M, None))
+            if UR is not None:
+                CZ = CZ - self.U[:, self.M:].T @ UR
+            z = (self._weigh(squares(CZ)) / self.nz_total).reshape(b, c)
+            czsq, dczsq = z[:, 0], 2.0 * z[:, 1:]
+        return (gp.hp.mean_constant + md[:, 0], var.clamp_min(VAR_FLOOR), czsq, md[:, 1:],
+                dvar, dczsq)
 
     def condition(self, x: Tensor) -> float:
         """Condition on a fantasy observation at ``x`` (shape ``d``), in place.

@@ -191,6 +191,28 @@ def _n_pending() -> sa.ScalarSelect[int]:
             .scalar_subquery())
 
 
+# Statements of the hot paths (an ask and its lookups), built once with bound parameters:
+# building a select and its cache key costs more than SQLite takes to run it.
+_EID = sa.bindparam("eid")
+_GET_EXPERIMENT = (sa.select(experiments, _n_measurements().label("n_measurements"),
+                             _n_pending().label("n_pending"))
+                   .where(experiments.c.id == _EID))
+_EXPERIMENT_STATUS_FOR_UPDATE = (sa.select(experiments.c.status)
+                                 .where(experiments.c.id == _EID).with_for_update())
+_EXPERIMENT_EXISTS = sa.select(experiments.c.id).where(experiments.c.id == _EID)
+_TOUCH_EXPERIMENT = (experiments.update().where(experiments.c.id == _EID)
+                     .values(updated_at=sa.bindparam("now")))
+_PENDING_UNEXPIRED = (
+    sa.select(suggestions)
+    .where(suggestions.c.experiment_id == _EID, suggestions.c.status == PENDING,
+           sa.or_(suggestions.c.expires_at.is_(None),
+                  suggestions.c.expires_at > sa.bindparam("now")))
+    .order_by(suggestions.c.created_at, suggestions.c.batch, suggestions.c.rank))
+_LAST_MEASUREMENT = (sa.select(measurements).where(measurements.c.experiment_id == _EID)
+                     .order_by(measurements.c.seq.desc()).limit(1))
+_INSERT_SUGGESTIONS = suggestions.insert()
+
+
 @register_store("sqlite", "postgresql")
 class SQLStore:
     """The :class:`~server.store.base.Store` on SQLite or PostgreSQL.
@@ -301,24 +323,18 @@ class SQLStore:
 
     def _lock_experiment(self, conn: Connection, experiment_id: str) -> str:
         """Lock the experiment row until commit (a no-op on SQLite); return its status."""
-        e = experiments
-        status = conn.execute(sa.select(e.c.status).where(e.c.id == experiment_id)
-                              .with_for_update()).scalar_one_or_none()
+        status = conn.execute(_EXPERIMENT_STATUS_FOR_UPDATE,
+                              {"eid": experiment_id}).scalar_one_or_none()
         if status is None:
             raise UnknownExperiment(experiment_id)
         return str(status)
 
     def _require_experiment(self, conn: Connection, experiment_id: str) -> None:
-        e = experiments
-        if conn.execute(sa.select(e.c.id).where(e.c.id == experiment_id)).first() is None:
+        if conn.execute(_EXPERIMENT_EXISTS, {"eid": experiment_id}).first() is None:
             raise UnknownExperiment(experiment_id)
 
     def _get_experiment(self, conn: Connection, experiment_id: str) -> ExperimentRecord:
-        row = conn.execute(
-            sa.select(experiments, _n_measurements().label("n_measurements"),
-                      _n_pending().label("n_pending"))
-            .where(experiments.c.id == experiment_id)
-        ).first()
+        row = conn.execute(_GET_EXPERIMENT, {"eid": experiment_id}).first()
         if row is None:
             raise UnknownExperiment(experiment_id)
         return _experiment(row)
@@ -342,17 +358,10 @@ class SQLStore:
             return self._get_experiment(conn, experiment_id)
 
     def ask_context(self, experiment_id: str, now: float) -> AskContext:
-        s, m = suggestions, measurements
-        pending = (sa.select(s)
-                   .where(s.c.experiment_id == experiment_id, s.c.status == PENDING,
-                          sa.or_(s.c.expires_at.is_(None), s.c.expires_at > now))
-                   .order_by(s.c.created_at, s.c.batch, s.c.rank))
-        last = (sa.select(m).where(m.c.experiment_id == experiment_id)
-                .order_by(m.c.seq.desc()).limit(1))
         with self._begin(write=False) as conn:
             rec = self._get_experiment(conn, experiment_id)
-            rows = conn.execute(pending).all()
-            row = conn.execute(last).first()
+            rows = conn.execute(_PENDING_UNEXPIRED, {"eid": experiment_id, "now": now}).all()
+            row = conn.execute(_LAST_MEASUREMENT, {"eid": experiment_id}).first()
         return AskContext(rec, [_suggestion(r) for r in rows],
                           _measurement(row) if row is not None else None)
 
@@ -511,10 +520,9 @@ class SQLStore:
                 source=it.source,
                 status=SuggestionStatus.pending, batch=batch, rank=rank, created_at=now,
                 expires_at=it.expires_at, closed_at=None) for rank, it in enumerate(items)]
-            conn.execute(suggestions.insert(), [
+            conn.execute(_INSERT_SUGGESTIONS, [
                 asdict(r) | {"status": r.status.value} for r in records])
-            conn.execute(experiments.update().where(experiments.c.id == experiment_id)
-                         .values(updated_at=now))
+            conn.execute(_TOUCH_EXPERIMENT, {"eid": experiment_id, "now": now})
             return records
 
         return self._write(tx, attempts=2)  # 2: an id collision gets new ids
