@@ -30,6 +30,8 @@ class Acquisition(StrEnum):
     integrated_variance = "integrated_variance"  # largest reduction of the integrated variance
     # ... of the integrated variance weighted by the posterior mean's gradient (value-aware)
     gradient_variance = "gradient_variance"
+    # ... weighted by where the model misfits its data (leave-one-out residuals)
+    misfit_variance = "misfit_variance"
     ucb = "ucb"  # upper (lower, when minimizing) confidence bound
     ei = "ei"  # log expected improvement
 
