@@ -61,6 +61,27 @@ class ValProblem(Problem):
         self.range = float(self.truth_T.max() - self.truth_T.min())
         self.noise_sd = NOISE_FRACTION * self.range
         self.eps = np.random.default_rng([seed, 1000 + map_index, 7]).standard_normal(n_max)
+        self.extra: dict[str, Any] = {}
+
+    def spec(self) -> dict[str, Any]:
+        """The benchmark's spec plus any spec-field knobs (``initial_design=8``)."""
+        return {**super().spec(), **self.extra}
+
+
+def eigf_weights(gp: Any, Z: Any, share: float | None = None, **_: Any) -> Any:
+    """EIGF-style weights (Lam 2008) as a comparison: ``(mean(z) - y(nearest x_i))^2``."""
+    import torch
+
+    from server.steering import acquisition
+
+    share = acquisition.MISFIT_SHARE if share is None else share
+    mean, _var = gp.predict(Z)
+    nearest = torch.cdist(Z / gp.lengthscale, gp.X / gp.lengthscale).argmin(1)
+    e = (mean - gp.y[nearest]).pow(2)
+    scale = float(e.mean())
+    if scale <= 1e-12:
+        return torch.ones_like(e)
+    return (1.0 - share) + share * e / scale
 
 
 def apply_knobs(knobs: dict[str, float]) -> None:
@@ -68,6 +89,13 @@ def apply_knobs(knobs: dict[str, float]) -> None:
     from server.steering import acquisition
 
     for k, v in knobs.items():
+        if k.islower():  # a spec field, see ValProblem.spec
+            continue
+        if k == "EIGF":  # misfit_variance with EIGF's weights instead
+            from server.steering import engine
+
+            engine.misfit_weights = eigf_weights  # type: ignore[assignment]
+            continue
         if k.startswith("GRADIENT_"):
             share, power = acquisition.gradient_weights.__defaults__  # type: ignore[misc]
             if k == "GRADIENT_SHARE":
@@ -122,6 +150,7 @@ def task(args: tuple[str, int, str, str, dict[str, float], bool, int, tuple[int,
     apply_knobs(knobs)
     m = validation_maps(range(index % 100 + 1), (int(map_name.split("-")[1][0]),))[map_name]
     p = ValProblem(m, seed, max(cps), known, None if acq == "grid" else acq, index)
+    p.extra = {k: int(v) for k, v in knobs.items() if k.islower()}
     t0 = time.perf_counter()
     out = run_grid(p, cps) if acq == "grid" else run_loop(p, cps)
     return {"map": map_name, "seed": seed, "variant": variant, "seconds":

@@ -158,7 +158,10 @@ class GPEngine:
         points = self._points if j == self._target else None
         n = len(Xt)
         if n <= self._local_above:
-            return ExactGP.build(hp, Xt, yt, nt, points)
+            gp = ExactGP.build(hp, Xt, yt, nt, points)
+            if points is not None and effective_acquisition(self.spec) == "misfit_variance":
+                gp.loo()  # O(N^3 / 3) here (a refit, in the background), O(N^2) per ingest after
+            return gp
         leaf, cap = LEAF, CAP
         seed = design.mix_seed(self.spec.seed, n, j)
         while True:
