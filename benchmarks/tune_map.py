@@ -217,12 +217,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / "tune")
     ap.add_argument("--tag", default="")
+    ap.add_argument("--merge", nargs="*", type=Path, default=[],
+                    help="earlier result JSONs (same maps, seeds, noise): their variants join "
+                         "the table, the first variant of the first file is the base")
     a = ap.parse_args(argv)
     cps = tuple(c for c in CHECKPOINTS if c <= a.n_max)
     dims = tuple(int(d) for d in a.dims.split(","))
     seeds = tuple(int(s) for s in a.seeds.split(","))
     variants = [parse_variant(v) for v in a.variants]
-    if "grid" not in [v[0] for v in variants]:
+    earlier = [json.loads(f.read_text()) for f in a.merge]
+    known_names = {v[0] for e in earlier for v in e["variants"]}
+    if "grid" not in [v[0] for v in variants] and "grid" not in known_names:
         variants.append(("grid", "grid", {}))
     maps = [f"val-{d}d-{s}" for d in dims for s in range(a.maps_per_dim)]
     tasks = [(m, s, name, acq, knobs, a.noise == "known", k, cps)
@@ -233,7 +238,9 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     with ProcessPoolExecutor(a.jobs, mp_context=get_context("spawn")) as pool:
         results = list(pool.map(task, tasks))
-    names = [v[0] for v in variants]
+    names = [v[0] for e in earlier for v in e["variants"]] + [v[0] for v in variants]
+    results = [r for e in earlier for r in e["results"]] + results
+    variants = [tuple(v) for e in earlier for v in e["variants"]] + variants
     table = summarize(results, names, maps, cps)
     print(f"noise {a.noise}, maps {maps}, seeds {seeds}, N <= {a.n_max}, "
           f"{time.perf_counter() - t0:.0f} s")

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from server.steering.gp import ExactGP, Fantasies, kernel_matrix
+from server.steering.gp import ExactGP, Fantasies
 
 if TYPE_CHECKING:
     from server.steering.local import TiledFantasies
@@ -26,10 +26,9 @@ _C2 = 0.5 * math.log(math.pi / 2)
 _ASYMPTOTIC_Z = -1e6  # below this, log h(z) ~ log phi(z) - 2 log|z| to double precision
 GRADIENT_SHARE = 0.5  # share of gradient_variance's weight that follows the mean's gradient
 GRADIENT_POWER = 1.0
-MISFIT_SHARE = 0.5  # share of misfit_variance's weight that follows the local misfit
-MISFIT_BANDWIDTH = 0.5  # smoothing kernel of the misfit, in units of the GP's lengthscales
-MISFIT_CAP = 100.0  # largest squared standardized LOO residual counted (one wild point)
-MISFIT_POWER = 1.0
+# share of misfit_variance's weight that follows the local error; 0.5 was better than 0.8 on
+# the validation maps (benchmarks/tune_map.py) with the noise known and learned
+MISFIT_SHARE = 0.5
 # the integrated variances: they need integration points next to the candidates
 INTEGRATED = ("integrated_variance", "gradient_variance", "misfit_variance")
 
@@ -65,38 +64,32 @@ def gradient_weights(gp: ExactGP, Z: Tensor, share: float = GRADIENT_SHARE,
 
 
 def misfit_weights(gp: ExactGP, Z: Tensor, share: float | None = None,
-                   bandwidth: float | None = None, power: float | None = None) -> Tensor:
+                   mean: Tensor | None = None) -> Tensor:
     """Weights of the integration points for ``misfit_variance``, mean 1.
 
-    Where a stationary GP is wrong (steps, hot spots) its leave-one-out residuals are larger
-    than its own predictive spread says: the squared standardized LOO residual
-    ``z_i^2 = r_i^2 / var_i`` (:meth:`ExactGP.loo`) is ~1 where the model is calibrated and
-    large where it misfits, whether or not the noise was learned too high. Smoothed to the
-    integration points (Nadaraya-Watson with the GP's own kernel at ``bandwidth`` times its
-    lengthscales), ``c(z)`` estimates by how much the posterior variance understates the
-    squared error there; weighting the integrated variance by it targets the expected
-    squared error of the map rather than the model's belief about it.
-    ``w(z) = (1 - share) + share * c(z)^power / mean(c^power)``.
+    The local error estimate of EIGF (Lam 2008): ``e(z) = (mean(z) - y(x_nn(z)))^2``, the
+    squared difference between the posterior mean at ``z`` and the measurement nearest to
+    ``z`` (in lengthscale units). It is large where the map changes between a place and its
+    nearest measurement (boundaries, hot spots) and stays informative when the learned noise
+    is too high and flattens the mean, because it compares with the measured values.
+    ``w(z) = (1 - share) + share * e(z) / mean(e)``: the uniform part keeps the design
+    covering the whole domain.
 
     Args:
         gp: The exact posterior.
         Z: ``Nz x d`` normalized integration points.
-        share: Share of the weight that follows the misfit (0: integrated variance).
-        bandwidth: Smoothing lengthscales, relative to the GP's.
-        power: Exponent of the smoothed misfit.
+        share: Share of the weight that follows the local error (0: integrated variance).
+        mean: Posterior mean at ``Z`` if known (``Nz``), standardized.
     """
     share = MISFIT_SHARE if share is None else share
-    bandwidth = MISFIT_BANDWIDTH if bandwidth is None else bandwidth
-    power = MISFIT_POWER if power is None else power
-    r, var = gp.loo()
-    z2 = (r.pow(2) / var).clamp_max(MISFIT_CAP)
-    K = kernel_matrix(gp.hp.kernel, Z, gp.X, gp.lengthscale * bandwidth)  # Nz x N
-    c = (K @ z2) / K.sum(1).clamp_min(1e-300)
-    c = c.pow(power)
-    scale = float(c.mean())
+    if mean is None:
+        mean = gp.predict(Z)[0]
+    nearest = torch.cdist(Z / gp.lengthscale, gp.X / gp.lengthscale).argmin(1)
+    e = (mean - gp.y[nearest]).pow(2)
+    scale = float(e.mean())
     if not math.isfinite(scale) or scale <= 1e-12:
-        return torch.ones_like(c)
-    return (1.0 - share) + share * c / scale
+        return torch.ones_like(e)
+    return (1.0 - share) + share * e / scale
 
 
 def _log1mexp(a: Tensor) -> Tensor:

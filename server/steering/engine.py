@@ -158,10 +158,7 @@ class GPEngine:
         points = self._points if j == self._target else None
         n = len(Xt)
         if n <= self._local_above:
-            gp = ExactGP.build(hp, Xt, yt, nt, points)
-            if points is not None and effective_acquisition(self.spec) == "misfit_variance":
-                gp.loo()  # O(N^3 / 3) here (a refit, in the background), O(N^2) per ingest after
-            return gp
+            return ExactGP.build(hp, Xt, yt, nt, points)
         leaf, cap = LEAF, CAP
         seed = design.mix_seed(self.spec.seed, n, j)
         while True:
@@ -437,7 +434,8 @@ class GPEngine:
                 if kind == "gradient_variance" and gp.cache.cross is not None:
                     weights = gradient_weights(gp, gp.cache.P[gp.cache.M:])
                 elif kind == "misfit_variance" and gp.cache.cross is not None:
-                    weights = misfit_weights(gp, gp.cache.P[gp.cache.M:])
+                    weights = misfit_weights(gp, gp.cache.P[gp.cache.M:],
+                                             mean=gp.cache.mean[gp.cache.M:])
                 fant = Fantasies.from_cache(gp, hp.noise, weights=weights)
             else:  # not reached by the engine (the target always has a cache); kept for safety
                 P, M = self._points

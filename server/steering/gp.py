@@ -20,7 +20,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.linalg import lapack
 from torch import Tensor
 
 DTYPE = torch.float64
@@ -202,14 +201,6 @@ def cholesky_with_jitter(K: Tensor) -> tuple[Tensor, float]:
     raise torch.linalg.LinAlgError(f"not positive definite even with jitter {JITTERS[-1]:g}")
 
 
-def _inverse_diag(L: Tensor) -> Tensor:
-    """``diag((L L^T)^-1)`` for a lower-triangular ``L``: squared column norms of ``L^-1``."""
-    Linv, info = lapack.dtrtri(L.numpy(), lower=1)
-    if info != 0:
-        raise torch.linalg.LinAlgError(f"triangular inverse failed (info {info})")
-    return torch.as_tensor(np.square(Linv).sum(0), dtype=L.dtype)
-
-
 class RowStack:
     """Rows of an ``n x p`` matrix stored as a contiguous base plus appended rows; immutable.
 
@@ -311,7 +302,6 @@ class ExactGP:
         self.X, self.y, self.noise, self.chol, self.v, self.jitter = X, y, noise, chol, v, jitter
         self.lengthscale = torch.as_tensor(hp.lengthscale, dtype=DTYPE)
         self.cache = cache
-        self._kinv_diag: Tensor | None = None  # diag((K + noise)^-1), once loo() needed it
 
     @property
     def n(self) -> int:
@@ -379,16 +369,8 @@ class ExactGP:
             c = self.cache
             R = torch.linalg.solve_triangular(D, self.k(X, c.P) - c.W.tmatmul(W).T, upper=False)
             cache = c.extend(R, v_new)
-        gp = ExactGP(self.hp, X_all, y_all, noise_all, chol, torch.cat([self.v, v_new]),
-                     self.jitter, cache)
-        if self._kinv_diag is not None:
-            # L' = [[L, 0], [W^T, D]], so L'^-1 = [[L^-1, 0], [-D^-1 W^T L^-1, D^-1]]: old
-            # columns gain the norms of D^-1 (L^-T W)^T, new ones are the columns of D^-1
-            eye = torch.eye(D.shape[0], dtype=D.dtype)
-            G = torch.linalg.solve_triangular(D, self.chol.solve_transpose(W).T, upper=False)
-            Dinv = torch.linalg.solve_triangular(D, eye, upper=False)
-            gp._kinv_diag = torch.cat([self._kinv_diag + G.pow(2).sum(0), Dinv.pow(2).sum(0)])
-        return gp
+        return ExactGP(self.hp, X_all, y_all, noise_all, chol, torch.cat([self.v, v_new]),
+                       self.jitter, cache)
 
     def predict(self, Xq: Tensor) -> tuple[Tensor, Tensor]:
         """Latent posterior mean and variance (standardized units).
@@ -428,25 +410,6 @@ class ExactGP:
                 else e.mul_(3.0)
         g.mul_(alpha * self.hp.outputscale)
         return (g @ self.X - g.sum(1, keepdim=True) * Xq) / ls2
-
-    def loo(self) -> tuple[Tensor, Tensor]:
-        """Leave-one-out residuals and their predictive variances, in closed form.
-
-        With ``K = K(X, X) + diag(noise)`` and ``alpha = K^-1 (y - m)``, the residual of point
-        ``i`` under the GP fitted on all other points (same hyperparameters) is
-        ``r_i = alpha_i / [K^-1]_ii``, and its predictive variance (noise included) is
-        ``1 / [K^-1]_ii`` (Rasmussen & Williams 2006, eq. 5.12). ``diag(K^-1)`` is the column
-        norms of ``L^-1``: ``O(N^3 / 3)`` (LAPACK ``trtri``) on a posterior built from
-        scratch, then carried along by :meth:`extend` at ``O(N^2 k)``; ``alpha`` is one
-        ``O(N^2)`` solve.
-
-        Returns:
-            ``(r, var)``, each of shape ``n``, standardized units.
-        """
-        if self._kinv_diag is None:
-            self._kinv_diag = _inverse_diag(self.chol.dense())
-        alpha = self.chol.solve_transpose(self.v.unsqueeze(-1)).squeeze(-1)
-        return alpha / self._kinv_diag, 1.0 / self._kinv_diag
 
     def mean_at_train(self) -> Tensor:
         """Posterior mean at the ``n`` training inputs, O(N^2): ``y - (noise + jitter) alpha``."""
