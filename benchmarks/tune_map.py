@@ -84,14 +84,28 @@ def eigf_weights(gp: Any, Z: Any, share: float | None = None, **_: Any) -> Any:
     return (1.0 - share) + share * e / scale
 
 
+_DEFAULTS: dict[str, Any] = {}
+
+
 def apply_knobs(knobs: dict[str, float]) -> None:
-    """Set module-level knobs of the acquisition module (in this worker process)."""
-    from server.steering import acquisition
+    """Set module-level knobs of the acquisition module (in this worker process), after
+    restoring every knob an earlier task of this worker changed."""
+    from server.steering import acquisition, engine
+
+    if not _DEFAULTS:
+        _DEFAULTS.update({k: getattr(acquisition, k) for k in dir(acquisition) if k.isupper()})
+        _DEFAULTS["gradient"] = acquisition.gradient_weights.__defaults__
+        _DEFAULTS["weights"] = engine.misfit_weights
+    for k, v in _DEFAULTS.items():
+        if k.isupper():
+            setattr(acquisition, k, v)
+    acquisition.gradient_weights.__defaults__ = _DEFAULTS["gradient"]
+    engine.misfit_weights = _DEFAULTS["weights"]
 
     for k, v in knobs.items():
         if k.islower():  # a spec field, see ValProblem.spec
             continue
-        if k == "EIGF":  # misfit_variance with EIGF's weights instead
+        if k == "EIGF":  # EIGF's weights (as misfit_variance has them now, kept for the record)
             from server.steering import engine
 
             engine.misfit_weights = eigf_weights  # type: ignore[assignment]
