@@ -690,7 +690,8 @@ def parse_args(argv: list[str] | None = None) -> Config:
     p.add_argument("--noise-sd", type=float, default=NOISE_FRACTION,
                    help="measurement noise sd as a fraction of each map's range")
     p.add_argument("--acquisition", default=None,
-                   choices=("integrated_variance", "gradient_variance", "variance"),
+                   choices=("integrated_variance", "gradient_variance", "misfit_variance",
+                            "variance"),
                    help="Beamsteer's acquisition (default: the map goal's default)")
     p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
                    help="worker processes (results do not depend on it)")

@@ -151,3 +151,65 @@ MAPS: dict[str, SampleMap] = {m.name: m for m in (
     SampleMap("landscape-4d", _axes("a b c d", 1.0, ""), landscape_4d,
               "4 process parameters: smooth landscape, curved boundary, broad optimum"),
 )}
+
+
+# --- held-out validation maps -----------------------------------------------------------------
+#
+# A seeded generator of random films for tuning acquisitions without touching MAPS: a
+# knob is chosen on these, and only then checked on the benchmark maps. Its seeds start at
+# VALIDATION_SEED, far from the benchmark's seeds (0, 1, 2) and from any seed used above.
+
+VALIDATION_SEED = 50_000
+
+
+def _boundary(rng: np.random.Generator, d: int) -> Callable[[np.ndarray], np.ndarray]:
+    """A random straight (hyperplane) or curved (sphere) boundary through the box, as a
+    signed distance-like coordinate ``s(U)`` (0 on the boundary)."""
+    if rng.random() < 0.5:
+        normal = rng.standard_normal(d)
+        normal /= np.linalg.norm(normal)
+        offset = float(normal @ rng.uniform(0.25, 0.75, d))
+        return lambda U: U @ normal - offset
+    center = rng.uniform(-0.2, 1.2, d)
+    # a radius that puts the sphere's surface through the middle part of the box
+    to_mid = float(np.linalg.norm(center - 0.5))
+    radius = max(0.15, to_mid + rng.uniform(-0.25, 0.25))
+    return lambda U: radius - np.linalg.norm(U - center, axis=1)
+
+
+def random_film(seed: int, d: int) -> Callable[[np.ndarray], np.ndarray]:
+    """A random sample map on the unit cube ``[0, 1]^d``: a smooth trend (linear plus one
+    slow sinusoid), 1-3 phase boundaries (straight or curved, each 2-6% of the axis wide,
+    steps of random height and sign) and 0-4 hot spots (sigma 3-8%, amplitude 0.2-0.8)."""
+    rng = np.random.default_rng([VALIDATION_SEED, seed, d])
+    slope = rng.uniform(-0.4, 0.4, d)
+    freq = rng.uniform(0.5, 2.0) * rng.standard_normal(d)
+    wiggle, phase = rng.uniform(0.0, 0.15), rng.uniform(0, 2 * np.pi)
+    steps = [(_boundary(rng, d), rng.uniform(0.02, 0.06),
+              rng.choice([-1.0, 1.0]) * rng.uniform(0.3, 0.8))
+             for _ in range(rng.integers(1, 4))]
+    spots = [(tuple(rng.uniform(0.1, 0.9, d)), rng.uniform(0.03, 0.08),
+              rng.choice([-1.0, 1.0]) * rng.uniform(0.2, 0.8))
+             for _ in range(rng.integers(0, 5))]
+
+    def truth(U: np.ndarray) -> np.ndarray:
+        v = U @ slope + wiggle * np.sin(2 * np.pi * U @ freq + phase)
+        for s, width, height in steps:
+            v = v + height * _step(s(U), width)
+        for center, sigma, amp in spots:
+            v = v + amp * _spot(U, center, sigma)
+        return v
+
+    return truth
+
+
+def validation_maps(seeds: range | tuple[int, ...] = range(4), dims: tuple[int, ...] = (2, 3, 4)
+                    ) -> dict[str, SampleMap]:
+    """Held-out random films ``val-{d}d-{seed}``, for tuning; never the benchmark's maps."""
+    out = {}
+    for d in dims:
+        for s in seeds:
+            name = f"val-{d}d-{s}"
+            out[name] = SampleMap(name, _axes(" ".join(f"u{i}" for i in range(d)), 1.0, ""),
+                                  random_film(s, d), f"random film, d = {d}, seed {s}")
+    return out

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from benchmarks.autonomy import grid_counts, grid_points, n_to_reach
-from benchmarks.maps import MAPS
+from benchmarks.maps import MAPS, validation_maps
 
 
 @pytest.mark.parametrize("name", sorted(MAPS))
@@ -18,6 +18,21 @@ def test_maps_are_deterministic_and_finite(name: str) -> None:
     t = m.truth(T)
     assert np.isfinite(t).all() and m.value_range() > 0
     assert ((T >= m.lower) & (T <= m.upper)).all()
+
+
+def test_validation_maps_are_seeded_and_held_out() -> None:
+    """The tuning maps are deterministic, differ from each other and from the benchmark's."""
+    a, b = validation_maps(), validation_maps()
+    assert sorted(a) == [f"val-{d}d-{s}" for d in (2, 3, 4) for s in range(4)]
+    assert not set(a) & set(MAPS)
+    values = []
+    for name, m in a.items():
+        T = m.test_points()
+        t = m.truth(T)
+        assert np.array_equal(t, b[name].truth(T)) and np.isfinite(t).all()
+        assert m.value_range() > 0.1  # a boundary or a spot, not a flat plate
+        values.append(t[:64])
+    assert len({v.round(6).tobytes() for v in values}) == len(values)
 
 
 @pytest.mark.parametrize(("n", "d", "counts"), [

@@ -42,9 +42,9 @@ class ExperimentCreate(_Strict):
     parameters: list[ParameterCreate] = Field(min_length=1, max_length=20)
     outputs: list[OutputCreate] = Field(min_length=1, max_length=16)
     goal: Literal["map", "maximize", "minimize"] = "map"
-    acquisition: Literal["variance", "integrated_variance", "gradient_variance", "ucb",
-                         "ei"] | None = Field(
-        None, description="Default: integrated_variance for map, ei for maximize/minimize")
+    acquisition: Literal["variance", "integrated_variance", "gradient_variance",
+                         "misfit_variance", "ucb", "ei"] | None = Field(
+        None, description="Default: misfit_variance for map, ei for maximize/minimize")
     kernel: Literal["matern52", "matern32", "rbf"] = "matern52"
     target: str | None = Field(None, description="Output that steers; default the first")
     batch_size: int = Field(1, ge=1, le=100, description="Default q of an ask")

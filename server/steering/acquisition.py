@@ -26,6 +26,11 @@ _C2 = 0.5 * math.log(math.pi / 2)
 _ASYMPTOTIC_Z = -1e6  # below this, log h(z) ~ log phi(z) - 2 log|z| to double precision
 GRADIENT_SHARE = 0.5  # share of gradient_variance's weight that follows the mean's gradient
 GRADIENT_POWER = 1.0
+# share of misfit_variance's weight that follows the local error; 0.5 was better than 0.8 on
+# the validation maps (benchmarks/tune_map.py) with the noise known and learned
+MISFIT_SHARE = 0.5
+# the integrated variances: they need integration points next to the candidates
+INTEGRATED = ("integrated_variance", "gradient_variance", "misfit_variance")
 
 
 def effective_acquisition(spec: ExperimentSpec) -> str:
@@ -56,6 +61,35 @@ def gradient_weights(gp: ExactGP, Z: Tensor, share: float = GRADIENT_SHARE,
     if not math.isfinite(scale) or scale <= 1e-12:
         return torch.ones_like(g)
     return (1.0 - share) + share * g / scale
+
+
+def misfit_weights(gp: ExactGP, Z: Tensor, share: float | None = None,
+                   mean: Tensor | None = None) -> Tensor:
+    """Weights of the integration points for ``misfit_variance``, mean 1.
+
+    The local error estimate of EIGF (Lam 2008): ``e(z) = (mean(z) - y(x_nn(z)))^2``, the
+    squared difference between the posterior mean at ``z`` and the measurement nearest to
+    ``z`` (in lengthscale units). It is large where the map changes between a place and its
+    nearest measurement (boundaries, hot spots) and stays informative when the learned noise
+    is too high and flattens the mean, because it compares with the measured values.
+    ``w(z) = (1 - share) + share * e(z) / mean(e)``: the uniform part keeps the design
+    covering the whole domain.
+
+    Args:
+        gp: The exact posterior.
+        Z: ``Nz x d`` normalized integration points.
+        share: Share of the weight that follows the local error (0: integrated variance).
+        mean: Posterior mean at ``Z`` if known (``Nz``), standardized.
+    """
+    share = MISFIT_SHARE if share is None else share
+    if mean is None:
+        mean = gp.predict(Z)[0]
+    nearest = torch.cdist(Z / gp.lengthscale, gp.X / gp.lengthscale).argmin(1)
+    e = (mean - gp.y[nearest]).pow(2)
+    scale = float(e.mean())
+    if not math.isfinite(scale) or scale <= 1e-12:
+        return torch.ones_like(e)
+    return (1.0 - share) + share * e / scale
 
 
 def _log1mexp(a: Tensor) -> Tensor:
@@ -123,7 +157,7 @@ class Scorer:
             return self.sign * mean + self.sqrt_beta * std
         if self.kind == "ei":
             return log_h((self.sign * mean - self.best) / std) + torch.log(std)
-        if self.kind in ("integrated_variance", "gradient_variance"):
+        if self.kind in INTEGRATED:
             assert czsq is not None
             return czsq / (var + self.noise)
         raise ValueError(f"unknown acquisition {self.kind!r}")

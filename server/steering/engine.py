@@ -29,7 +29,13 @@ import numpy as np
 import torch
 
 from server.steering import design, fit, hyper
-from server.steering.acquisition import Scorer, effective_acquisition, gradient_weights
+from server.steering.acquisition import (
+    INTEGRATED,
+    Scorer,
+    effective_acquisition,
+    gradient_weights,
+    misfit_weights,
+)
 from server.steering.errors import InvalidInput, InvalidMeasurement
 from server.steering.gp import DTYPE, NOISE_FLOOR, ExactGP, Fantasies, Hyperparameters
 from server.steering.local import CAP, CHECK_TOLERANCE, LEAF, TiledFantasies, TiledGP
@@ -138,7 +144,7 @@ class GPEngine:
         M = min(2048, 256 * 2 ** min(d, 3))
         C = design.allowed_sobol(spec, M, design.mix_seed(spec.seed, CANDIDATE_SEED))
         parts = [C]
-        if effective_acquisition(spec) in ("integrated_variance", "gradient_variance"):
+        if effective_acquisition(spec) in INTEGRATED:
             Nz = min(512, 64 * 2 ** min(d, 3))
             parts.append(design.allowed_sobol(spec, Nz, design.mix_seed(spec.seed, 7919)))
         return torch.as_tensor(np.vstack(parts), dtype=DTYPE), len(C)
@@ -427,6 +433,9 @@ class GPEngine:
                 weights = None
                 if kind == "gradient_variance" and gp.cache.cross is not None:
                     weights = gradient_weights(gp, gp.cache.P[gp.cache.M:])
+                elif kind == "misfit_variance" and gp.cache.cross is not None:
+                    weights = misfit_weights(gp, gp.cache.P[gp.cache.M:],
+                                             mean=gp.cache.mean[gp.cache.M:])
                 fant = Fantasies.from_cache(gp, hp.noise, weights=weights)
             else:  # not reached by the engine (the target always has a cache); kept for safety
                 P, M = self._points

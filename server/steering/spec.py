@@ -30,6 +30,8 @@ class Acquisition(StrEnum):
     integrated_variance = "integrated_variance"  # largest reduction of the integrated variance
     # ... of the integrated variance weighted by the posterior mean's gradient (value-aware)
     gradient_variance = "gradient_variance"
+    # ... weighted by the local error: posterior mean vs the nearest measurement (EIGF)
+    misfit_variance = "misfit_variance"
     ucb = "ucb"  # upper (lower, when minimizing) confidence bound
     ei = "ei"  # log expected improvement
 
@@ -43,7 +45,7 @@ class Kernel(StrEnum):
 
 
 DEFAULT_ACQUISITION = {
-    Goal.map: Acquisition.integrated_variance,
+    Goal.map: Acquisition.misfit_variance,
     Goal.maximize: Acquisition.ei,
     Goal.minimize: Acquisition.ei,
 }
@@ -215,7 +217,7 @@ class ExperimentSpec:
         parameters: The axes of the parameter space, ``d = len(parameters)``.
         outputs: Measured quantities, ``m = len(outputs)``.
         goal: ``map``, ``maximize`` or ``minimize``.
-        acquisition: Defaults by goal: ``integrated_variance`` for ``map``, ``ei`` otherwise.
+        acquisition: Defaults by goal: ``misfit_variance`` for ``map``, ``ei`` otherwise.
         kernel: ``matern52`` (default), ``matern32`` or ``rbf``; always ARD.
         target: The output that steers; defaults to the first. Others are modelled and reported.
         batch_size: Default ``q`` of an ask.

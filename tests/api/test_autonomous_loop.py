@@ -45,9 +45,12 @@ def _rmse(c: httpx.Client, url: str) -> float:
 
 def test_steered_map_beats_random(client: httpx.Client) -> None:
     steered = client.post("/api/v1/experiments", json={**SPEC, "seed": 7}).json()
+    assert steered["spec"]["acquisition"] == "misfit_variance"  # the map goal's default
     url = f"/api/v1/experiments/{steered['id']}"
+    sources = set()
     for i in range(ROUNDS):
         s = client.post(f"{url}/suggestions", json={"n": 1}).json()["suggestions"][0]
+        sources.add(s["source"])
         x, y = s["position"]["x"], s["position"]["y"]
         r = client.post(f"{url}/measurements", json={"measurements": [{
             "position": s["position"], "values": {"intensity": float(truth(x, y))},
@@ -55,6 +58,7 @@ def test_steered_map_beats_random(client: httpx.Client) -> None:
         assert r.status_code == 201
         _wait_refits(client, url)  # as a real loop would: motors move while the GP refits
     _wait_fitted(client, url, ROUNDS // 2)
+    assert sources == {"initial_design", "misfit_variance"}
 
     # random designs vary a lot from seed to seed: compare with the mean of several
     random_rmse = []

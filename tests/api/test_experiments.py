@@ -16,7 +16,7 @@ def test_create_fills_defaults(client: httpx.Client) -> None:
     body = r.json()
     assert body["id"] and body["status"] == "active"
     spec = body["spec"]
-    assert spec["acquisition"] == "integrated_variance"  # follows goal=map
+    assert spec["acquisition"] == "misfit_variance"  # follows goal=map
     assert spec["kernel"] == "matern52"
     assert spec["target"] == "intensity"
     assert spec["batch_size"] == 1

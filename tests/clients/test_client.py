@@ -24,7 +24,7 @@ from tests.clients.conftest import SPEC, FlakyProxy, LiveServer, free_port
 def test_experiments(bs: Client, exp: Experiment) -> None:
     assert exp.name == "gradient-film" and exp.parameter_names == ["x", "y"]
     assert exp.status == "active" and exp.n_measurements == 0 and exp.target == "intensity"
-    assert exp.spec["acquisition"] == "integrated_variance"  # defaults come back filled in
+    assert exp.spec["acquisition"] == "misfit_variance"  # defaults come back filled in
     got = bs.get_experiment(exp.id)
     assert got.id == exp.id and got.model is not None
     assert exp.id in [e.id for e in bs.list_experiments()]

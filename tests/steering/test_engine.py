@@ -88,7 +88,7 @@ def test_initial_design_is_valid_distinct_and_seeded() -> None:
 
 
 @pytest.mark.parametrize("acq", ["variance", "integrated_variance", "gradient_variance",
-                                 "ucb", "ei"])
+                                 "misfit_variance", "ucb", "ei"])
 def test_suggest_after_data(fitted: dict[str, Any], acq: str) -> None:
     e, spec = warm(fitted, goal="maximize" if acq in ("ucb", "ei") else "map", acquisition=acq)
     first = e.suggest(4)

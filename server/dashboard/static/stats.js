@@ -52,9 +52,12 @@ export function acquisitionSurface(spec, mean, std, measured) {
       }),
     };
   }
-  if (kind === "integrated_variance" || kind === "gradient_variance") {
-    const weighted = kind === "gradient_variance"
-      ? " (the server also weights the map towards where the mean is steep)" : "";
+  if (["integrated_variance", "gradient_variance", "misfit_variance"].includes(kind)) {
+    const weighted = {
+      gradient_variance: " (the server also weights the map towards where the mean is steep)",
+      misfit_variance: " (the server also weights the map towards where the model misfits "
+        + "its data: large leave-one-out residuals)",
+    }[kind] || "";
     return { title: "≈ posterior std", name: "std", z: std.slice(),
       note: "Integrated variance needs posterior covariances the page does not have: the "
         + "acquisition map shows the posterior std, which ranks places the same way up to "

@@ -1,0 +1,272 @@
+"""Tune the ``map`` acquisition on held-out validation maps, not on the benchmark's maps.
+
+An in-process replica of the service loop that ``autonomy.py`` drives over HTTP
+(``GPEngine.suggest(1)`` -> measure -> ``ingest`` -> ``refit()`` when ``needs_refit()``; the
+same RMSE as the HTTP run), on the random films of ``benchmarks.maps.validation_maps``.
+A *variant* is an acquisition plus module-level knobs of ``server.steering.acquisition``:
+
+    python benchmarks/tune_map.py --variants iv:integrated_variance \\
+        mv:misfit_variance:MISFIT_SHARE=0.5,MISFIT_BANDWIDTH=0.5 --noise learned
+
+Reported per variant: the geometric mean over maps, seeds and checkpoints of its RMSE over
+the first variant's, and the N to reach 5% and 2% of the range (seed-mean curves) per map,
+with the grid's (mapped by the same engine) for reference. Results: ``benchmarks/out/tune``.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from concurrent.futures import ProcessPoolExecutor  # noqa: E402
+from multiprocessing import get_context  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.autonomy import (  # noqa: E402
+    OUTPUT,
+    THRESHOLDS,
+    Problem,
+    engine_rmse,
+    grid_counts,
+    grid_points,
+    n_to_reach,
+)
+from benchmarks.maps import NOISE_FRACTION, SampleMap, validation_maps  # noqa: E402
+
+CHECKPOINTS = (10, 15, 20, 25, 30, 35, 40, 50, 60, 70, 80, 100, 120, 140, 160, 200)
+
+
+class ValProblem(Problem):
+    """:class:`~benchmarks.autonomy.Problem` on a validation map (own noise stream)."""
+
+    def __init__(self, m: SampleMap, seed: int, n_max: int, known_noise: bool,
+                 acquisition: str | None, map_index: int) -> None:
+        self.map, self.seed, self.n_max, self.known_noise = m, seed, n_max, known_noise
+        self.acquisition = acquisition
+        self.T = m.test_points()
+        self.truth_T = m.truth(self.T)
+        self.range = float(self.truth_T.max() - self.truth_T.min())
+        self.noise_sd = NOISE_FRACTION * self.range
+        self.eps = np.random.default_rng([seed, 1000 + map_index, 7]).standard_normal(n_max)
+        self.extra: dict[str, Any] = {}
+
+    def spec(self) -> dict[str, Any]:
+        """The benchmark's spec plus any spec-field knobs (``initial_design=8``)."""
+        return {**super().spec(), **self.extra}
+
+
+def eigf_weights(gp: Any, Z: Any, share: float | None = None, **_: Any) -> Any:
+    """EIGF-style weights (Lam 2008) as a comparison: ``(mean(z) - y(nearest x_i))^2``."""
+    import torch
+
+    from server.steering import acquisition
+
+    share = acquisition.MISFIT_SHARE if share is None else share
+    mean, _var = gp.predict(Z)
+    nearest = torch.cdist(Z / gp.lengthscale, gp.X / gp.lengthscale).argmin(1)
+    e = (mean - gp.y[nearest]).pow(2)
+    scale = float(e.mean())
+    if scale <= 1e-12:
+        return torch.ones_like(e)
+    return (1.0 - share) + share * e / scale
+
+
+_DEFAULTS: dict[str, Any] = {}
+
+
+def apply_knobs(knobs: dict[str, float]) -> None:
+    """Set module-level knobs of the acquisition module (in this worker process), after
+    restoring every knob an earlier task of this worker changed."""
+    from server.steering import acquisition, engine
+
+    if not _DEFAULTS:
+        _DEFAULTS.update({k: getattr(acquisition, k) for k in dir(acquisition) if k.isupper()})
+        _DEFAULTS["gradient"] = acquisition.gradient_weights.__defaults__
+        _DEFAULTS["weights"] = engine.misfit_weights
+    for k, v in _DEFAULTS.items():
+        if k.isupper():
+            setattr(acquisition, k, v)
+    acquisition.gradient_weights.__defaults__ = _DEFAULTS["gradient"]
+    engine.misfit_weights = _DEFAULTS["weights"]
+
+    for k, v in knobs.items():
+        if k.islower():  # a spec field, see ValProblem.spec
+            continue
+        if k == "EIGF":  # EIGF's weights (as misfit_variance has them now, kept for the record)
+            from server.steering import engine
+
+            engine.misfit_weights = eigf_weights  # type: ignore[assignment]
+            continue
+        if k.startswith("GRADIENT_"):
+            share, power = acquisition.gradient_weights.__defaults__  # type: ignore[misc]
+            if k == "GRADIENT_SHARE":
+                share = v
+            else:
+                power = v
+            acquisition.gradient_weights.__defaults__ = (share, power)
+        elif not hasattr(acquisition, k):
+            raise SystemExit(f"unknown knob {k}")
+        else:
+            setattr(acquisition, k, v)
+
+
+def run_loop(p: Problem, checkpoints: tuple[int, ...]) -> dict[str, Any]:
+    """The service's loop, in process: ask 1, measure, tell, refit when due."""
+    from server.steering.engine import GPEngine
+    from server.steering.spec import ExperimentSpec
+
+    engine = GPEngine(ExperimentSpec.from_dict(p.spec()))
+    rmse = []
+    for i in range(max(checkpoints)):
+        (c,) = engine.suggest(1)
+        x = np.array([c.x])
+        yvar = np.full((1, 1), p.noise_sd**2) if p.known_noise else None
+        engine.ingest(x, p.measure(x, i)[:, None], yvar)
+        if engine.needs_refit():
+            engine.refit()
+        if i + 1 in checkpoints:
+            rmse.append(p.rmse(engine.posterior(p.T).mean[OUTPUT]))
+    return {"rmse": rmse}
+
+
+def run_grid(p: Problem, checkpoints: tuple[int, ...]) -> dict[str, Any]:
+    """The best regular grid for every budget, mapped by the engine."""
+    cache: dict[tuple[int, ...], float] = {}
+    rmse = []
+    for n in checkpoints:
+        shape = grid_counts(n, p.map.dim)
+        if shape not in cache:
+            cache[shape] = engine_rmse(p, grid_points(p.map, n))
+        rmse.append(cache[shape])
+    return {"rmse": rmse}
+
+
+def task(args: tuple[str, int, str, str, dict[str, float], bool, int, tuple[int, ...]]
+         ) -> dict[str, Any]:
+    """One (map, seed, variant) run, in a worker process."""
+    import torch
+
+    torch.set_num_threads(1)
+    map_name, seed, variant, acq, knobs, known, index, cps = args
+    apply_knobs(knobs)
+    m = validation_maps(range(index % 100 + 1), (int(map_name.split("-")[1][0]),))[map_name]
+    p = ValProblem(m, seed, max(cps), known, None if acq == "grid" else acq, index)
+    p.extra = {k: int(v) for k, v in knobs.items() if k.islower()}
+    t0 = time.perf_counter()
+    out = run_grid(p, cps) if acq == "grid" else run_loop(p, cps)
+    return {"map": map_name, "seed": seed, "variant": variant, "seconds":
+            time.perf_counter() - t0, **out}
+
+
+def parse_variant(text: str) -> tuple[str, str, dict[str, float]]:
+    """``name:acquisition[:KNOB=value,...]``."""
+    parts = text.split(":")
+    knobs = {}
+    if len(parts) > 2 and parts[2]:
+        for kv in parts[2].split(","):
+            k, v = kv.split("=")
+            knobs[k] = float(v)
+    return parts[0], parts[1], knobs
+
+
+def summarize(results: list[dict[str, Any]], variants: list[str], maps: list[str],
+              cps: tuple[int, ...]) -> str:
+    """Markdown: geometric-mean RMSE ratio to the first variant, N to 5% / 2% per map."""
+    def curve(m: str, v: str) -> np.ndarray:
+        return np.mean([r["rmse"] for r in results if r["map"] == m and r["variant"] == v],
+                       axis=0)
+
+    base = variants[0]
+    lines = ["| variant | RMSE / " + base + " (geo. mean) | N<=40 | N>40 | "
+             "N to 5% / base | N to 2% / base | N to 5% / grid | N to 2% / grid | "
+             "maps > grid (5%, 2%) |", "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    early = np.array(cps) <= 40
+    for v in variants:
+        logs, ratios = [], {t: ([], []) for t in THRESHOLDS}
+        worse = {t: 0 for t in THRESHOLDS}
+        for m in maps:
+            a, b = curve(m, v), curve(m, base)
+            logs.append(np.log(a / b))
+            g = curve(m, "grid") if "grid" in variants else None
+            for t in THRESHOLDS:
+                nv, nb = n_to_reach(cps, a, t), n_to_reach(cps, b, t)
+                nv = nv or float(max(cps)) * 1.25  # a bound: never reached
+                nb = nb or float(max(cps)) * 1.25
+                ratios[t][0].append(nv / nb)
+                if g is not None:
+                    ng = n_to_reach(cps, g, t) or float(max(cps)) * 1.25
+                    ratios[t][1].append(nv / ng)
+                    worse[t] += nv > ng + 1e-9
+        L = np.array(logs)
+        gm = lambda x: float(np.exp(np.mean(np.log(x)))) if len(x) else float("nan")  # noqa: E731
+        lines.append(
+            f"| {v} | {np.exp(L.mean()):.3f} | {np.exp(L[:, early].mean()):.3f} | "
+            f"{np.exp(L[:, ~early].mean()):.3f} | {gm(ratios[0.05][0]):.3f} | "
+            f"{gm(ratios[0.02][0]):.3f} | {gm(ratios[0.05][1]):.3f} | "
+            f"{gm(ratios[0.02][1]):.3f} | {worse[0.05]}, {worse[0.02]} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--variants", nargs="+", required=True)
+    ap.add_argument("--dims", default="2,3,4")
+    ap.add_argument("--maps-per-dim", type=int, default=4)
+    ap.add_argument("--seeds", default="0,1")
+    ap.add_argument("--noise", choices=("known", "learned"), default="known")
+    ap.add_argument("--n-max", type=int, default=200)
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "out" / "tune")
+    ap.add_argument("--tag", default="")
+    ap.add_argument("--merge", nargs="*", type=Path, default=[],
+                    help="earlier result JSONs (same maps, seeds, noise): their variants join "
+                         "the table, the first variant of the first file is the base")
+    a = ap.parse_args(argv)
+    cps = tuple(c for c in CHECKPOINTS if c <= a.n_max)
+    dims = tuple(int(d) for d in a.dims.split(","))
+    seeds = tuple(int(s) for s in a.seeds.split(","))
+    variants = [parse_variant(v) for v in a.variants]
+    earlier = [json.loads(f.read_text()) for f in a.merge]
+    known_names = {v[0] for e in earlier for v in e["variants"]}
+    if "grid" not in [v[0] for v in variants] and "grid" not in known_names:
+        variants.append(("grid", "grid", {}))
+    maps = [f"val-{d}d-{s}" for d in dims for s in range(a.maps_per_dim)]
+    tasks = [(m, s, name, acq, knobs, a.noise == "known", k, cps)
+             for name, acq, knobs in variants for s in seeds for k, m in enumerate(maps)]
+    # a validation map's index seeds its noise; map_index is also its generator seed here
+    tasks = [(m, s, name, acq, knobs, known, int(m.rsplit("-", 1)[1]), c)
+             for m, s, name, acq, knobs, known, _, c in tasks]
+    t0 = time.perf_counter()
+    with ProcessPoolExecutor(a.jobs, mp_context=get_context("spawn")) as pool:
+        results = list(pool.map(task, tasks))
+    names = [v[0] for e in earlier for v in e["variants"]] + [v[0] for v in variants]
+    results = [r for e in earlier for r in e["results"]] + results
+    variants = [tuple(v) for e in earlier for v in e["variants"]] + variants
+    table = summarize(results, names, maps, cps)
+    print(f"noise {a.noise}, maps {maps}, seeds {seeds}, N <= {a.n_max}, "
+          f"{time.perf_counter() - t0:.0f} s")
+    print(table)
+    a.out.mkdir(parents=True, exist_ok=True)
+    stem = a.out / f"tune-{a.noise}{'-' + a.tag if a.tag else ''}"
+    stem.with_suffix(".json").write_text(json.dumps(
+        {"variants": [list(v) for v in variants], "maps": maps, "seeds": seeds,
+         "noise": a.noise, "checkpoints": cps, "results": results}, indent=1))
+    stem.with_suffix(".md").write_text(table + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
