@@ -3,7 +3,7 @@
 For every measured-point count N and dimension d, on the same smooth synthetic map:
 
 * Beamsteer in-process (``GPEngine``): ``suggest(q=1)``, ``suggest(q=4)`` (variance, like the
-  peers; and integrated variance, the default of a ``map`` experiment), ``ingest`` of one
+  peers; and ``misfit_variance``, the default of a ``map`` experiment), ``ingest`` of one
   new measurement, and one ``refit()`` (the cost the service pays in the background).
 * Beamsteer over HTTP: a real uvicorn server on SQLite in a thread, asks and tells timed
   on the client with httpx, after the server's model has been fitted on all N points.
@@ -250,7 +250,7 @@ def bench_engine(cfg: Config, X: np.ndarray, y: np.ndarray, n: int,
                  progress: Progress) -> list[Row]:
     """Refit, asks and one-point ingests of ``GPEngine`` at ``n`` measured points."""
     from server.steering.engine import GPEngine
-    from server.steering.spec import ExperimentSpec
+    from server.steering.spec import DEFAULT_ACQUISITION, ExperimentSpec, Goal
 
     d = X.shape[1]
     rows: list[Row] = []
@@ -275,12 +275,13 @@ def bench_engine(cfg: Config, X: np.ndarray, y: np.ndarray, n: int,
                                warmup=1), reference=True))
         progress.done()
 
-    ivr = GPEngine(ExperimentSpec.from_dict(spec_json(d, "integrated_variance")),
+    map_acq = DEFAULT_ACQUISITION[Goal.map].value
+    ivr = GPEngine(ExperimentSpec.from_dict(spec_json(d, map_acq)),
                    hyperparameters=engine.hyperparameters())
     ivr.ingest(X[:n], y[:n, None])
     for q in (1, 4):
-        progress.start(f"N={n} d={d} beamsteer IVR q={q}")
-        rows.append(Row(n, d, f"beamsteer suggest q={q} (integrated variance)", f"ask{q}",
+        progress.start(f"N={n} d={d} beamsteer map q={q}")
+        rows.append(Row(n, d, f"beamsteer suggest q={q} ({map_acq})", f"ask{q}",
                         sample(lambda q=q: ivr.suggest(q), cfg.repeats, cfg.row_budget_s,
                                warmup=1), note="the default acquisition of goal=map"))
         progress.done()
