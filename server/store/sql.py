@@ -230,6 +230,8 @@ class SQLStore:
         self._sqlite = u.get_backend_name() == "sqlite"
         # An in-memory database is one shared connection: let one thread use it at a time.
         self._serial: Any = threading.RLock() if is_memory(u) else nullcontext()
+        self._closed = False
+        sa.event.listen(self._engine, "checkin", self._on_checkin)
         try:
             upgrade(self._engine)  # under a lock: safe when processes start together
         except BaseException:
@@ -238,7 +240,18 @@ class SQLStore:
         self.keys = SQLKeyStore(self._begin, self._write)
 
     def close(self) -> None:
+        """Close the pool's connections. A connection that a thread still holds (a call in
+        flight when the service stops, e.g. waiting out an outage) is closed when it comes
+        back, instead of lingering in the discarded pool until garbage collection."""
+        self._closed = True
         self._engine.dispose()
+
+    def _on_checkin(self, dbapi_connection: Any, record: Any) -> None:
+        if self._closed and dbapi_connection is not None:
+            try:
+                dbapi_connection.close()
+            except Exception:  # already broken: nothing left to close
+                pass
 
     def __repr__(self) -> str:
         return f"SQLStore({self._engine.url.render_as_string(hide_password=True)!r})"

@@ -152,3 +152,17 @@ def test_ask_lock_is_a_no_op_on_sqlite(sqlite_url: str) -> None:
         s.lock_asks(eid, timeout_s=0.01).release()  # nothing to wait for
     finally:
         s.close()
+
+
+def test_connection_held_across_close_is_closed_when_returned(store_postgres_url: str) -> None:
+    """A call still in flight when the store closes (e.g. a tell waiting out an outage as
+    the service stops) returns its connection to the discarded pool: it must be closed
+    then, not left for the garbage collector (psycopg warns, and the server keeps it)."""
+    store = open_store(store_postgres_url)
+    eid = store.create_experiment(SPEC).id
+    lease = store.lock_asks(eid, 5.0)
+    raw = lease._conn.connection.dbapi_connection  # type: ignore[attr-defined]
+    store.close()
+    assert not raw.closed  # still held: close() cannot take it away
+    lease.release()
+    assert raw.closed
