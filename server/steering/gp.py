@@ -468,12 +468,14 @@ class ExactGP:
         return self.y - (self.noise + self.jitter) * alpha
 
 
-class _StatsAt(torch.autograd.Function):
-    """``Fantasies.at`` with the analytic gradients of :meth:`Fantasies.stats_with_jacobian`."""
+class StatsAt(torch.autograd.Function):
+    """``at(x)`` of a posterior state with the analytic gradients of its
+    ``stats_with_jacobian`` (:class:`Fantasies`, :class:`~server.steering.localgp.LocalGPs`):
+    ``StatsAt.apply(x, state) -> (mean, var, czsq)``."""
 
     @staticmethod
-    def forward(ctx: Any, x: Tensor, fant: Fantasies) -> tuple[Tensor, Tensor, Tensor]:
-        mean, var, czsq, dmean, dvar, dczsq = fant.stats_with_jacobian(x.detach())
+    def forward(ctx: Any, x: Tensor, state: Any) -> tuple[Tensor, Tensor, Tensor]:
+        mean, var, czsq, dmean, dvar, dczsq = state.stats_with_jacobian(x.detach())
         ctx.save_for_backward(dmean, dvar, dczsq)
         return mean, var, czsq
 
@@ -612,7 +614,7 @@ class Fantasies:
             and divided by ``nz_total``.
         """
         if x.requires_grad and torch.is_grad_enabled():
-            mean, var, czsq = _StatsAt.apply(x, self)
+            mean, var, czsq = StatsAt.apply(x, self)
             return mean, var, (None if self.Z is None else czsq)
         mean, var, cov_z, _ = self._at(x)
         czsq = None if cov_z is None else self._weigh(cov_z.pow(2)) / self.nz_total

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from server.steering.gp import VAR_FLOOR, kernel_matrix, kernel_with_gradient_of
+from server.steering.gp import VAR_FLOOR, StatsAt, kernel_matrix, kernel_with_gradient_of
 
 
 class LocalGPs:
@@ -159,23 +159,8 @@ class LocalGPs:
         """``(mean, var, czsq or None)`` at ``x`` (``b x d``, point ``j`` on model ``j``);
         differentiable in ``x``."""
         if x.requires_grad and torch.is_grad_enabled():
-            mean, var, czsq = _LocalStats.apply(x, self)
+            mean, var, czsq = StatsAt.apply(x, self)
         else:
             mean, var, czsq = self.stats_with_jacobian(x)[:3]
         return mean, var, (None if self.Z is None else czsq)
-
-
-class _LocalStats(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx: Any, x: Tensor, local: LocalGPs) -> tuple[Tensor, Tensor, Tensor]:
-        mean, var, czsq, dmean, dvar, dczsq = local.stats_with_jacobian(x.detach())
-        ctx.save_for_backward(dmean, dvar, dczsq)
-        return mean, var, czsq
-
-    @staticmethod
-    def backward(ctx: Any, g_mean: Tensor, g_var: Tensor, g_czsq: Tensor
-                 ) -> tuple[Tensor, None]:
-        dmean, dvar, dczsq = ctx.saved_tensors
-        grad = g_mean.unsqueeze(-1) * dmean + g_var.unsqueeze(-1) * dvar
-        return grad + g_czsq.unsqueeze(-1) * dczsq, None
 
