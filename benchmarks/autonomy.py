@@ -119,19 +119,21 @@ class Problem:
         known_noise: Tell every strategy the noise variance (gpCAM always gets it).
         noise_fraction: Noise sd as a fraction of the map's range.
         acquisition: Beamsteer's acquisition (``None``: the ``map`` goal's default).
+        noise_key: Seed of the noise draws (default: the seed and the map's index).
     """
 
     def __init__(self, m: SampleMap, seed: int, n_max: int, known_noise: bool = True,
-                 noise_fraction: float = NOISE_FRACTION, acquisition: str | None = None
-                 ) -> None:
+                 noise_fraction: float = NOISE_FRACTION, acquisition: str | None = None,
+                 noise_key: Sequence[int] | None = None) -> None:
         self.map, self.seed, self.n_max, self.known_noise = m, seed, n_max, known_noise
         self.acquisition = acquisition
         self.T = m.test_points()
         self.truth_T = m.truth(self.T)
         self.range = float(self.truth_T.max() - self.truth_T.min())
         self.noise_sd = noise_fraction * self.range
-        index = sorted(MAPS).index(m.name)
-        self.eps = np.random.default_rng([seed, index, 1]).standard_normal(n_max)
+        if noise_key is None:
+            noise_key = (seed, sorted(MAPS).index(m.name), 1)
+        self.eps = np.random.default_rng(list(noise_key)).standard_normal(n_max)
 
     def measure(self, X: np.ndarray, first: int) -> np.ndarray:
         """Noisy values at ``X`` (``k x d``), the measurements ``first .. first + k - 1``."""

@@ -6,7 +6,7 @@ same RMSE as the HTTP run), on the random films of ``benchmarks.maps.validation_
 A *variant* is an acquisition plus module-level knobs of ``server.steering.acquisition``:
 
     python benchmarks/tune_map.py --variants iv:integrated_variance \\
-        mv:misfit_variance:MISFIT_SHARE=0.5,MISFIT_BANDWIDTH=0.5 --noise learned
+        mv:misfit_variance:MISFIT_SHARE=0.8 --noise learned
 
 Reported per variant: the geometric mean over maps, seeds and checkpoints of its RMSE over
 the first variant's, and the N to reach 5% and 2% of the range (seed-mean curves) per map,
@@ -44,7 +44,7 @@ from benchmarks.autonomy import (  # noqa: E402
     grid_points,
     n_to_reach,
 )
-from benchmarks.maps import NOISE_FRACTION, SampleMap, validation_maps  # noqa: E402
+from benchmarks.maps import SampleMap, validation_maps  # noqa: E402
 
 CHECKPOINTS = (10, 15, 20, 25, 30, 35, 40, 50, 60, 70, 80, 100, 120, 140, 160, 200)
 
@@ -54,34 +54,13 @@ class ValProblem(Problem):
 
     def __init__(self, m: SampleMap, seed: int, n_max: int, known_noise: bool,
                  acquisition: str | None, map_index: int) -> None:
-        self.map, self.seed, self.n_max, self.known_noise = m, seed, n_max, known_noise
-        self.acquisition = acquisition
-        self.T = m.test_points()
-        self.truth_T = m.truth(self.T)
-        self.range = float(self.truth_T.max() - self.truth_T.min())
-        self.noise_sd = NOISE_FRACTION * self.range
-        self.eps = np.random.default_rng([seed, 1000 + map_index, 7]).standard_normal(n_max)
+        super().__init__(m, seed, n_max, known_noise, acquisition=acquisition,
+                         noise_key=(seed, 1000 + map_index, 7))
         self.extra: dict[str, Any] = {}
 
     def spec(self) -> dict[str, Any]:
         """The benchmark's spec plus any spec-field knobs (``initial_design=8``)."""
         return {**super().spec(), **self.extra}
-
-
-def eigf_weights(gp: Any, Z: Any, share: float | None = None, **_: Any) -> Any:
-    """EIGF-style weights (Lam 2008) as a comparison: ``(mean(z) - y(nearest x_i))^2``."""
-    import torch
-
-    from server.steering import acquisition
-
-    share = acquisition.MISFIT_SHARE if share is None else share
-    mean, _var = gp.predict(Z)
-    nearest = torch.cdist(Z / gp.lengthscale, gp.X / gp.lengthscale).argmin(1)
-    e = (mean - gp.y[nearest]).pow(2)
-    scale = float(e.mean())
-    if scale <= 1e-12:
-        return torch.ones_like(e)
-    return (1.0 - share) + share * e / scale
 
 
 _DEFAULTS: dict[str, Any] = {}
@@ -90,25 +69,18 @@ _DEFAULTS: dict[str, Any] = {}
 def apply_knobs(knobs: dict[str, float]) -> None:
     """Set module-level knobs of the acquisition module (in this worker process), after
     restoring every knob an earlier task of this worker changed."""
-    from server.steering import acquisition, engine
+    from server.steering import acquisition
 
     if not _DEFAULTS:
         _DEFAULTS.update({k: getattr(acquisition, k) for k in dir(acquisition) if k.isupper()})
         _DEFAULTS["gradient"] = acquisition.gradient_weights.__defaults__
-        _DEFAULTS["weights"] = engine.misfit_weights
     for k, v in _DEFAULTS.items():
         if k.isupper():
             setattr(acquisition, k, v)
     acquisition.gradient_weights.__defaults__ = _DEFAULTS["gradient"]
-    engine.misfit_weights = _DEFAULTS["weights"]
 
     for k, v in knobs.items():
         if k.islower():  # a spec field, see ValProblem.spec
-            continue
-        if k == "EIGF":  # EIGF's weights (as misfit_variance has them now, kept for the record)
-            from server.steering import engine
-
-            engine.misfit_weights = eigf_weights  # type: ignore[assignment]
             continue
         if k.startswith("GRADIENT_"):
             share, power = acquisition.gradient_weights.__defaults__  # type: ignore[misc]
