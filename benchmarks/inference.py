@@ -179,7 +179,9 @@ def start_workers(k: int, url: str, prefix: str, models: dict[str, str], device:
     cmd = [sys.executable, "-m", "clients.cli", "worker", "--redis-url", url, "--prefix", prefix,
            "--models", spec, "--device", device, "--max-batch", str(max_batch),
            "--max-delay-ms", str(delay_ms), "--threads", str(threads)]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    # the repo first, then whatever the caller had (e.g. packages installed with --target)
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    env = {**os.environ, "PYTHONPATH": path}
     return [subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
                              stderr=subprocess.DEVNULL) for _ in range(k)]
 

@@ -35,6 +35,8 @@ def register(sub: Any) -> None:
                    help="dead-letter a job delivered more often than this (default 3)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--allow-tf32", action="store_true",
+                   help="let CUDA use TF32 (faster; ~1e-3 relative error against the CPU)")
     p.add_argument("--burst", action="store_true", help="exit once the queue is empty")
     p.add_argument("--slow-ms", type=float, default=0.0, help=argparse.SUPPRESS)  # tests
     p.set_defaults(func=run_worker)
@@ -61,7 +63,8 @@ def run_worker(args: argparse.Namespace) -> int:
     worker = Worker(queue.worker_source([(m, args.version) for m in models], worker_id),
                     models, version=args.version, device=args.device,
                     max_batch=args.max_batch, max_delay_ms=args.max_delay_ms,
-                    burst=args.burst, worker_id=worker_id, slow_ms=args.slow_ms)
+                    burst=args.burst, worker_id=worker_id, slow_ms=args.slow_ms,
+                    allow_tf32=args.allow_tf32)
 
     async def main() -> int:
         loop = asyncio.get_running_loop()

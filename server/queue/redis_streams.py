@@ -126,6 +126,9 @@ class RedisQueue:
         self._entries: dict[str, tuple[str, bytes]] = {}  # job id -> (stream, entry id)
         self._redis: aioredis.Redis | None = None
         self._reader: asyncio.Task[None] | None = None
+        # enqueues waiting for the next round trip: (keys, args, the caller's future)
+        self._outbox: list[tuple[list[str], list[Any], asyncio.Future[list[Any]]]] = []
+        self._sender: asyncio.Task[None] | None = None
 
     @property
     def redis(self) -> aioredis.Redis:
@@ -142,6 +145,8 @@ class RedisQueue:
 
     async def close(self) -> None:
         """Stop the reply reader and disconnect."""
+        if self._sender is not None:
+            await asyncio.wait([self._sender], timeout=5)
         if self._reader is not None:
             self._reader.cancel()
             await asyncio.wait([self._reader], timeout=5)
@@ -251,10 +256,9 @@ class RedisQueue:
         self._futures[job_id] = fut  # before the XADD: a fast worker may reply at once
         stream = k.stream_key(self.prefix, model, version)
         try:
-            with _unavailable():
-                ok, depth_or_id = await self._enqueue(
-                    keys=[stream, k.payload_key(self.prefix, job_id)],
-                    args=[self.max_depth, ttl_ms, payload if big else b"", *flat])
+            ok, depth_or_id = await self._send(
+                [stream, k.payload_key(self.prefix, job_id)],
+                [self.max_depth, ttl_ms, payload if big else b"", *flat])
         except QueueUnavailable:  # maybe queued, maybe not: a reply would find no waiter
             self._futures.pop(job_id, None)
             raise
@@ -264,6 +268,41 @@ class RedisQueue:
         if job_id in self._futures:  # not answered yet: remember where to look for it
             self._entries[job_id] = (stream, depth_or_id)
         return JobHandle(job_id, model, deadline, fut, self._forget)
+
+    async def _send(self, keys: list[str], args: list[Any]) -> list[Any]:
+        """Run the enqueue script in the next round trip, with every enqueue made meanwhile.
+
+        Under load, many callers enqueue in the same event-loop turn; one pipeline for all of
+        them costs one connection and one round trip instead of one each (the API process's
+        share of an inference request is mostly this per-command overhead).
+        """
+        fut: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        self._outbox.append((keys, args, fut))
+        if self._sender is None or self._sender.done():
+            self._sender = asyncio.create_task(self._send_outbox(), name="beamsteer-enqueue")
+        return await fut
+
+    async def _send_outbox(self) -> None:
+        while self._outbox:
+            batch, self._outbox = self._outbox, []
+            try:
+                with _unavailable():
+                    async with self.redis.pipeline(transaction=False) as p:
+                        for keys, args, _ in batch:
+                            await self._enqueue(keys=keys, args=args, client=p)
+                        replies = await p.execute(raise_on_error=False)
+            except Exception as exc:  # noqa: BLE001 - every caller of the batch gets it
+                for _, _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                continue
+            for (_, _, fut), reply in zip(batch, replies, strict=True):
+                if fut.done():
+                    continue
+                if isinstance(reply, Exception):
+                    fut.set_exception(reply)
+                else:
+                    fut.set_result(reply)
 
     async def stats(self, model: str, version: str = k.DEFAULT_VERSION) -> QueueStats:
         """XLEN of the stream and of its dead letters, and the group's pending count."""

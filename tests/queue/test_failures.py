@@ -41,6 +41,21 @@ async def test_full_queue_refuses_with_queue_full(make_queue) -> None:
     assert (await queue.stats("superres")).depth == 2
 
 
+async def test_concurrent_enqueues_each_get_their_own_answer_at_the_limit(
+        make_queue) -> None:
+    """Enqueues made together (Redis sends them in one round trip) are still refused one
+    by one: exactly ``max_depth`` are queued, the rest get QueueFull, none is lost."""
+    queue = await make_queue(max_depth=4)
+    outcomes = await asyncio.gather(
+        *[queue.enqueue_job("superres", {"counts": im}, deadline=deadline(1))
+          for im in images(10)], return_exceptions=True)
+    queued = [o for o in outcomes if not isinstance(o, BaseException)]
+    refused = [o for o in outcomes if isinstance(o, QueueFull)]
+    assert (len(queued), len(refused)) == (4, 6), outcomes
+    assert len({h.id for h in queued}) == 4
+    assert (await queue.stats("superres")).depth == 4
+
+
 async def test_deadline_passed_before_compute_is_dropped(make_queue, models) -> None:
     queue = await make_queue()
     handle = await queue.enqueue_job("superres", {"counts": images(1)[0]},
