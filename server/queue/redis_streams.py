@@ -259,7 +259,8 @@ class RedisQueue:
             ok, depth_or_id = await self._send(
                 [stream, k.payload_key(self.prefix, job_id)],
                 [self.max_depth, ttl_ms, payload if big else b"", *flat])
-        except QueueUnavailable:  # maybe queued, maybe not: a reply would find no waiter
+        except (QueueUnavailable, asyncio.CancelledError):
+            # maybe queued, maybe not: a reply would find no waiter, and none is kept
             self._futures.pop(job_id, None)
             raise
         if not ok:

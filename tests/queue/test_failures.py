@@ -66,3 +66,20 @@ async def test_deadline_passed_before_compute_is_dropped(make_queue, models) -> 
         pass
     assert worker.jobs_done == 1  # answered "expired", never computed
     assert (await queue.stats("superres")).depth == 0
+
+
+async def test_an_enqueue_cancelled_in_flight_leaves_no_waiter_behind(make_queue) -> None:
+    """A caller that hangs up mid-enqueue (its HTTP request was cancelled) keeps nothing
+    in the queue's table of waiting callers; a reply, if the job did go out, is dropped."""
+    queue = await make_queue()
+    task = asyncio.create_task(
+        queue.enqueue_job("superres", {"counts": images(1)[0]}, deadline=deadline(1)))
+    await asyncio.sleep(0)  # started: its enqueue is on its way
+    task.cancel()
+    try:
+        handle = await task
+    except asyncio.CancelledError:
+        assert queue.name == "redis"  # its enqueue waits for a round trip
+    else:  # the in-process queue enqueues without waiting: the caller drops the handle
+        handle.cancel()
+    assert not queue._futures
