@@ -66,21 +66,34 @@ class ValProblem(Problem):
 _DEFAULTS: dict[str, Any] = {}
 
 
-def apply_knobs(knobs: dict[str, float]) -> None:
+def apply_knobs(knobs: dict[str, Any]) -> None:
     """Set module-level knobs of the acquisition module (in this worker process), after
     restoring every knob an earlier task of this worker changed."""
-    from server.steering import acquisition
+    from server.steering import acquisition, engine, fit
 
+    modules = {"engine": engine, "fit": fit}
     if not _DEFAULTS:
         _DEFAULTS.update({k: getattr(acquisition, k) for k in dir(acquisition) if k.isupper()})
+        for name, module in modules.items():
+            _DEFAULTS.update({f"{name}.{k}": getattr(module, k) for k in dir(module)
+                              if k.isupper()})
         _DEFAULTS["gradient"] = acquisition.gradient_weights.__defaults__
     for k, v in _DEFAULTS.items():
-        if k.isupper():
+        if "." in k:
+            name, attr = k.split(".")
+            setattr(modules[name], attr, v)
+        elif k.isupper():
             setattr(acquisition, k, v)
     acquisition.gradient_weights.__defaults__ = _DEFAULTS["gradient"]
 
     for k, v in knobs.items():
         if k.islower():  # a spec field, see ValProblem.spec
+            continue
+        if "." in k:  # a knob of the engine or fit module (engine.INTEGRATION_BASE)
+            name, attr = k.split(".")
+            if name not in modules or not hasattr(modules[name], attr):
+                raise SystemExit(f"unknown knob {k}")
+            setattr(modules[name], attr, type(getattr(modules[name], attr))(v))
             continue
         if k.startswith("GRADIENT_"):
             share, power = acquisition.gradient_weights.__defaults__  # type: ignore[misc]
@@ -126,7 +139,7 @@ def run_grid(p: Problem, checkpoints: tuple[int, ...]) -> dict[str, Any]:
     return {"rmse": rmse}
 
 
-def task(args: tuple[str, int, str, str, dict[str, float], bool, int, tuple[int, ...]]
+def task(args: tuple[str, int, str, str, dict[str, Any], bool, int, tuple[int, ...]]
          ) -> dict[str, Any]:
     """One (map, seed, variant) run, in a worker process."""
     import torch
@@ -136,21 +149,25 @@ def task(args: tuple[str, int, str, str, dict[str, float], bool, int, tuple[int,
     apply_knobs(knobs)
     m = validation_maps(range(index % 100 + 1), (int(map_name.split("-")[1][0]),))[map_name]
     p = ValProblem(m, seed, max(cps), known, None if acq == "grid" else acq, index)
-    p.extra = {k: int(v) for k, v in knobs.items() if k.islower()}
+    p.extra = {k: v if isinstance(v, str) else int(v) for k, v in knobs.items()
+               if k.islower()}
     t0 = time.perf_counter()
     out = run_grid(p, cps) if acq == "grid" else run_loop(p, cps)
     return {"map": map_name, "seed": seed, "variant": variant, "seconds":
             time.perf_counter() - t0, **out}
 
 
-def parse_variant(text: str) -> tuple[str, str, dict[str, float]]:
+def parse_variant(text: str) -> tuple[str, str, dict[str, Any]]:
     """``name:acquisition[:KNOB=value,...]``."""
     parts = text.split(":")
-    knobs = {}
+    knobs: dict[str, Any] = {}
     if len(parts) > 2 and parts[2]:
         for kv in parts[2].split(","):
             k, v = kv.split("=")
-            knobs[k] = float(v)
+            try:
+                knobs[k] = float(v)
+            except ValueError:  # a string spec field (kernel=matern32)
+                knobs[k] = v
     return parts[0], parts[1], knobs
 
 

@@ -45,7 +45,8 @@ class ExperimentCreate(_Strict):
     acquisition: Literal["variance", "integrated_variance", "gradient_variance",
                          "misfit_variance", "ucb", "ei"] | None = Field(
         None, description="Default: misfit_variance for map, ei for maximize/minimize")
-    kernel: Literal["matern52", "matern32", "rbf"] = "matern52"
+    kernel: Literal["matern52", "matern32", "rbf"] | None = Field(
+        None, description="Default: matern32 for map, matern52 for maximize/minimize")
     target: str | None = Field(None, description="Output that steers; default the first")
     batch_size: int = Field(1, ge=1, le=100, description="Default q of an ask")
     initial_design: int | None = Field(None, ge=0, le=10_000,

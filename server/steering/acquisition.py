@@ -29,6 +29,7 @@ GRADIENT_POWER = 1.0
 # share of misfit_variance's weight that follows the local error; 0.5 was better than 0.8 on
 # the validation maps (benchmarks/tune_map.py) with the noise known and learned
 MISFIT_SHARE = 0.5
+MISFIT_POWER = 1.0  # exponent of the local error in misfit_variance's weights
 # the integrated variances: they need integration points next to the candidates
 INTEGRATED = ("integrated_variance", "gradient_variance", "misfit_variance")
 
@@ -85,7 +86,7 @@ def misfit_weights(gp: ExactGP, Z: Tensor, share: float | None = None,
     if mean is None:
         mean = gp.predict(Z)[0]
     nearest = torch.cdist(Z / gp.lengthscale, gp.X / gp.lengthscale).argmin(1)
-    e = (mean - gp.y[nearest]).pow(2)
+    e = (mean - gp.y[nearest]).pow(2 * MISFIT_POWER)
     scale = float(e.mean())
     if not math.isfinite(scale) or scale <= 1e-12:
         return torch.ones_like(e)

@@ -46,6 +46,10 @@ from server.steering.types import Candidate, ModelStatus, OutputStatus, Posterio
 
 MIN_FIT_POINTS = 3  # an output is fitted once it has this many measurements
 MAX_FIT_POINTS = 1500  # above this, hyperparameters are fitted on a seeded random subset
+# integration points of the integrated variances: INTEGRATION_BASE * 2^min(d, 3), at most
+# INTEGRATION_MAX (256 in 2-D, 512 in 3-D and 4-D)
+INTEGRATION_BASE = 256
+INTEGRATION_MAX = 2048
 WARM_START_MIN = 200  # refits start from the last hyperparameters once fitted on this many
 WARM_MAXITER = 50  # L-BFGS-B iterations of a warm-started fit (it starts near the optimum)
 LOCAL_ABOVE = 6000  # above this many points an output's posterior is tiled (server.steering.local)
@@ -145,7 +149,7 @@ class GPEngine:
         C = design.allowed_sobol(spec, M, design.mix_seed(spec.seed, CANDIDATE_SEED))
         parts = [C]
         if effective_acquisition(spec) in INTEGRATED:
-            Nz = min(512, 64 * 2 ** min(d, 3))
+            Nz = min(INTEGRATION_MAX, INTEGRATION_BASE * 2 ** min(d, 3))
             parts.append(design.allowed_sobol(spec, Nz, design.mix_seed(spec.seed, 7919)))
         return torch.as_tensor(np.vstack(parts), dtype=DTYPE), len(C)
 
@@ -340,7 +344,7 @@ class GPEngine:
             warm = init is not None and init.fitted_n >= WARM_START_MIN
             hp = fit.fit_hyperparameters(
                 design.to_unit(self.spec, X[fit_rows]), y[fit_rows],
-                yvar[fit_rows] if known else None, self.spec.kernel.value,
+                yvar[fit_rows] if known else None, self.spec.kernel.value,  # type: ignore[union-attr]
                 seed=design.mix_seed(self.spec.seed, len(X), j),
                 **({"init": init, "maxiter": WARM_MAXITER} if warm else {}))
             hp = replace(hp, fitted_n=len(rows))

@@ -61,8 +61,9 @@ def from_dict(spec: ExperimentSpec, data: Any, fld: str = "hyperparameters") -> 
     """
     if not isinstance(data, dict):
         raise InvalidInput(fld, "must be an object")
-    if data.get("kernel", spec.kernel.value) != spec.kernel.value:
-        raise InvalidInput(f"{fld}.kernel", f"does not match the spec's {spec.kernel.value!r}")
+    kernel = spec.kernel.value  # type: ignore[union-attr]
+    if data.get("kernel", kernel) != kernel:
+        raise InvalidInput(f"{fld}.kernel", f"does not match the spec's {kernel!r}")
     ls = data.get("lengthscales_normalized")
     if not isinstance(ls, list) or len(ls) != spec.dim:
         raise InvalidInput(f"{fld}.lengthscales_normalized", f"must be a list of {spec.dim}")
@@ -78,7 +79,7 @@ def from_dict(spec: ExperimentSpec, data: Any, fld: str = "hyperparameters") -> 
     if noise < 0:
         raise InvalidInput(f"{fld}.noise_variance_standardized", "must be >= 0")
     return Hyperparameters(
-        kernel=spec.kernel.value, lengthscale=lengthscale, noise=noise,
+        kernel=kernel, lengthscale=lengthscale, noise=noise,
         mean_constant=_number(data, "mean_constant_standardized", fld),
         y_mean=_number(data, "y_mean", fld), y_std=_number(data, "y_std", fld, positive=True),
         noise_model=noise_model,

@@ -50,6 +50,15 @@ DEFAULT_ACQUISITION = {
     Goal.minimize: Acquisition.ei,
 }
 
+# Matern 3/2 for maps: rougher than 5/2, it follows phase boundaries and hot spots a few
+# percent of an axis wide with less ringing (benchmarks/README.md, "Third pass": lower RMSE
+# on the held-out validation maps); BoTorch's Matern 5/2 for optimization
+DEFAULT_KERNEL = {
+    Goal.map: Kernel.matern32,
+    Goal.maximize: Kernel.matern52,
+    Goal.minimize: Kernel.matern52,
+}
+
 MAX_PARAMETERS = 20
 MAX_OUTPUTS = 16
 MAX_BATCH = 100
@@ -218,7 +227,8 @@ class ExperimentSpec:
         outputs: Measured quantities, ``m = len(outputs)``.
         goal: ``map``, ``maximize`` or ``minimize``.
         acquisition: Defaults by goal: ``misfit_variance`` for ``map``, ``ei`` otherwise.
-        kernel: ``matern52`` (default), ``matern32`` or ``rbf``; always ARD.
+        kernel: ``matern52``, ``matern32`` or ``rbf``; always ARD. Defaults by goal:
+            ``matern32`` for ``map``, ``matern52`` otherwise.
         target: The output that steers; defaults to the first. Others are modelled and reported.
         batch_size: Default ``q`` of an ask.
         initial_design: Number of scrambled-Sobol positions suggested before the GP takes over.
@@ -236,7 +246,7 @@ class ExperimentSpec:
     outputs: tuple[Output, ...]
     goal: Goal = Goal.map
     acquisition: Acquisition | None = None
-    kernel: Kernel = Kernel.matern52
+    kernel: Kernel | None = None
     target: str | None = None
     batch_size: int = 1
     initial_design: int | None = None
@@ -256,7 +266,8 @@ class ExperimentSpec:
         object.__setattr__(self, "goal", goal)
         acq = DEFAULT_ACQUISITION[goal] if self.acquisition is None else self.acquisition
         object.__setattr__(self, "acquisition", _enum(Acquisition, acq, "acquisition"))
-        object.__setattr__(self, "kernel", _enum(Kernel, self.kernel, "kernel"))
+        kernel = DEFAULT_KERNEL[goal] if self.kernel is None else self.kernel
+        object.__setattr__(self, "kernel", _enum(Kernel, kernel, "kernel"))
         target = self.outputs[0].name if self.target is None else self.target
         if target not in self.output_names:
             raise InvalidSpec("target", f"{target!r} is not one of the outputs {self.output_names}")
@@ -426,7 +437,7 @@ class ExperimentSpec:
         d["outputs"] = [asdict(o) for o in self.outputs]
         d["goal"] = self.goal.value
         d["acquisition"] = self.acquisition.value  # type: ignore[union-attr]
-        d["kernel"] = self.kernel.value
+        d["kernel"] = self.kernel.value  # type: ignore[union-attr]
         d["forbidden"] = [{k: list(v) for k, v in b.bounds.items()} for b in self.forbidden]
         d["metadata"] = dict(self.metadata)
         d["reductions"] = {k: r.to_dict() for k, r in self.reductions.items()}

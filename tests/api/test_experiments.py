@@ -17,7 +17,7 @@ def test_create_fills_defaults(client: httpx.Client) -> None:
     assert body["id"] and body["status"] == "active"
     spec = body["spec"]
     assert spec["acquisition"] == "misfit_variance"  # follows goal=map
-    assert spec["kernel"] == "matern52"
+    assert spec["kernel"] == "matern32"  # follows goal=map
     assert spec["target"] == "intensity"
     assert spec["batch_size"] == 1
     assert spec["initial_design"] == 4
@@ -29,6 +29,12 @@ def test_create_fills_defaults(client: httpx.Client) -> None:
 def test_goal_sets_default_acquisition(client: httpx.Client) -> None:
     r = client.post("/api/v1/experiments", json={**SPEC, "goal": "maximize"})
     assert r.json()["spec"]["acquisition"] == "ei"
+    assert r.json()["spec"]["kernel"] == "matern52"
+
+
+def test_explicit_kernel_is_kept(client: httpx.Client) -> None:
+    r = client.post("/api/v1/experiments", json={**SPEC, "kernel": "matern52"})
+    assert r.json()["spec"]["kernel"] == "matern52"
 
 
 def test_get_and_list(client: httpx.Client, experiment: dict) -> None:

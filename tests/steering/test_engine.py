@@ -90,7 +90,8 @@ def test_initial_design_is_valid_distinct_and_seeded() -> None:
 @pytest.mark.parametrize("acq", ["variance", "integrated_variance", "gradient_variance",
                                  "misfit_variance", "ucb", "ei"])
 def test_suggest_after_data(fitted: dict[str, Any], acq: str) -> None:
-    e, spec = warm(fitted, goal="maximize" if acq in ("ucb", "ei") else "map", acquisition=acq)
+    e, spec = warm(fitted, goal="maximize" if acq in ("ucb", "ei") else "map", acquisition=acq,
+                     kernel="matern32")
     first = e.suggest(4)
     assert [c.source for c in first] == [acq] * 4
     assert all(c.acquisition is not None and np.isfinite(c.acquisition) for c in first)
@@ -104,7 +105,8 @@ def test_suggest_after_data(fitted: dict[str, Any], acq: str) -> None:
     second = e.suggest(4, pending=xs(first))
     check_valid(spec, np.vstack([xs(first), xs(second)]))  # none of the first's places
     # determinism: the same state gives the same answer
-    e2, _ = warm(fitted, goal="maximize" if acq in ("ucb", "ei") else "map", acquisition=acq)
+    e2, _ = warm(fitted, goal="maximize" if acq in ("ucb", "ei") else "map", acquisition=acq,
+                     kernel="matern32")
     assert np.array_equal(xs(e2.suggest(4)), xs(first))
 
 
@@ -300,3 +302,21 @@ def test_refit_in_a_thread_does_not_block_suggest(monkeypatch: pytest.MonkeyPatc
     assert result[0].outputs["I"].fitted_n == 20  # the snapshot
     # the rebuilt posterior includes the rows that arrived during the fit
     assert e._outputs[0].gp is not None and e._outputs[0].gp.n == 30
+
+
+def test_default_kernel_follows_the_goal_and_reaches_the_fit() -> None:
+    """``map`` defaults to Matern 3/2, optimization to 5/2; an explicit kernel is kept, and
+    the spec's kernel is the one the hyperparameters are fitted with."""
+    assert make_spec().kernel == "matern32"
+    assert make_spec(goal="maximize").kernel == "matern52"
+    assert make_spec(kernel="rbf").kernel == "rbf"
+    spec = make_spec()
+    assert ExperimentSpec.from_dict(spec.to_dict()).kernel == "matern32"
+    old = {**spec.to_dict(), "kernel": "matern52"}  # a spec stored before the new default
+    assert ExperimentSpec.from_dict(old).kernel == "matern52"
+    engine = GPEngine(spec)
+    X, Y = data(spec, 12)
+    engine.ingest(X, Y)
+    engine.refit()
+    assert all(h is not None and h["kernel"] == "matern32"
+               for h in engine.hyperparameters().values())

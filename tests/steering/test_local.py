@@ -104,7 +104,7 @@ def test_tiled_fantasies_bulk_and_pointwise_agree() -> None:
 
 def spec(acq: str = "integrated_variance") -> ExperimentSpec:
     return ExperimentSpec(name="t", parameters=(Parameter("x", 0, 1), Parameter("y", 0, 1)),
-                          outputs=(Output("I"),), acquisition=acq, seed=1,
+                          outputs=(Output("I"),), acquisition=acq, seed=1, kernel="matern52",
                           goal="maximize" if acq in ("ucb", "ei") else "map")
 
 

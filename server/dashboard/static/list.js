@@ -100,7 +100,6 @@ function readSpec(form) {
     name: f.name.value.trim(),
     description: f.description.value.trim(),
     goal: f.goal.value,
-    kernel: f.kernel.value,
     batch_size: Number(f.batch_size.value),
     parameters: [...form.querySelectorAll("tr.param")].map((r) => {
       const p = { name: val(r, "p-name"), lower: num(r, "p-lower"), upper: num(r, "p-upper"),
@@ -113,6 +112,7 @@ function readSpec(form) {
       name: val(r, "o-name"), units: val(r, "o-units") })),
   };
   if (f.acquisition.value) spec.acquisition = f.acquisition.value;
+  if (f.kernel.value) spec.kernel = f.kernel.value;
   if (f.initial_design.value) spec.initial_design = Number(f.initial_design.value);
   if (f.forbidden.value.trim()) {
     try {
