@@ -47,9 +47,15 @@ from server.steering.types import Candidate, ModelStatus, OutputStatus, Posterio
 MIN_FIT_POINTS = 3  # an output is fitted once it has this many measurements
 MAX_FIT_POINTS = 1500  # above this, hyperparameters are fitted on a seeded random subset
 # integration points of the integrated variances: INTEGRATION_BASE * 2^min(d, 3), at most
-# INTEGRATION_MAX (256 in 2-D, 512 in 3-D and 4-D)
+# INTEGRATION_MAX: 1024 in 2-D, 2048 in 3-D and 4-D (lower RMSE per measurement on the
+# validation maps than 4x fewer; benchmarks/README.md, "Third pass"). An ask's cost grows
+# with points x N, so a model built on more than INTEGRATION_DENSE_UP_TO measurements uses
+# 4x fewer (256 / 512, the sparser set of the second pass): at N = 5,000 in 4-D the dense
+# set doubled a q=4 map ask (339 -> 668 ms), while the accuracy per measurement it buys
+# matters most in the first few hundred.
 INTEGRATION_BASE = 256
 INTEGRATION_MAX = 2048
+INTEGRATION_DENSE_UP_TO = 2000
 WARM_START_MIN = 200  # refits start from the last hyperparameters once fitted on this many
 WARM_MAXITER = 50  # L-BFGS-B iterations of a warm-started fit (it starts near the optimum)
 LOCAL_ABOVE = 6000  # above this many points an output's posterior is tiled (server.steering.local)
@@ -132,7 +138,8 @@ class GPEngine:
         self._Yvar = np.empty((64, m))
         self._outputs = [_Output(o.name) for o in spec.outputs]
         self._target = spec.output_names.index(spec.target)  # type: ignore[arg-type]
-        self._points = self._candidate_points()
+        self._points = self._candidate_points(dense=True)
+        self._points_large_n: tuple[torch.Tensor, int] | None = None  # made when first needed
         for name, data in (hyperparameters or {}).items():
             if name not in spec.output_names:
                 raise InvalidInput(f"hyperparameters.{name}", "unknown output")
@@ -140,18 +147,31 @@ class GPEngine:
                 self._outputs[spec.output_names.index(name)].hp = hyper.from_dict(
                     spec, data, f"hyperparameters.{name}")
 
-    def _candidate_points(self) -> tuple[torch.Tensor, int]:
+    def _candidate_points(self, dense: bool) -> tuple[torch.Tensor, int]:
         """``(P, M)``: the fixed candidate set (``M`` allowed scrambled-Sobol points, denser
-        in higher d) followed by the integration points of the integrated variances. The
-        target output's posterior keeps a :class:`~server.steering.gp.PointCache` there."""
+        in higher d) followed by the integration points of the integrated variances (4x
+        fewer unless ``dense``; see :data:`INTEGRATION_DENSE_UP_TO`). The target output's
+        posterior keeps a :class:`~server.steering.gp.PointCache` there."""
         spec, d = self.spec, self.spec.dim
         M = min(2048, 256 * 2 ** min(d, 3))
         C = design.allowed_sobol(spec, M, design.mix_seed(spec.seed, CANDIDATE_SEED))
         parts = [C]
         if effective_acquisition(spec) in INTEGRATED:
             Nz = min(INTEGRATION_MAX, INTEGRATION_BASE * 2 ** min(d, 3))
+            if not dense:
+                Nz //= 4
             parts.append(design.allowed_sobol(spec, Nz, design.mix_seed(spec.seed, 7919)))
         return torch.as_tensor(np.vstack(parts), dtype=DTYPE), len(C)
+
+    def _points_for(self, n: int) -> tuple[torch.Tensor, int]:
+        """The candidate and integration points of a posterior built on ``n`` points (the
+        sparser integration set above :data:`INTEGRATION_DENSE_UP_TO`; a posterior keeps
+        its points as it grows by ingests, and the next refit builds on the right set)."""
+        if n <= INTEGRATION_DENSE_UP_TO:
+            return self._points
+        if self._points_large_n is None:
+            self._points_large_n = self._candidate_points(dense=False)
+        return self._points_large_n
 
     def _build(self, j: int, hp: Hyperparameters, Xt: torch.Tensor, yt: torch.Tensor,
                nt: torch.Tensor) -> ExactGP | TiledGP:
@@ -159,8 +179,8 @@ class GPEngine:
         tiles pass their accuracy check (grown while they fail it, within
         :data:`TILE_MEMORY`), else exact up to :data:`EXACT_MAX` points, else the largest
         tiles."""
-        points = self._points if j == self._target else None
         n = len(Xt)
+        points = self._points_for(n) if j == self._target else None
         if n <= self._local_above:
             return ExactGP.build(hp, Xt, yt, nt, points)
         leaf, cap = LEAF, CAP
@@ -442,7 +462,7 @@ class GPEngine:
                                              mean=gp.cache.mean[gp.cache.M:])
                 fant = Fantasies.from_cache(gp, hp.noise, weights=weights)
             else:  # not reached by the engine (the target always has a cache); kept for safety
-                P, M = self._points
+                P, M = self._points_for(n)
                 fant = Fantasies(gp, P[:M], P[M:] if len(P) > M else None, hp.noise)
             train_mean = gp.mean_at_train() if kind == "ei" else None
         maximize = spec.goal != Goal.minimize

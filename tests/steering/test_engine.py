@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from server.steering import engine as engine_module
 from server.steering import fit
 from server.steering.design import to_unit
 from server.steering.engine import GPEngine
@@ -320,3 +321,29 @@ def test_default_kernel_follows_the_goal_and_reaches_the_fit() -> None:
     engine.refit()
     assert all(h is not None and h["kernel"] == "matern32"
                for h in engine.hyperparameters().values())
+
+
+def test_integration_points_thin_out_above_the_dense_limit(monkeypatch) -> None:
+    """Integrated variances use 4x fewer integration points once a posterior is built on
+    more than ``INTEGRATION_DENSE_UP_TO`` measurements (the ask's cost grows with points x
+    N); the candidate set stays, and a posterior grown by ingests keeps its points until
+    the next refit."""
+    monkeypatch.setattr(engine_module, "INTEGRATION_DENSE_UP_TO", 20)
+    spec = make_spec()  # 2-D map, misfit_variance
+    e = GPEngine(spec)
+    X, Y = data(spec, 40)
+
+    def points() -> tuple[int, int]:
+        cache = e._outputs[0].gp.cache
+        return cache.M, len(cache.P) - cache.M
+
+    e.ingest(X[:15], Y[:15])
+    e.refit()
+    M, dense = points()  # 1024 Sobol points in 2-D, less those in the forbidden region
+    assert 0.8 * 1024 < dense <= 1024
+    e.ingest(X[15:30], Y[15:30])
+    assert points() == (M, dense)  # grown by ingests: same points
+    e.refit()  # built on 30 > 20
+    M2, sparse = points()
+    assert M2 == M and 0.8 * 256 < sparse <= 256
+    assert len(e.suggest(2)) == 2
