@@ -286,29 +286,64 @@ class SteeringService:
 
     async def _ask_under_locks(self, experiment_id: str, live: _Live,
                                q: int) -> list[SuggestionRecord]:
-        # Store work goes in as few thread hops as the order allows: the lock and the reads
-        # in one, the engine in the compute pool, the write and the unlock in one (each
-        # hop is ~0.1 ms of an ask that takes a few ms).
+        # The usual ask is one thread hop: lock, read, compute, write and unlock in the
+        # compute pool (each hop is a wake-up of another thread: ~0.1 ms on an idle machine,
+        # milliseconds when the cores are busy). Only an engine that is behind the store
+        # (another API process measured) comes back to the event loop to catch up.
         async with live.ask_lock:  # this process's asks, then every process's
+            lease, ctx, stored = await self._held(self._cpu(
+                self._ask_in_one_hop, experiment_id, live, q))
+            if stored is not None:
+                return stored
             try:
-                lease, ctx = await self._io(self._lock_and_read, experiment_id)
-            except TimeoutError as exc:
-                raise Busy(str(exc), retry_after=1.0) from None
-            try:
-                new = await self._suggest_locked(experiment_id, live, q, ctx)
-                stored: list[SuggestionRecord] = await self._io(
-                    self._store_and_release, lease, experiment_id, new)
+                await self._catch_up(experiment_id, live, ctx.experiment.n_measurements)
+                new = await self._cpu(self._new_suggestions, live, q, ctx)
+                stored = await self._io(self._store_and_release, lease, experiment_id, new)
                 return stored
             finally:
                 if not lease.released:  # not reached the write, or the write's hop cancelled
                     await self._io(lease.release)
 
-    def _lock_and_read(self, experiment_id: str) -> tuple[_OnceLease, AskContext]:
-        """Take the store's ask lock, then read the ask's context (one thread hop)."""
+    @staticmethod
+    async def _held(hop: Awaitable[tuple[_OnceLease, AskContext, list[SuggestionRecord] | None]]
+                    ) -> tuple[_OnceLease, AskContext, list[SuggestionRecord] | None]:
+        """Await the hop that takes the ask lock; if this await is cancelled (the loop
+        shuts down) while the thread still runs, the lease it returns is released then."""
+        fut = asyncio.ensure_future(hop)
+        try:
+            return await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            def release(f: asyncio.Future[Any]) -> None:
+                if not f.cancelled() and f.exception() is None:
+                    f.result()[0].release()
+            fut.add_done_callback(release)
+            raise
+        except TimeoutError as exc:
+            raise Busy(str(exc), retry_after=1.0) from None
+
+    def _ask_in_one_hop(self, experiment_id: str, live: _Live, q: int
+                        ) -> tuple[_OnceLease, AskContext, list[SuggestionRecord] | None]:
+        """Compute pool: take the store's ask lock, read the ask's context and, if the
+        engine holds every stored measurement, compute the suggestions, commit them and give
+        the lock back. Otherwise return with the lock held and ``None`` for the records.
+
+        Raises (with the lock given back):
+            TimeoutError: The lock was not acquired in time. Conflict: not active.
+        """
         lease = _OnceLease(self.store.lock_asks(experiment_id,
                                                 self.settings.ask_lock_timeout_s))
         try:
-            return lease, self.store.ask_context(experiment_id, time.time())
+            ctx = self.store.ask_context(experiment_id, time.time())
+            rec = ctx.experiment
+            if rec.status != ExperimentStatus.active:
+                raise Conflict("status",
+                               f"experiment is {rec.status.value}; suggestions need active")
+            # live.seqs grows on the event loop only after the engine ingested: a count
+            # read here never claims data the engine lacks.
+            if len(live.seqs) < rec.n_measurements:
+                return lease, ctx, None
+            new = self._new_suggestions(live, q, ctx)
+            return lease, ctx, self._store_and_release(lease, experiment_id, new)
         except BaseException:
             lease.release()
             raise
@@ -322,22 +357,16 @@ class SteeringService:
         finally:
             lease.release()
 
-    async def _suggest_locked(self, experiment_id: str, live: _Live, q: int,
-                              ctx: AskContext) -> list[NewSuggestion]:
-        """Compute an ask under the experiment's locks, from the context read under them
-        (another process may have measured or asked meanwhile). Pending suggestions past
-        their time are left out there and marked expired by the expiry loop."""
-        rec = ctx.experiment
-        if rec.status != ExperimentStatus.active:
-            raise Conflict("status",
-                           f"experiment is {rec.status.value}; suggestions need active")
-        await self._catch_up(experiment_id, live, rec.n_measurements)
+    def _new_suggestions(self, live: _Live, q: int, ctx: AskContext) -> list[NewSuggestion]:
+        """The engine's ask from the context read under the locks (another process may have
+        measured or asked meanwhile). Pending suggestions past their time are left out
+        there and marked expired by the expiry loop."""
         names = live.spec.parameter_names
         x_pending = np.array([[s.position[k] for k in names] for s in ctx.pending],
                              dtype=float).reshape(-1, live.spec.dim)
         start = (np.array([ctx.last.position[k] for k in names])
                  if ctx.last is not None else None)
-        candidates = await self._cpu(live.engine.suggest, q, x_pending, start)
+        candidates = live.engine.suggest(q, x_pending, start)
         ttl = live.spec.suggestion_ttl_s or self.settings.suggestion_ttl_s
         now = time.time()
         return [NewSuggestion(position=dict(zip(names, c.x, strict=True)),

@@ -1,4 +1,9 @@
-"""Dependencies that routers declare with ``Annotated`` aliases."""
+"""Dependencies that routers declare with ``Annotated`` aliases.
+
+They are ``async def`` although they never await: FastAPI runs a plain ``def`` dependency in
+its thread pool, a thread hop (and, on a loaded 2-core machine, a wait for the scheduler)
+per dependency per request, only to read an attribute.
+"""
 
 from __future__ import annotations
 
@@ -11,25 +16,25 @@ from server.service import SteeringService
 from server.settings import Settings
 
 
-def get_service(request: Request) -> SteeringService:
+async def get_service(request: Request) -> SteeringService:
     """The app's steering service (built in the lifespan)."""
     service: SteeringService = request.app.state.service
     return service
 
 
-def get_ws_service(websocket: WebSocket) -> SteeringService:
+async def get_ws_service(websocket: WebSocket) -> SteeringService:
     """The steering service, for websocket routes."""
     service: SteeringService = websocket.app.state.service
     return service
 
 
-def get_app_settings(request: Request) -> Settings:
+async def get_app_settings(request: Request) -> Settings:
     """The settings the app was built with."""
     settings: Settings = request.app.state.settings
     return settings
 
 
-def get_inference(request: Request) -> InferenceService:
+async def get_inference(request: Request) -> InferenceService:
     """The app's inference service (built in the lifespan)."""
     inference: InferenceService = request.app.state.inference
     return inference

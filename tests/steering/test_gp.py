@@ -78,6 +78,22 @@ def test_duplicates_get_jitter() -> None:
     assert torch.isfinite(mean).all() and torch.isfinite(var).all()
 
 
+@pytest.mark.parametrize("n", [5, 60, 300])  # LAPACK's unblocked and blocked factorizations
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_cholesky_refuses_non_finite_covariances(n: int, bad: float) -> None:
+    """Non-finite entries are found through the factor (no scan of K first), wherever they
+    sit: on the diagonal, off it, in the first and the last row."""
+    g = torch.Generator().manual_seed(n)
+    A = torch.randn(n, n, generator=g, dtype=D)
+    K = A @ A.T + n * torch.eye(n, dtype=D)
+    assert torch.allclose(gpmod.cholesky_with_jitter(K)[0], torch.linalg.cholesky(K))
+    for i, j in [(0, 0), (n - 1, 0), (n // 2, n // 3), (n - 1, n - 1)]:
+        Kb = K.clone()
+        Kb[i, j] = Kb[j, i] = bad
+        with pytest.raises(torch.linalg.LinAlgError, match="NaN or inf"):
+            gpmod.cholesky_with_jitter(Kb)
+
+
 def test_fantasy_reduces_variance_to_noise() -> None:
     X, y = _data(20)
     hp = _hp(noise=1e-2)
