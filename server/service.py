@@ -58,6 +58,7 @@ from server.store.base import (
 
 log = logging.getLogger("beamsteer.service")
 T = TypeVar("T")
+_H = TypeVar("_H")  # what a hop holding the ask lease returns
 # (spec, items) -> items whose detector images became values (server/reductions.py)
 Reducer = Callable[[ExperimentSpec, Sequence[Mapping[str, Any]]],
                    Awaitable[list[dict[str, Any]]]]
@@ -81,6 +82,15 @@ class _Live:
         if n == 0 or max(self.seqs) == n:  # seq counts 1, 2, ... without gaps
             return n
         return next(i for i in range(1, n + 2) if i not in self.seqs) - 1
+
+
+# An uncontended ask lock is taken at once; a compute thread tries this long (PostgreSQL's
+# lock_timeout is in whole milliseconds) before the ask waits on an I/O thread instead.
+LOCK_TRY_S = 0.001
+
+
+class _Contended(Exception):
+    """The experiment's ask lock is held by another process (internal to the ask path)."""
 
 
 class _OnceLease:
@@ -291,8 +301,16 @@ class SteeringService:
         # milliseconds when the cores are busy). Only an engine that is behind the store
         # (another API process measured) comes back to the event loop to catch up.
         async with live.ask_lock:  # this process's asks, then every process's
-            lease, ctx, stored = await self._held(self._cpu(
-                self._ask_in_one_hop, experiment_id, live, q))
+            try:
+                lease, ctx, stored = await self._held(self._cpu(
+                    self._ask_in_one_hop, experiment_id, live, q, None))
+            except _Contended:
+                # Another process holds the experiment's lock: wait for it on an I/O
+                # thread, never on one of the few compute threads, which other
+                # experiments' asks and posteriors need meanwhile.
+                held = await self._held(self._io(self._lock, experiment_id))
+                lease, ctx, stored = await self._held(self._cpu(
+                    self._ask_in_one_hop, experiment_id, live, q, held))
             if stored is not None:
                 return stored
             try:
@@ -305,33 +323,45 @@ class SteeringService:
                     await self._io(lease.release)
 
     @staticmethod
-    async def _held(hop: Awaitable[tuple[_OnceLease, AskContext, list[SuggestionRecord] | None]]
-                    ) -> tuple[_OnceLease, AskContext, list[SuggestionRecord] | None]:
-        """Await the hop that takes the ask lock; if this await is cancelled (the loop
-        shuts down) while the thread still runs, the lease it returns is released then."""
+    async def _held(hop: Awaitable[_H]) -> _H:
+        """Await a hop that returns the ask's lease (alone, or first of a tuple); if this
+        await is cancelled (the loop shuts down) while the thread still runs, the lease it
+        returns is released then."""
         fut = asyncio.ensure_future(hop)
         try:
             return await asyncio.shield(fut)
         except asyncio.CancelledError:
             def release(f: asyncio.Future[Any]) -> None:
                 if not f.cancelled() and f.exception() is None:
-                    f.result()[0].release()
+                    r = f.result()
+                    (r[0] if isinstance(r, tuple) else r).release()
             fut.add_done_callback(release)
             raise
         except TimeoutError as exc:
             raise Busy(str(exc), retry_after=1.0) from None
 
-    def _ask_in_one_hop(self, experiment_id: str, live: _Live, q: int
+    def _lock(self, experiment_id: str) -> _OnceLease:
+        """I/O pool: wait (up to the ask lock timeout) for the store's ask lock."""
+        return _OnceLease(self.store.lock_asks(experiment_id,
+                                               self.settings.ask_lock_timeout_s))
+
+    def _ask_in_one_hop(self, experiment_id: str, live: _Live, q: int,
+                        lease: _OnceLease | None
                         ) -> tuple[_OnceLease, AskContext, list[SuggestionRecord] | None]:
-        """Compute pool: take the store's ask lock, read the ask's context and, if the
-        engine holds every stored measurement, compute the suggestions, commit them and give
-        the lock back. Otherwise return with the lock held and ``None`` for the records.
+        """Compute pool: take the store's ask lock (unless ``lease`` holds it), read the
+        ask's context and, if the engine holds every stored measurement, compute the
+        suggestions, commit them and give the lock back. Otherwise return with the lock
+        held and ``None`` for the records.
 
         Raises (with the lock given back):
-            TimeoutError: The lock was not acquired in time. Conflict: not active.
+            _Contended: Another process holds the lock (this thread does not wait for it).
+            Conflict: The experiment is not active.
         """
-        lease = _OnceLease(self.store.lock_asks(experiment_id,
-                                                self.settings.ask_lock_timeout_s))
+        if lease is None:
+            try:
+                lease = _OnceLease(self.store.lock_asks(experiment_id, LOCK_TRY_S))
+            except TimeoutError:
+                raise _Contended(experiment_id) from None
         try:
             ctx = self.store.ask_context(experiment_id, time.time())
             rec = ctx.experiment

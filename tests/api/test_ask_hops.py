@@ -7,6 +7,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from server.service import SteeringService
@@ -80,3 +81,37 @@ async def test_a_refused_ask_gives_the_lock_back(service: SteeringService) -> No
     await service.set_status(exp.id, ExperimentStatus.active)
     (s,) = await service.suggest(exp.id, 1)  # Busy after 3 s if the refusal kept the lock
     assert s.status == SuggestionStatus.pending
+
+
+async def test_asks_waiting_for_another_process_leave_the_compute_threads_free(
+        request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """Two experiments' ask locks held by "another process": their asks wait on I/O
+    threads, so a third experiment's posterior (compute pool, 2 threads) is answered while
+    they wait; once the locks go, both asks complete."""
+    store = open_store(request.getfixturevalue("postgres_url"))
+    svc = SteeringService(store, Settings(data_dir=tmp_path, log_json=False,
+                                          ask_lock_timeout_s=30, compute_threads=2))
+    await svc.start()
+    try:
+        exps = [await svc.create_experiment(SPEC) for _ in range(3)]
+        for e in exps:
+            await svc.measure(e.id, [_m(1.0 + i, -2.0 + 0.5 * i) for i in range(6)])
+        svc.wait_for_refits()
+        other = open_store(request.getfixturevalue("postgres_url"))  # the other process
+        leases = [await asyncio.to_thread(other.lock_asks, e.id) for e in exps[:2]]
+        try:
+            asks = [asyncio.create_task(svc.suggest(e.id, 1)) for e in exps[:2]]
+            await asyncio.sleep(0.5)  # both asks are waiting for the locks
+            post = await asyncio.wait_for(
+                svc.posterior(exps[2].id, np.array([[0.0, 0.0], [1.0, 1.0]])), 20)
+            assert np.isfinite(post.mean["intensity"]).all()
+            assert not any(a.done() for a in asks), "an ask did not wait for the lock"
+        finally:
+            for lease in leases:
+                await asyncio.to_thread(lease.release)
+        done = await asyncio.wait_for(asyncio.gather(*asks), 20)
+        assert [len(b) for b in done] == [1, 1]
+        other.close()
+    finally:
+        await svc.stop()
+        store.close()
