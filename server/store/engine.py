@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +46,26 @@ def is_memory(u: URL) -> bool:
     return u.get_backend_name() == "sqlite" and u.database in (None, "", ":memory:")
 
 
+def _set_wal(cur: Any) -> None:
+    """Switch the database to WAL (it stays so: later connections find it set). Changing the
+    journal mode needs the database to itself, and SQLite answers "database is locked" at
+    once, without its busy handler, while another connection holds it: processes opening a
+    new database together (several stores migrating at start-up) retry for up to the busy
+    timeout."""
+    deadline = time.monotonic() + SQLITE_BUSY_TIMEOUT_MS / 1000
+    delay = 0.001
+    while True:
+        try:
+            if cur.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+                cur.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(2 * delay, 0.05)
+
+
 def _sqlite_engine(u: URL) -> Engine:
     memory = is_memory(u)
     if memory:
@@ -63,7 +85,7 @@ def _sqlite_engine(u: URL) -> Engine:
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
         if not memory:
-            cur.execute("PRAGMA journal_mode=WAL")
+            _set_wal(cur)
         cur.execute("PRAGMA synchronous=FULL")  # a returned write survives power loss
         cur.execute("PRAGMA foreign_keys=ON")
         cur.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")

@@ -7,6 +7,7 @@ a new PostgreSQL database): the session's PostgreSQL database is shared with oth
 from __future__ import annotations
 
 import shutil
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -221,3 +222,30 @@ def test_processes_starting_together_migrate_once(empty_url: str) -> None:
                 migrate.heads()]
     finally:
         engine.dispose()
+
+
+def test_a_connection_to_a_new_sqlite_file_waits_to_switch_it_to_wal(tmp_path: Path) -> None:
+    """Switching a file to WAL needs it to itself, and SQLite refuses at once (no busy wait)
+    while another connection holds a lock: stores opening a new database together (one
+    migrating inside BEGIN IMMEDIATE) failed with "database is locked" about one time in
+    twenty. The connect hook now waits for the lock, as every other statement does."""
+    path = tmp_path / "new.sqlite"
+    holder = sqlite3.connect(path, isolation_level=None)  # another process, first in
+    holder.execute("BEGIN IMMEDIATE")
+    holder.execute("CREATE TABLE t (x)")
+    engine = make_engine(sqlalchemy_url(f"sqlite:///{path}"))
+    modes: list[str] = []
+
+    def connect() -> None:
+        with engine.connect() as conn:
+            modes.append(conn.exec_driver_sql("PRAGMA journal_mode").scalar_one())
+
+    t = threading.Thread(target=connect)
+    t.start()
+    t.join(0.3)
+    assert t.is_alive() and modes == []  # waiting for the holder, not failed
+    holder.execute("COMMIT")
+    holder.close()
+    t.join(30)
+    engine.dispose()
+    assert modes == ["wal"]
