@@ -23,7 +23,6 @@ import argparse
 import asyncio
 import os
 import secrets
-import signal
 import sys
 import time
 from pathlib import Path
@@ -34,7 +33,12 @@ sys.path.insert(0, str(ROOT))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from benchmarks.inference import _drop, make_images, start_workers, wait_workers  # noqa: E402
+from benchmarks.inference import (  # noqa: E402
+    make_images,
+    start_workers,
+    stop_workers,
+    wait_workers,
+)
 from models import registry  # noqa: E402
 from server.queue.base import Job, open_queue  # noqa: E402
 from server.runners import ModelRunner  # noqa: E402
@@ -87,12 +91,7 @@ async def through_worker(url: str, device: str, images: list[np.ndarray],
                                    f"for {len(images)} jobs")
             out[model] = np.stack([a for _, a in got])
     finally:
-        await q.close()
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            p.wait(60)
-        await _drop(url, prefix)
+        await stop_workers(q, procs, url, prefix)
     return out
 
 

@@ -223,13 +223,20 @@ async def bench_redis(url: str, models: dict[str, str], device: str, work: dict,
                         rows.append(stats(model, f"redis, {k} worker{'s' * (k > 1)}",
                                           batching, c, lat, wall, res, k))
             finally:
-                await q.close()
-                for p in procs:
-                    p.send_signal(signal.SIGTERM)
-                for p in procs:
-                    p.wait(60)
-                await _drop(url, prefix)
+                await stop_workers(q, procs, url, prefix)
     return rows
+
+
+async def stop_workers(q: JobQueue, procs: list[subprocess.Popen], url: str,
+                       prefix: str) -> None:
+    """Close the caller's queue, SIGTERM the workers (they drain), then delete the run's
+    keys."""
+    await q.close()
+    for p in procs:
+        p.send_signal(signal.SIGTERM)
+    for p in procs:
+        p.wait(60)
+    await _drop(url, prefix)
 
 
 async def _drop(url: str, prefix: str) -> None:
