@@ -56,6 +56,8 @@ MAX_FIT_POINTS = 1500  # above this, hyperparameters are fitted on a seeded rand
 INTEGRATION_BASE = 256
 INTEGRATION_MAX = 2048
 INTEGRATION_DENSE_UP_TO = 2000
+REFIT_GROWTH = 0.25  # a refit is due once an output's data grew by this fraction ...
+REFIT_MIN_STEP = 3  # ... or by this many points, whichever is more
 WARM_START_MIN = 200  # refits start from the last hyperparameters once fitted on this many
 WARM_MAXITER = 50  # L-BFGS-B iterations of a warm-started fit (it starts near the optimum)
 LOCAL_ABOVE = 6000  # above this many points an output's posterior is tiled (server.steering.local)
@@ -301,7 +303,8 @@ class GPEngine:
 
     def needs_refit(self) -> bool:
         """Whether a refit is due: an output's first fit (>= 3 points), or its data grew by
-        ``max(3, 25%)`` since the last fit; after a failed fit, only once more data arrived.
+        ``max(REFIT_MIN_STEP, REFIT_GROWTH)`` (3 points, 25%) since the last fit; after a
+        failed fit, only once more data arrived.
         ``False`` while a refit runs."""
         with self._lock:
             if self._refitting:
@@ -311,7 +314,8 @@ class GPEngine:
                 if nj < MIN_FIT_POINTS or (out.failed_at_n is not None and nj <= out.failed_at_n):
                     continue
                 fitted = 0 if out.hp is None else out.hp.fitted_n
-                if out.hp is None or nj >= fitted + max(3, math.ceil(0.25 * fitted)):
+                if out.hp is None or nj >= fitted + max(REFIT_MIN_STEP,
+                                                       math.ceil(REFIT_GROWTH * fitted)):
                     return True
             return False
 
