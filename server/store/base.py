@@ -181,8 +181,10 @@ class AskContext:
 class Lease(Protocol):
     """A held lock; :meth:`release` it exactly once."""
 
-    def release(self) -> None:
-        """Give the lock back."""
+    def release(self, broken: bool = False) -> None:
+        """Give the lock back. ``broken``: the database just failed to answer
+        (:class:`StoreUnavailable`), so drop the lock's connection, and the lock with it,
+        instead of asking the server, which might not answer either."""
 
 
 class Store(Protocol):

@@ -118,7 +118,14 @@ class _TxLease:
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
 
-    def release(self) -> None:
+    def release(self, broken: bool = False) -> None:
+        if broken:
+            # A ROLLBACK to a server that hangs would wait out the store timeout again:
+            # closing the connection ends the session (once the server reads again), and
+            # the lock with it.
+            self._conn.invalidate()
+            self._conn.close()
+            return
         try:
             self._conn.rollback()  # ends the transaction: the xact lock goes with it
         except sa.exc.DBAPIError:
@@ -130,7 +137,7 @@ class _TxLease:
 
 
 class _NoLease:
-    def release(self) -> None:
+    def release(self, broken: bool = False) -> None:
         pass
 
 

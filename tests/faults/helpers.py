@@ -40,7 +40,7 @@ class FreezableProxy:
         self.port: int = self._listener.getsockname()[1]
         self._flowing = threading.Event()
         self._flowing.set()
-        self._marker: bytes | None = None
+        self._trigger: tuple[bytes, bytes] | None = None  # (pattern, after)
         self._lock = threading.Lock()
         self._sockets: list[socket.socket] = []
         threading.Thread(target=self._accept, daemon=True).start()
@@ -52,13 +52,16 @@ class FreezableProxy:
     def freeze(self) -> None:
         self._flowing.clear()
 
-    def freeze_at_commit_after(self, marker: bytes) -> None:
-        """Freeze when the connection whose client sent ``marker`` (e.g. a measurement's
-        key, a bound parameter) next sends COMMIT; that COMMIT is held with the rest."""
-        self._marker = marker
+    def freeze_on(self, pattern: bytes, *, after: bytes | None = None) -> None:
+        """Freeze when a client sends ``pattern`` (e.g. ``b"COMMIT"``) on a connection that
+        has sent ``after`` (e.g. a measurement's key, a bound parameter; default: any
+        connection); the bytes with ``pattern`` are held with the rest. SQL text is sent
+        until psycopg prepares a statement (its 5th run on a connection): trigger on the
+        first runs, or on parameters."""
+        self._trigger = (pattern, pattern if after is None else after)
 
     def thaw(self) -> None:
-        self._marker = None
+        self._trigger = None
         self._flowing.set()
 
     def close(self) -> None:
@@ -91,10 +94,11 @@ class FreezableProxy:
         armed = False
         try:
             while data := src.recv(65536):
-                if to_server and self._marker is not None:
-                    armed = armed or self._marker in data
-                    if armed and b"COMMIT" in data:
-                        self._marker = None
+                trigger = self._trigger if to_server else None
+                if trigger is not None:
+                    armed = armed or trigger[1] in data
+                    if armed and trigger[0] in data:
+                        self._trigger = None
                         self.freeze()
                 self._flowing.wait()
                 dst.sendall(data)

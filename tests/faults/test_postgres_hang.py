@@ -75,9 +75,19 @@ def _hang_and_recover(c: httpx.Client, proxy: FreezableProxy) -> None:
         return r.status_code, time.monotonic() - t0, r.json() | {"headers": dict(r.headers)}
 
     tell = f"{exp}/measurements"
-    # 1. The hang strikes at a tell's COMMIT; while it lasts, an ask, another tell and a
+    # 1. The hang strikes while an ask holds the experiment's ask lock (on a connection
+    # of its own) and stores its suggestions: one store timeout, not one more for giving
+    # the lock back (that connection is dropped: the lock goes with it).
+    proxy.freeze_on(b"INSERT INTO suggestions")
+    status, seconds, body = timed("POST", f"{exp}/suggestions", {"n": 1})
+    assert proxy.frozen, "the ask never stored its suggestions"
+    assert status == 503 and seconds < STORE_TIMEOUT_S + 1.5, (status, seconds, body)
+    assert "nothing was stored" in body["detail"][0]["msg"]
+    proxy.thaw()
+
+    # 2. The hang strikes at a tell's COMMIT; while it lasts, an ask, another tell and a
     # read come in.
-    proxy.freeze_at_commit_after(b"hung-commit")
+    proxy.freeze_on(b"COMMIT", after=b"hung-commit")
     with ThreadPoolExecutor(4) as pool:
         hung = pool.submit(timed, "POST", tell, {"measurements": [_m("hung-commit", 5.0)]})
         deadline = time.monotonic() + 10
@@ -100,7 +110,7 @@ def _hang_and_recover(c: httpx.Client, proxy: FreezableProxy) -> None:
                 else "nothing was stored") in item["msg"], (name, item)
         assert int(body["headers"]["retry-after"]) >= 1, name
 
-    # 2. PostgreSQL answers again: the same process serves, and the tell sent again with
+    # 3. PostgreSQL answers again: the same process serves, and the tell sent again with
     # its key is stored once (by the first attempt if its COMMIT got through after all).
     proxy.thaw()
     retried = c.post(tell, json={"measurements": [_m("hung-commit", 5.0)]})
@@ -113,7 +123,7 @@ def _hang_and_recover(c: httpx.Client, proxy: FreezableProxy) -> None:
     acked.append("after")
     assert c.get(exp).status_code == 200
 
-    # 3. The store holds exactly the acknowledged tells, each once, with gapless seq.
+    # 4. The store holds exactly the acknowledged tells, each once, with gapless seq.
     stored = c.get(f"{tell}").json()["measurements"]
     assert sorted(m["key"] for m in stored) == sorted(acked)
     assert [m["seq"] for m in stored] == list(range(1, len(acked) + 1))

@@ -99,3 +99,17 @@ def test_the_ask_lock_wait_is_bounded_by_its_own_timeout_not_the_store_timeout(
     finally:
         holder.close()
         waiter.close()
+
+
+def test_a_broken_release_drops_the_lock_with_its_connection(store_postgres_url: str) -> None:
+    a, b = open_store(store_postgres_url), open_store(store_postgres_url)
+    try:
+        eid = a.create_experiment(SPEC).id
+        a.lock_asks(eid, 1.0).release(broken=True)  # no ROLLBACK sent: the session ends
+        t0 = time.monotonic()
+        b.lock_asks(eid, 5.0).release()
+        assert time.monotonic() - t0 < 2.0
+        a.lock_asks(eid, 1.0).release()  # the first store's pool is sound
+    finally:
+        a.close()
+        b.close()
