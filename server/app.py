@@ -56,7 +56,8 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
 
         torch.set_num_threads(settings.torch_threads)
         own_store = store is None
-        the_store = store or open_store(settings.store_url)
+        the_store = store or open_store(settings.store_url,
+                                        timeout_s=settings.store_timeout_s or None)
         auth = gate.start(the_store.keys)
         inference = InferenceService(_queue(settings), settings, metrics)
         await inference.start()

@@ -101,12 +101,12 @@ class _OnceLease:
         self._lock = threading.Lock()
         self.released = False
 
-    def release(self) -> None:
+    def release(self, broken: bool = False) -> None:
         with self._lock:
             if self.released:
                 return
             self.released = True
-        self._lease.release()
+        self._lease.release(broken)
 
 
 class SteeringService:
@@ -318,6 +318,10 @@ class SteeringService:
                 new = await self._cpu(self._new_suggestions, live, q, ctx)
                 stored = await self._io(self._store_and_release, lease, experiment_id, new)
                 return stored
+            except StoreUnavailable:
+                if not lease.released:
+                    await self._io(lease.release, True)
+                raise
             finally:
                 if not lease.released:  # not reached the write, or the write's hop cancelled
                     await self._io(lease.release)
@@ -374,18 +378,24 @@ class SteeringService:
                 return lease, ctx, None
             new = self._new_suggestions(live, q, ctx)
             return lease, ctx, self._store_and_release(lease, experiment_id, new)
-        except BaseException:
-            lease.release()
+        except BaseException as exc:
+            lease.release(broken=isinstance(exc, StoreUnavailable))
             raise
 
     def _store_and_release(self, lease: _OnceLease, experiment_id: str,
                            new: list[NewSuggestion]) -> list[SuggestionRecord]:
-        """Commit the new suggestions, then give the lock back (one thread hop)."""
+        """Commit the new suggestions, then give the lock back (one thread hop); if the
+        database failed, by dropping the lock's connection (:meth:`Lease.release`)."""
         try:
             recs: list[SuggestionRecord] = self.store.add_suggestions(experiment_id, new)
-            return recs
-        finally:
+        except StoreUnavailable:
+            lease.release(broken=True)
+            raise
+        except BaseException:
             lease.release()
+            raise
+        lease.release()
+        return recs
 
     def _new_suggestions(self, live: _Live, q: int, ctx: AskContext) -> list[NewSuggestion]:
         """The engine's ask from the context read under the locks (another process may have

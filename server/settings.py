@@ -57,6 +57,14 @@ class Settings(BaseSettings):
     suggestion_ttl_s: float = Field(3600.0, gt=0)
     ask_lock_timeout_s: float = Field(
         30.0, gt=0, description="Longest wait for an experiment's ask lock before a 503")
+    # PostgreSQL that stops answering without closing connections (a stopped process, a
+    # network black hole) would hold a request forever: a query or COMMIT without an answer
+    # for this long has its connection shut down, and the request gets 503 (502 for a
+    # COMMIT: it may have been stored). Our queries take milliseconds; the ask lock's wait
+    # (ask_lock_timeout_s) comes on top and migrations are exempt. 0 turns the limit off.
+    store_timeout_s: float = Field(
+        15.0, ge=0, description="Longest wait for PostgreSQL's answer to one query or "
+                                "COMMIT before a 503/502 (0: no limit)")
     expiry_interval_s: float = Field(5.0, gt=0)
     # Bodies beyond this are refused with 413 before they are parsed.
     max_body_bytes: int = Field(8 * 1024 * 1024, gt=0)

@@ -181,8 +181,10 @@ class AskContext:
 class Lease(Protocol):
     """A held lock; :meth:`release` it exactly once."""
 
-    def release(self) -> None:
-        """Give the lock back."""
+    def release(self, broken: bool = False) -> None:
+        """Give the lock back. ``broken``: the database just failed to answer
+        (:class:`StoreUnavailable`), so drop the lock's connection, and the lock with it,
+        instead of asking the server, which might not answer either."""
 
 
 class Store(Protocol):
@@ -296,7 +298,7 @@ class Store(Protocol):
         """Expire every pending suggestion (all experiments) with ``expires_at <= now``."""
 
 
-StoreFactory = Callable[[str], Store]
+StoreFactory = Callable[..., Store]  # (url, **options) -> Store
 _BACKENDS: dict[str, StoreFactory] = {}
 
 
@@ -311,12 +313,13 @@ def register_store(*schemes: str) -> Callable[[StoreFactory], StoreFactory]:
     return deco
 
 
-def open_store(url: str) -> Store:
+def open_store(url: str, **options: Any) -> Store:
     """Open the store for a URL, e.g. ``sqlite:///data/beamsteer.db`` or
-    ``postgresql://user@host/db`` (a ``+driver`` suffix is allowed)."""
+    ``postgresql://user@host/db`` (a ``+driver`` suffix is allowed); ``options`` go to the
+    backend (the SQL store's: ``timeout_s``)."""
     from server.store import sql  # noqa: F401  (registers the SQLAlchemy backends)
 
     scheme = url.split(":", 1)[0].split("+", 1)[0]
     if scheme not in _BACKENDS:
         raise ValueError(f"no store backend for {scheme!r}; known: {sorted(_BACKENDS)}")
-    return _BACKENDS[scheme](url)
+    return _BACKENDS[scheme](url, **options)

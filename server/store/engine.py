@@ -25,6 +25,12 @@ PG_CONNECT_TIMEOUT_S = 5
 # overflow connections against a few store threads, a wait that long means a stuck
 # database, not load.
 POOL_TIMEOUT_S = 10
+# The longest one PostgreSQL call (a query, a COMMIT, the pool's ping) may wait for the
+# server's answer before its connection is shut down (server/store/watchdog.py): a server
+# that stopped answering then costs a request this long, plus a connect timeout, instead
+# of forever. Our queries take milliseconds; loading a large experiment, well under a
+# second. Waits that are long by design (the ask lock, migrations) get more time.
+PG_STORE_TIMEOUT_S = 15.0
 
 
 def sqlalchemy_url(url: str) -> URL:
@@ -99,14 +105,22 @@ def _sqlite_engine(u: URL) -> Engine:
     return engine
 
 
-def make_engine(u: URL) -> Engine:
-    """An engine for a parsed store URL, with pool and per-connection settings set."""
+def make_engine(u: URL, timeout_s: float | None = PG_STORE_TIMEOUT_S) -> Engine:
+    """An engine for a parsed store URL, with pool and per-connection settings set.
+
+    Args:
+        u: The store URL.
+        timeout_s: PostgreSQL: the longest one call may wait for the server's answer
+            (``None``: no limit). SQLite ignores it: its busy timeout bounds its waits.
+    """
     if u.get_backend_name() == "sqlite":
         return _sqlite_engine(u)
+    from server.store import pg  # psycopg: loaded only for a PostgreSQL store
+
     # pre_ping: a threaded server outlives database restarts and idle-connection reapers;
     # a connection that fails it is replaced, and a disconnect invalidates the whole pool.
-    connect_args = {} if "connect_timeout" in u.query else {
-        "connect_timeout": PG_CONNECT_TIMEOUT_S}
-    return sa.create_engine(u, json_serializer=_json, pool_pre_ping=True, pool_size=10,
-                            max_overflow=20, pool_timeout=POOL_TIMEOUT_S,
-                            connect_args=connect_args)
+    engine = sa.create_engine(u, json_serializer=_json, pool_pre_ping=True, pool_size=10,
+                              max_overflow=20, pool_timeout=POOL_TIMEOUT_S,
+                              connect_args=pg.connect_args(u.query, PG_CONNECT_TIMEOUT_S))
+    pg.watch(engine, timeout_s)
+    return engine

@@ -36,6 +36,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.engine import Connection, Engine
 
 from server.store.engine import IMMEDIATE
+from server.store.watchdog import patience
 
 SCRIPT_LOCATION = Path(__file__).with_name("migrations")
 # The revision whose schema equals the tables that create_all made before migrations.
@@ -79,8 +80,11 @@ def current(conn: Connection) -> tuple[str, ...]:
 
 @contextmanager
 def migration_connection(engine: Engine) -> Iterator[Connection]:
-    """One connection in one transaction, holding the migration lock (module docstring)."""
-    with engine.connect() as conn:
+    """One connection in one transaction, holding the migration lock (module docstring).
+
+    No store timeout applies inside: the lock waits for another process's migration, and
+    DDL on a large table may take minutes."""
+    with engine.connect() as conn, patience(None):
         sqlite = conn.dialect.name == "sqlite"
         if sqlite:
             # Only outside a transaction does this PRAGMA take effect: go to the driver.

@@ -44,10 +44,17 @@ from server.store.base import (
     SuggestionStatus,
     register_store,
 )
-from server.store.engine import IMMEDIATE, is_memory, make_engine, sqlalchemy_url
+from server.store.engine import (
+    IMMEDIATE,
+    PG_STORE_TIMEOUT_S,
+    is_memory,
+    make_engine,
+    sqlalchemy_url,
+)
 from server.store.keys import SQLKeyStore
 from server.store.migrate import upgrade
 from server.store.schema import experiments, measurements, new_id, suggestions
+from server.store.watchdog import patience
 
 T = TypeVar("T")
 
@@ -77,6 +84,9 @@ def _unavailable(exc: BaseException, sqlite: bool) -> str | None:
         return "no database connection free within the pool timeout"
     if not isinstance(exc, sa.exc.DBAPIError):
         return None
+    no_answer_s = getattr(exc.orig, "no_answer_s", None)  # server.store.pg.NoAnswer
+    if no_answer_s is not None:
+        return f"PostgreSQL: no answer within {no_answer_s:g} s"
     if sqlite:
         msg = str(exc.orig)
         if isinstance(exc, sa.exc.OperationalError) and any(t in msg for t in _SQLITE_TRANSIENT):
@@ -108,7 +118,14 @@ class _TxLease:
     def __init__(self, conn: Connection) -> None:
         self._conn = conn
 
-    def release(self) -> None:
+    def release(self, broken: bool = False) -> None:
+        if broken:
+            # A ROLLBACK to a server that hangs would wait out the store timeout again:
+            # closing the connection ends the session (once the server reads again), and
+            # the lock with it.
+            self._conn.invalidate()
+            self._conn.close()
+            return
         try:
             self._conn.rollback()  # ends the transaction: the xact lock goes with it
         except sa.exc.DBAPIError:
@@ -120,7 +137,7 @@ class _TxLease:
 
 
 class _NoLease:
-    def release(self) -> None:
+    def release(self, broken: bool = False) -> None:
         pass
 
 
@@ -236,12 +253,16 @@ class SQLStore:
         url: ``sqlite:///path/to.db``, ``sqlite:///:memory:``, ``postgresql://user@host/db``
             or ``postgresql+psycopg://...``. The schema is created if missing and migrated
             to the newest revision (``server/store/migrations``) if older.
+        timeout_s: PostgreSQL: the longest one call (a query, a COMMIT) may wait for the
+            server's answer before its connection is shut down and the method raises
+            :class:`StoreUnavailable` (``None``: no limit). The ask lock's wait gets its
+            own timeout on top; migrations have no limit. SQLite ignores it.
     """
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, *, timeout_s: float | None = PG_STORE_TIMEOUT_S) -> None:
         self.url = url
         u = sqlalchemy_url(url)
-        self._engine = make_engine(u)
+        self._engine = make_engine(u, timeout_s)
         self._sqlite = u.get_backend_name() == "sqlite"
         # An in-memory database is one shared connection: let one thread use it at a time.
         self._serial: Any = threading.RLock() if is_memory(u) else nullcontext()
@@ -292,7 +313,10 @@ class SQLStore:
             conn.execute(sa.select(sa.func.set_config("lock_timeout",
                                                       f"{max(1, int(timeout_s * 1000))}ms",
                                                       True)))
-            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_lock_key(experiment_id))))
+            # The server bounds this wait (lock_timeout): the store timeout counts after it.
+            with patience(timeout_s):
+                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(
+                    _lock_key(experiment_id))))
         except sa.exc.OperationalError as exc:
             conn.close()
             if getattr(exc.orig, "sqlstate", None) == "55P03":  # lock_not_available

@@ -1,0 +1,115 @@
+"""The store timeout: a wait for PostgreSQL's answer that outlives it fails, its connection
+is discarded, and waits that are long by design (the ask lock) are not cut short.
+
+The end-to-end check (a frozen PostgreSQL under a live server) is
+``tests/faults/test_postgres_hang.py``."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+import pytest
+
+from server.store.base import NewMeasurement, StoreUnavailable, open_store
+from server.store.watchdog import Watchdog, call_limit, patience
+from tests.store.factories import SPEC
+
+
+def test_a_wait_past_its_deadline_wakes_with_its_socket_shut_down() -> None:
+    dog = Watchdog(every_s=0.02)
+    a, b = socket.socketpair()
+    with a, b:
+        call = dog.enter(a.fileno(), 0.3)
+        t0 = time.monotonic()
+        assert a.recv(1) == b""  # the peer never writes: only the watchdog ends this
+        waited = time.monotonic() - t0
+        assert dog.leave(call)
+        assert 0.25 < waited < 2.0
+        assert b.recv(1) == b""  # the other side sees the connection end
+
+
+def test_a_wait_that_ends_in_time_leaves_its_socket_alone() -> None:
+    dog = Watchdog(every_s=0.02)
+    a, b = socket.socketpair()
+    with a, b:
+        call = dog.enter(a.fileno(), 0.3)
+        threading.Timer(0.05, b.sendall, (b"x",)).start()
+        assert a.recv(1) == b"x"
+        assert not dog.leave(call)
+        time.sleep(0.4)  # past the deadline: the call is no longer watched
+        b.sendall(b"y")
+        assert a.recv(1) == b"y"
+
+
+def test_patience_adds_time_or_lifts_the_limit() -> None:
+    assert call_limit(2.0) == 2.0 and call_limit(None) is None
+    with patience(30.0):
+        assert call_limit(2.0) == 32.0
+        with patience(None):
+            assert call_limit(2.0) is None
+        assert call_limit(2.0) == 32.0
+    assert call_limit(2.0) == 2.0
+
+
+M = NewMeasurement(position={"x": 1.0, "y": 0.0}, values={"intensity": 1.0}, key="k")
+
+
+def test_a_query_without_answer_is_unavailable_and_the_store_recovers(
+        store_postgres_url: str) -> None:
+    import psycopg
+
+    store = open_store(store_postgres_url, timeout_s=0.5)
+    eid = store.create_experiment(SPEC).id
+    # Another program holds the experiment's row: the store's write waits for an answer
+    # that does not come within its timeout (as with a stopped server).
+    other = psycopg.connect(store_postgres_url, connect_timeout=5)
+    try:
+        other.execute("SELECT id FROM experiments WHERE id = %s FOR UPDATE", (eid,))
+        t0 = time.monotonic()
+        with pytest.raises(StoreUnavailable) as info:
+            store.add_measurements(eid, [M])
+        assert 0.45 < time.monotonic() - t0 < 3.0
+        assert "no answer within 0.5 s" in str(info.value) and not info.value.during_commit
+        other.rollback()
+        # The same store again: the shut-down connection was discarded, not reused.
+        assert store.add_measurements(eid, [M]).created == [True]
+        assert store.get_experiment(eid).n_measurements == 1
+    finally:
+        other.close()
+        store.close()
+
+
+def test_the_ask_lock_wait_is_bounded_by_its_own_timeout_not_the_store_timeout(
+        store_postgres_url: str) -> None:
+    holder = open_store(store_postgres_url)
+    waiter = open_store(store_postgres_url, timeout_s=0.3)
+    try:
+        eid = holder.create_experiment(SPEC).id
+        lease = holder.lock_asks(eid, 1.0)
+        try:
+            t0 = time.monotonic()
+            with pytest.raises(TimeoutError):  # lock_timeout: "busy", not "unavailable"
+                waiter.lock_asks(eid, 1.2)
+            assert 1.1 < time.monotonic() - t0 < 3.0
+        finally:
+            lease.release()
+        waiter.lock_asks(eid, 1.0).release()  # free now, and the waiter's pool is sound
+    finally:
+        holder.close()
+        waiter.close()
+
+
+def test_a_broken_release_drops_the_lock_with_its_connection(store_postgres_url: str) -> None:
+    a, b = open_store(store_postgres_url), open_store(store_postgres_url)
+    try:
+        eid = a.create_experiment(SPEC).id
+        a.lock_asks(eid, 1.0).release(broken=True)  # no ROLLBACK sent: the session ends
+        t0 = time.monotonic()
+        b.lock_asks(eid, 5.0).release()
+        assert time.monotonic() - t0 < 2.0
+        a.lock_asks(eid, 1.0).release()  # the first store's pool is sound
+    finally:
+        a.close()
+        b.close()
