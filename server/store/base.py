@@ -216,14 +216,17 @@ class Store(Protocol):
             UnknownExperiment.
         """
 
-    def lock_asks(self, experiment_id: str, timeout_s: float = 30.0) -> Lease:
+    def lock_asks(self, experiment_id: str, timeout_s: float = 30.0,
+                  hold_s: float = 300.0) -> Lease:
         """Serialize asks on one experiment across every process that shares this store.
 
         Blocks until the lock is held. An ask reads the pending suggestions, computes new
         ones conditioned on them and stores them while it holds the lock, so two API
         processes never propose the same spot. A backend that only one process can use
         (SQLite) may return a lease that locks nothing; the service also serializes asks
-        within a process. A lock whose holder dies is released with its connection.
+        within a process. A lock whose holder dies is released with its connection, and
+        one whose holder says nothing to the store for ``hold_s`` seconds (stopped, hung)
+        is released too.
 
         Raises:
             TimeoutError: Not acquired within ``timeout_s``.

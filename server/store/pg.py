@@ -30,6 +30,11 @@ from server.store.watchdog import WATCHDOG, call_limit
 PG_TCP_DEFAULTS: dict[str, int] = {"keepalives": 1, "keepalives_idle": 10,
                                    "keepalives_interval": 5, "keepalives_count": 3,
                                    "tcp_user_timeout": 20_000}
+# The same from the server's side, sent as startup options (unless the URL sets `options`):
+# a server whose client vanished (a partitioned API host) ends that session after ~25 s,
+# and with it any ask lock the session held; PostgreSQL's default is the kernel's (~2 h).
+PG_SERVER_OPTIONS = ("-c tcp_keepalives_idle=10 -c tcp_keepalives_interval=5 "
+                     "-c tcp_keepalives_count=3 -c tcp_user_timeout=20000")
 
 
 class NoAnswer(psycopg.OperationalError):
@@ -75,9 +80,11 @@ class WatchedConnection(psycopg.Connection[Any]):
 
 
 def connect_args(query: Any, connect_timeout_s: float) -> dict[str, Any]:
-    """libpq options for the engine: ``connect_timeout`` and the TCP defaults, except those
-    that the URL's query (``?keepalives_idle=...``) sets itself."""
-    defaults = {"connect_timeout": connect_timeout_s, **PG_TCP_DEFAULTS}
+    """libpq options for the engine: ``connect_timeout``, the TCP defaults on both ends
+    (:data:`PG_TCP_DEFAULTS`, :data:`PG_SERVER_OPTIONS`), except those that the URL's query
+    (``?keepalives_idle=...``, ``?options=...``) sets itself."""
+    defaults = {"connect_timeout": connect_timeout_s, **PG_TCP_DEFAULTS,
+                "options": PG_SERVER_OPTIONS}
     return {k: v for k, v in defaults.items() if k not in query}
 
 

@@ -57,6 +57,11 @@ from server.store.schema import experiments, measurements, new_id, suggestions
 from server.store.watchdog import patience
 
 T = TypeVar("T")
+# The longest an ask may hold its experiment's lock without a word to PostgreSQL: the lock's
+# session is idle in its transaction while the ask computes and writes on other
+# connections. Generous, since a catch-up on thousands of another process's measurements
+# runs under the lock; past it the holder is stopped or hung, and asks elsewhere go on.
+ASK_LOCK_HOLD_S = 300.0
 
 # A concurrent insert of the same key (or seq) loses with IntegrityError; the retry then
 # sees the winner's row. Locks make this rare, so a few attempts are plenty.
@@ -294,10 +299,14 @@ class SQLStore:
 
     # ------------------------------------------------------------ transactions
 
-    def lock_asks(self, experiment_id: str, timeout_s: float = 30.0) -> Lease:
+    def lock_asks(self, experiment_id: str, timeout_s: float = 30.0,
+                  hold_s: float = ASK_LOCK_HOLD_S) -> Lease:
         """PostgreSQL: a transaction-scoped advisory lock on a connection of its own, held
         until :meth:`~Lease.release` (so a crashed holder's lock dies with its connection).
-        SQLite is one process's database: nothing to lock across processes."""
+        A holder that stops talking to the server (a stopped or hung API process) loses the
+        lock after ``hold_s`` seconds: the server ends the session idle in its transaction
+        (``idle_in_transaction_session_timeout``). SQLite is one process's database:
+        nothing to lock across processes."""
         if self._sqlite:
             return _NoLease()
         try:
@@ -312,6 +321,9 @@ class SQLStore:
             # lock_timeout bounds the wait for the advisory lock, in this transaction only.
             conn.execute(sa.select(sa.func.set_config("lock_timeout",
                                                       f"{max(1, int(timeout_s * 1000))}ms",
+                                                      True),
+                                   sa.func.set_config("idle_in_transaction_session_timeout",
+                                                      f"{max(1, int(hold_s * 1000))}ms",
                                                       True)))
             # The server bounds this wait (lock_timeout): the store timeout counts after it.
             with patience(timeout_s):

@@ -113,3 +113,53 @@ def test_a_broken_release_drops_the_lock_with_its_connection(store_postgres_url:
     finally:
         a.close()
         b.close()
+
+
+def test_a_holder_that_stops_talking_loses_the_ask_lock(store_postgres_url: str) -> None:
+    """A stopped or hung API process holding an experiment's ask lock: the server ends its
+    idle session after ``hold_s``, so other processes' asks go on (a stopped holder is
+    what this store looks like while it computes and never releases)."""
+    a, b = open_store(store_postgres_url), open_store(store_postgres_url)
+    try:
+        eid = a.create_experiment(SPEC).id
+        lease = a.lock_asks(eid, 1.0, hold_s=1.0)
+        t0 = time.monotonic()
+        b.lock_asks(eid, 10.0).release()
+        waited = time.monotonic() - t0
+        assert 0.7 < waited < 5.0  # held until the hold ran out, not the waiter's 10 s
+        lease.release()  # the holder wakes: its release fails quietly, the lock is gone
+        a.lock_asks(eid, 1.0).release()  # and its pool still works
+    finally:
+        a.close()
+        b.close()
+
+
+def test_an_ask_lock_held_within_its_hold_time_is_kept(store_postgres_url: str) -> None:
+    a, b = open_store(store_postgres_url), open_store(store_postgres_url)
+    try:
+        eid = a.create_experiment(SPEC).id
+        lease = a.lock_asks(eid, 1.0, hold_s=30.0)
+        with pytest.raises(TimeoutError):
+            b.lock_asks(eid, 1.5)
+        lease.release()
+        b.lock_asks(eid, 1.0).release()
+    finally:
+        a.close()
+        b.close()
+
+
+def test_store_sessions_ask_the_server_to_probe_a_vanished_client(
+        store_postgres_url: str) -> None:
+    """The server-side TCP settings reach PostgreSQL (a partitioned API host's sessions,
+    ask locks included, end within ~25 s instead of the kernel's ~2 h). Over TCP only:
+    a Unix-socket session reports 0."""
+    store = open_store(store_postgres_url)
+    try:
+        with store._engine.connect() as conn:  # noqa: SLF001 - the settings of its sessions
+            got = {k: conn.exec_driver_sql(f"SHOW {k}").scalar()
+                   for k in ("tcp_keepalives_idle", "tcp_keepalives_interval",
+                             "tcp_keepalives_count", "tcp_user_timeout")}
+    finally:
+        store.close()
+    assert got == {"tcp_keepalives_idle": "10", "tcp_keepalives_interval": "5",
+                   "tcp_keepalives_count": "3", "tcp_user_timeout": "20000"}
