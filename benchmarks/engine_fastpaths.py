@@ -282,7 +282,7 @@ def accuracy_table(rows: list[dict]) -> str:
     return "\n".join(out)
 
 
-def memory_child(n: int, seed: int) -> None:
+def memory_child(n: int, seed: int, acq: str) -> None:
     """(Child process) load ``n`` 2-D points into a fresh engine, ask, print peak RSS."""
     import torch
 
@@ -290,7 +290,7 @@ def memory_child(n: int, seed: int) -> None:
     cur = load_current()
     hp = hyperparameters(2, seed)
     X, y = make_data(n + 20, 2, seed)
-    e = engine(cur, 2, "integrated_variance", hp, X[:n], y[:n])
+    e = engine(cur, 2, acq, hp, X[:n], y[:n])
     for i in range(n, n + 20):
         e.ingest(X[i:i + 1], y[i:i + 1, None])
     e.suggest(4)
@@ -310,8 +310,9 @@ def bench_memory(a: argparse.Namespace, out: list[dict]) -> None:
     for n in a.memory_sizes:
         log(f"memory N={n}")
         res = subprocess.run([sys.executable, __file__, "--memory-child", str(n),
-                              "--seed", str(a.seed)], capture_output=True, text=True,
-                             check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                              "--seed", str(a.seed), "--map-acquisition", a.map_acquisition],
+                             capture_output=True, text=True, check=True,
+                             env={**os.environ, "PYTHONPATH": str(ROOT)})
         row = json.loads(res.stdout.strip().splitlines()[-1])
         out.append(row)
         log(f"  -> peak {row['peak_rss_bytes'] / 2**30:.2f} GiB")
@@ -322,9 +323,9 @@ def bench_refit(a: argparse.Namespace, base: Any, cur: Any, out: list[dict]) -> 
     hp = hyperparameters(2, a.seed)
     for n in a.refit_sizes:
         X, y = make_data(n, 2, a.seed)
-        engines = {"new": engine(cur, 2, "integrated_variance", hp, X, y)}
+        engines = {"new": engine(cur, 2, a.map_acquisition, hp, X, y)}
         if base is not None and n <= a.baseline_max_n:
-            engines["base"] = engine(base, 2, "integrated_variance", hp, X, y)
+            engines["base"] = engine(base, 2, a.map_acquisition, hp, X, y)
         row: dict[str, Any] = {"n": n}
         for k, e in engines.items():
             log(f"refit N={n} ({k})")
@@ -402,6 +403,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--refit-sizes", type=_ints, default=(5000, 20000),
                    help="N of the refit section (2-D)")
     p.add_argument("--refit-asks", type=int, default=30, help="asks timed per refit state")
+    p.add_argument("--map-acquisition", default="misfit_variance",
+                   help="acquisition of the memory and refit sections (the map default)")
     p.add_argument("--sections", default="suggest,accuracy,memory,refit",
                    type=lambda s: tuple(v for v in s.split(",") if v))
     p.add_argument("--seed", type=int, default=0)
@@ -418,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     if a.memory_child:
-        memory_child(a.memory_child, a.seed)
+        memory_child(a.memory_child, a.seed, a.map_acquisition)
         return 0
     started, t0 = datetime.now(UTC), time.perf_counter()
     load0 = os.getloadavg()[0]
