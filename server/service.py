@@ -318,13 +318,10 @@ class SteeringService:
                 new = await self._cpu(self._new_suggestions, live, q, ctx)
                 stored = await self._io(self._store_and_release, lease, experiment_id, new)
                 return stored
-            except StoreUnavailable:
-                if not lease.released:
-                    await self._io(lease.release, True)
+            except BaseException as exc:
+                if not lease.released:  # not reached the write, it failed, or was cancelled
+                    await self._io(lease.release, isinstance(exc, StoreUnavailable))
                 raise
-            finally:
-                if not lease.released:  # not reached the write, or the write's hop cancelled
-                    await self._io(lease.release)
 
     @staticmethod
     async def _held(hop: Awaitable[_H]) -> _H:
@@ -384,16 +381,10 @@ class SteeringService:
 
     def _store_and_release(self, lease: _OnceLease, experiment_id: str,
                            new: list[NewSuggestion]) -> list[SuggestionRecord]:
-        """Commit the new suggestions, then give the lock back (one thread hop); if the
-        database failed, by dropping the lock's connection (:meth:`Lease.release`)."""
-        try:
-            recs: list[SuggestionRecord] = self.store.add_suggestions(experiment_id, new)
-        except StoreUnavailable:
-            lease.release(broken=True)
-            raise
-        except BaseException:
-            lease.release()
-            raise
+        """Commit the new suggestions, then give the lock back (one thread hop). If the
+        commit fails, the caller gives the lock back (broken after
+        :class:`StoreUnavailable`: see :meth:`Lease.release`)."""
+        recs: list[SuggestionRecord] = self.store.add_suggestions(experiment_id, new)
         lease.release()
         return recs
 
