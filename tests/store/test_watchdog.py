@@ -9,10 +9,11 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 
-from server.store.base import NewMeasurement, StoreUnavailable, open_store
+from server.store.base import NewMeasurement, Store, StoreUnavailable, open_store
 from server.store.watchdog import Watchdog, call_limit, patience
 from tests.store.factories import SPEC
 
@@ -101,51 +102,50 @@ def test_the_ask_lock_wait_is_bounded_by_its_own_timeout_not_the_store_timeout(
         waiter.close()
 
 
-def test_a_broken_release_drops_the_lock_with_its_connection(store_postgres_url: str) -> None:
+@pytest.fixture
+def two_stores(store_postgres_url: str) -> Iterator[tuple[Store, Store, str]]:
+    """Two stores on one PostgreSQL (as two API processes hold them) and an experiment."""
     a, b = open_store(store_postgres_url), open_store(store_postgres_url)
     try:
-        eid = a.create_experiment(SPEC).id
-        a.lock_asks(eid, 1.0).release(broken=True)  # no ROLLBACK sent: the session ends
-        t0 = time.monotonic()
-        b.lock_asks(eid, 5.0).release()
-        assert time.monotonic() - t0 < 2.0
-        a.lock_asks(eid, 1.0).release()  # the first store's pool is sound
+        yield a, b, a.create_experiment(SPEC).id
     finally:
         a.close()
         b.close()
 
 
-def test_a_holder_that_stops_talking_loses_the_ask_lock(store_postgres_url: str) -> None:
+def test_a_broken_release_drops_the_lock_with_its_connection(
+        two_stores: tuple[Store, Store, str]) -> None:
+    a, b, eid = two_stores
+    a.lock_asks(eid, 1.0).release(broken=True)  # no ROLLBACK sent: the session ends
+    t0 = time.monotonic()
+    b.lock_asks(eid, 5.0).release()
+    assert time.monotonic() - t0 < 2.0
+    a.lock_asks(eid, 1.0).release()  # the first store's pool is sound
+
+
+def test_a_holder_that_stops_talking_loses_the_ask_lock(
+        two_stores: tuple[Store, Store, str]) -> None:
     """A stopped or hung API process holding an experiment's ask lock: the server ends its
     idle session after ``hold_s``, so other processes' asks go on (a stopped holder is
     what this store looks like while it computes and never releases)."""
-    a, b = open_store(store_postgres_url), open_store(store_postgres_url)
-    try:
-        eid = a.create_experiment(SPEC).id
-        lease = a.lock_asks(eid, 1.0, hold_s=1.0)
-        t0 = time.monotonic()
-        b.lock_asks(eid, 10.0).release()
-        waited = time.monotonic() - t0
-        assert 0.7 < waited < 5.0  # held until the hold ran out, not the waiter's 10 s
-        lease.release()  # the holder wakes: its release fails quietly, the lock is gone
-        a.lock_asks(eid, 1.0).release()  # and its pool still works
-    finally:
-        a.close()
-        b.close()
+    a, b, eid = two_stores
+    lease = a.lock_asks(eid, 1.0, hold_s=1.0)
+    t0 = time.monotonic()
+    b.lock_asks(eid, 10.0).release()
+    waited = time.monotonic() - t0
+    assert 0.7 < waited < 5.0  # held until the hold ran out, not the waiter's 10 s
+    lease.release()  # the holder wakes: its release fails quietly, the lock is gone
+    a.lock_asks(eid, 1.0).release()  # and its pool still works
 
 
-def test_an_ask_lock_held_within_its_hold_time_is_kept(store_postgres_url: str) -> None:
-    a, b = open_store(store_postgres_url), open_store(store_postgres_url)
-    try:
-        eid = a.create_experiment(SPEC).id
-        lease = a.lock_asks(eid, 1.0, hold_s=30.0)
-        with pytest.raises(TimeoutError):
-            b.lock_asks(eid, 1.5)
-        lease.release()
-        b.lock_asks(eid, 1.0).release()
-    finally:
-        a.close()
-        b.close()
+def test_an_ask_lock_held_within_its_hold_time_is_kept(
+        two_stores: tuple[Store, Store, str]) -> None:
+    a, b, eid = two_stores
+    lease = a.lock_asks(eid, 1.0, hold_s=30.0)
+    with pytest.raises(TimeoutError):
+        b.lock_asks(eid, 1.5)
+    lease.release()
+    b.lock_asks(eid, 1.0).release()
 
 
 def test_store_sessions_ask_the_server_to_probe_a_vanished_client(
