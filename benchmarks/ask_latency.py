@@ -73,6 +73,7 @@ class Config:
     out: Path
     seed: int
     torch_threads: int
+    measure_s: float = 0.1
 
 
 @dataclass
@@ -404,7 +405,53 @@ def bench_http(cfg: Config, X: np.ndarray, y: np.ndarray, n: int,
                         sample(tell, cfg.repeats, cfg.row_budget_s),
                         note="committed to SQLite before the reply, then ingested"))
         progress.done()
+
+        # A beamline's loop: ask, measure there (the motors move and the detector counts:
+        # cfg.measure_s), tell, ask again. The ask after the tell is timed: the server had
+        # the measuring time to prepare it (GPEngine.prepare). Also on a map experiment
+        # with the map default, misfit_variance (loaded alike).
+        exps = {"variance": eid}
+        r = client.post("/api/v1/experiments", json=spec_json(d, "misfit_variance"))
+        r.raise_for_status()
+        exps["misfit_variance"] = r.json()["id"]
+        for start in range(0, n, HTTP_BATCH):
+            _post_measurements(client, exps["misfit_variance"], X, y,
+                               range(start, min(n, start + HTTP_BATCH)))
+        _settle(client, exps["misfit_variance"], X, y, n)
+        for acq, exp_id in exps.items():
+            progress.start(f"N={n} d={d} http loop {acq}")
+            rows.append(Row(stored, d, f"http ask after a tell, {cfg.measure_s * 1e3:g} ms "
+                                       f"measuring ({acq})", "ask1-loop",
+                            _loop(client, f"/api/v1/experiments/{exp_id}", cfg),
+                            note="POST suggestions n=1 right after the tell of the last one; "
+                                 "the measuring time (sleep) and the tell are untimed"))
+            progress.done()
     return rows
+
+
+def _loop(client: Any, base: str, cfg: Config) -> list[float]:
+    """Wall times of the asks of an ask -> measure -> tell loop (each grows N by one)."""
+    (s,) = client.post(f"{base}/suggestions", json={"n": 1}).json()["suggestions"]
+
+    def step() -> float:
+        nonlocal s
+        time.sleep(cfg.measure_s)
+        pos = s["position"]
+        U = (np.array([[pos[f"x{k + 1}"] for k in range(len(pos))]]) - LOWER) / (UPPER - LOWER)
+        client.post(f"{base}/measurements", json={"measurements": [
+            {"position": pos, "values": {TARGET: float(truth(U)[0])},
+             "suggestion_id": s["id"]}]}).raise_for_status()
+        t0 = time.perf_counter()
+        r = client.post(f"{base}/suggestions", json={"n": 1})
+        elapsed = time.perf_counter() - t0
+        r.raise_for_status()
+        (s,) = r.json()["suggestions"]
+        return elapsed
+
+    try:
+        return collect(step, cfg.repeats, cfg.row_budget_s)
+    finally:
+        client.delete(f"{base}/suggestions/{s['id']}")
 
 
 # --- peer: a plain BoTorch loop ---------------------------------------------------------
@@ -675,6 +722,8 @@ def parse_args(argv: list[str] | None = None) -> Config:
     p.add_argument("--torch-threads", type=int, default=Settings().torch_threads,
                    help="torch threads (the service's setting)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--measure-ms", type=float, default=100.0,
+                   help="measuring time of the HTTP loop rows (motors and detector)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT,
                    help="output path without suffix: writes .md and .json")
     a = p.parse_args(argv)
@@ -686,7 +735,7 @@ def parse_args(argv: list[str] | None = None) -> Config:
     return Config(sizes=sizes, dims=dims, repeats=repeats, row_budget_s=budget,
                   peer_limit_s=a.peer_limit, http=not a.no_http, peers=not a.no_peers,
                   out=a.out.with_suffix("") if a.out.suffix in (".md", ".json") else a.out,
-                  seed=a.seed, torch_threads=a.torch_threads)
+                  seed=a.seed, torch_threads=a.torch_threads, measure_s=a.measure_ms / 1e3)
 
 
 def run_scenario(cfg: Config, n: int, d: int, progress: Progress) -> list[Row]:
@@ -729,7 +778,7 @@ def main(argv: list[str] | None = None) -> int:
             sys.exit("gpCAM is missing: pip install gpcam==8.6.1 (or run with --no-peers)")
     info = machine_info()
     started, t0 = datetime.now(UTC), time.perf_counter()
-    per = 6 + (3 if cfg.http else 0) + (6 if cfg.peers else 0)
+    per = 6 + (5 if cfg.http else 0) + (6 if cfg.peers else 0)
     progress = Progress(per * len(cfg.sizes) * len(cfg.dims))
     _warm_up()
     scenarios = []

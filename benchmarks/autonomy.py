@@ -169,7 +169,9 @@ def run_beamsteer(p: Problem, checkpoints: Sequence[int], tick: Tick) -> dict[st
 
     After each tell the loop waits for the refit the tell may have scheduled (the server
     refits in the background when the data grew 25%; a beamline measurement takes longer
-    than those refits, so a real ask would see the refitted model too)."""
+    than those refits, so a real ask would see the refitted model too); after each ask,
+    for the next ask the server prepares meanwhile (``GPEngine.prepare``), for the same
+    reason. Both waits make a run's picks independent of thread timing."""
     from clients.http import Client
     from server.live import LiveServer
     from server.settings import Settings
@@ -184,6 +186,7 @@ def run_beamsteer(p: Problem, checkpoints: Sequence[int], tick: Tick) -> dict[st
             for i in range(p.n_max):
                 (s,) = client.suggest(exp, 1)
                 sources[s.source] = sources.get(s.source, 0) + 1
+                live.service.wait_for_lookahead(300)  # measuring outlasts the preparing
                 x = np.array([[s.position[n] for n in names]])
                 noise = {OUTPUT: p.noise_sd**2} if p.known_noise else None
                 client.measure(exp, s.position, {OUTPUT: float(p.measure(x, i)[0])},
@@ -197,7 +200,10 @@ def run_beamsteer(p: Problem, checkpoints: Sequence[int], tick: Tick) -> dict[st
                     model = client.get_experiment(exp).model
                     fitted.append(None if model is None
                                   else model.outputs[OUTPUT].fitted_n)
-    return {"rmse": rmse, "suggestion_sources": sources, "fitted_n": fitted}
+            ahead = live.service.metrics.registry.get_sample_value(
+                "beamsteer_suggestions_ahead_total")
+    return {"rmse": rmse, "suggestion_sources": sources, "fitted_n": fitted,
+            "suggestions_ahead": ahead}
 
 
 # --- gpCAM ----------------------------------------------------------------------------------

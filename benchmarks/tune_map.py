@@ -109,15 +109,19 @@ def apply_knobs(knobs: dict[str, Any]) -> None:
 
 
 def run_loop(p: Problem, checkpoints: tuple[int, ...]) -> dict[str, Any]:
-    """The service's loop, in process: ask 1, measure, tell, refit when due."""
+    """The service's loop, in process: ask 1, prepare the next ask while measuring (the
+    knob ``lookahead=0`` turns that off), tell, refit when due."""
     from server.steering.engine import GPEngine
     from server.steering.spec import ExperimentSpec
 
+    ahead = p.extra.pop("lookahead", 1)  # as the service: prepare while x is measured
     engine = GPEngine(ExperimentSpec.from_dict(p.spec()))
     rmse = []
     for i in range(max(checkpoints)):
         (c,) = engine.suggest(1)
         x = np.array([c.x])
+        if ahead:
+            engine.prepare(1, x)
         yvar = np.full((1, 1), p.noise_sd**2) if p.known_noise else None
         engine.ingest(x, p.measure(x, i)[:, None], yvar)
         if engine.needs_refit():

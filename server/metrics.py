@@ -31,6 +31,14 @@ class Metrics:
             "beamsteer_measurements_total", "Measurements stored (repeats excluded)", registry=r)
         self.suggestions = Counter(
             "beamsteer_suggestions_total", "Suggestions handed out", registry=r)
+        self.asks_prepared = Counter(
+            "beamsteer_asks_prepared_total",
+            "Next asks whose picks were computed while the last suggestions were measured",
+            registry=r)
+        self.suggestions_ahead = Counter(
+            "beamsteer_suggestions_ahead_total",
+            "Suggestions an ask took from the picks prepared for it (the rest: computed then)",
+            registry=r)
         self.expired = Counter(
             "beamsteer_suggestions_expired_total", "Pending suggestions that expired", registry=r)
         self.http_requests = Counter(

@@ -31,7 +31,7 @@ import numpy as np
 from server.events import EventBus
 from server.metrics import Metrics
 from server.settings import Settings
-from server.steering.engine import GPEngine
+from server.steering.engine import GPEngine, background_priority
 from server.steering.errors import (
     Busy,
     Conflict,
@@ -59,6 +59,7 @@ from server.store.base import (
 log = logging.getLogger("beamsteer.service")
 T = TypeVar("T")
 _H = TypeVar("_H")  # what a hop holding the ask lease returns
+_Asked = tuple[Sequence[SuggestionRecord], list[SuggestionRecord]]  # (pending before, new)
 # (spec, items) -> items whose detector images became values (server/reductions.py)
 Reducer = Callable[[ExperimentSpec, Sequence[Mapping[str, Any]]],
                    Awaitable[list[dict[str, Any]]]]
@@ -74,6 +75,7 @@ class _Live:
     seqs: set[int] = field(default_factory=set)  # measurements the engine has ingested
     sync_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # guards engine + seqs
     refit: Future[ModelStatus] | None = None
+    ahead: Future[bool] | None = None  # the engine preparing the next ask's picks
 
     @property
     def ingested_through(self) -> int:
@@ -122,10 +124,11 @@ class SteeringService:
         self._live: dict[str, _Live] = {}
         self._compute = ThreadPoolExecutor(settings.compute_threads, "beamsteer-gp")
         self._refits = ThreadPoolExecutor(settings.refit_threads, "beamsteer-refit")
+        self._ahead = ThreadPoolExecutor(1, "beamsteer-ahead", initializer=background_priority)
         self._load_lock = asyncio.Lock()
         self._refit_guard = threading.Lock()
         self._stopping = False
-        self._asks: set[asyncio.Future[list[SuggestionRecord]]] = set()  # locked parts
+        self._asks: set[asyncio.Future[_Asked]] = set()  # locked parts
 
     @property
     def engine_count(self) -> int:
@@ -158,6 +161,7 @@ class SteeringService:
         with self._refit_guard:
             self._stopping = True
         self._refits.shutdown(wait=False, cancel_futures=True)
+        self._ahead.shutdown(wait=False, cancel_futures=True)
         self._compute.shutdown(wait=False, cancel_futures=True)
 
     async def _io(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -282,20 +286,46 @@ class SteeringService:
         task = asyncio.ensure_future(self._ask_under_locks(experiment_id, live, q))
         self._asks.add(task)  # the loop holds tasks weakly
         task.add_done_callback(self._ask_done)
-        stored = await asyncio.shield(task)
+        pending, stored = await asyncio.shield(task)
+        if self.settings.lookahead:
+            self._prepare_next(experiment_id, live, q, [*pending, *stored])
         self.metrics.suggestions.inc(len(stored))
         self.metrics.suggest_seconds.observe(time.perf_counter() - t0)
         self.events.publish(experiment_id, "suggestions",
                             {"suggestions": [suggestion_json(s) for s in stored]})
         return stored
 
-    def _ask_done(self, task: asyncio.Future[list[SuggestionRecord]]) -> None:
+    def _prepare_next(self, experiment_id: str, live: _Live, q: int,
+                      pending: Sequence[SuggestionRecord]) -> None:
+        """Have the engine compute the next ask's picks while ``pending`` is measured, on
+        the low-priority thread; one at a time per experiment (a busy one skips this)."""
+        if live.ahead is not None and not live.ahead.done():
+            return
+        names = live.spec.parameter_names
+        P = np.array([[s.position[k] for k in names] for s in pending],
+                     dtype=float).reshape(-1, live.spec.dim)
+        try:
+            live.ahead = fut = self._ahead.submit(live.engine.prepare, q, P)
+        except RuntimeError:  # shutting down
+            return
+
+        def done(f: Future[bool]) -> None:
+            if f.cancelled():
+                return
+            if f.exception() is not None:
+                log.error("next ask not prepared", exc_info=f.exception(),
+                          extra={"experiment_id": experiment_id})
+            elif f.result():
+                self.metrics.asks_prepared.inc()
+        fut.add_done_callback(done)
+
+    def _ask_done(self, task: asyncio.Future[_Asked]) -> None:
         self._asks.discard(task)
         if not task.cancelled():
             task.exception()  # retrieved: a caller that hung up does not need it
 
-    async def _ask_under_locks(self, experiment_id: str, live: _Live,
-                               q: int) -> list[SuggestionRecord]:
+    async def _ask_under_locks(self, experiment_id: str, live: _Live, q: int) -> _Asked:
+        """The ask's locked part: (the suggestions pending before, the new ones)."""
         # The usual ask is one thread hop: lock, read, compute, write and unlock in the
         # compute pool (each hop is a wake-up of another thread: ~0.1 ms on an idle machine,
         # milliseconds when the cores are busy). Only an engine that is behind the store
@@ -312,12 +342,12 @@ class SteeringService:
                 lease, ctx, stored = await self._held(self._cpu(
                     self._ask_in_one_hop, experiment_id, live, q, held))
             if stored is not None:
-                return stored
+                return ctx.pending, stored
             try:
                 await self._catch_up(experiment_id, live, ctx.experiment.n_measurements)
                 new = await self._cpu(self._new_suggestions, live, q, ctx)
                 stored = await self._io(self._store_and_release, lease, experiment_id, new)
-                return stored
+                return ctx.pending, stored
             except BaseException as exc:
                 if not lease.released:  # not reached the write, it failed, or was cancelled
                     await self._io(lease.release, isinstance(exc, StoreUnavailable))
@@ -398,6 +428,7 @@ class SteeringService:
         start = (np.array([ctx.last.position[k] for k in names])
                  if ctx.last is not None else None)
         candidates = live.engine.suggest(q, x_pending, start)
+        self.metrics.suggestions_ahead.inc(sum(c.ahead for c in candidates))
         ttl = live.spec.suggestion_ttl_s or self.settings.suggestion_ttl_s
         now = time.time()
         return [NewSuggestion(position=dict(zip(names, c.x, strict=True)),
@@ -558,6 +589,13 @@ class SteeringService:
         log.info("refit", extra={"experiment_id": experiment_id, "n": status.n,
                                  "seconds": round(seconds, 3), "failed": failures})
         return status
+
+    def wait_for_lookahead(self, timeout: float = 60.0) -> None:
+        """Block until the next asks being prepared are ready (benchmarks whose simulated
+        measurement takes no time; at a beamline measuring takes longer)."""
+        for live in list(self._live.values()):
+            if live.ahead is not None:
+                live.ahead.result(timeout)
 
     def wait_for_refits(self, timeout: float = 60.0) -> None:
         """Block until running refits finish (tests and orderly shutdown)."""

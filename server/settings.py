@@ -92,6 +92,10 @@ class Settings(BaseSettings):
     # Worker threads for the GP work (asks, posteriors) and for refits.
     compute_threads: int = Field(2, ge=1)
     refit_threads: int = Field(1, ge=1)
+    # After an ask, compute the next ask's picks while its suggestions are measured, on one
+    # low-priority thread (GPEngine.prepare): the next ask then only stores them. Only for
+    # the variance-based acquisitions; off: every ask computes its own.
+    lookahead: bool = True
 
     @field_validator("database_url")
     @classmethod

@@ -66,6 +66,12 @@ TILE_MEMORY = 2.5 * 2**30  # bytes of tile factors that growing failed tiles may
 CANDIDATE_SEED = 104729  # the candidate set is fixed per spec, so its posterior is cached
 REFIT_NICE = 10  # refits run on worker threads this much nicer than the asks (Linux)
 REFIT_WORKERS = 2
+# Acquisitions whose picks an ask can take from :meth:`GPEngine.prepare` (computed while the
+# last suggestion was being measured, with it pending): the variance-based ones, whose score
+# a measurement changes (almost) only through where it is, not what it read. (``ei`` and
+# ``ucb`` follow the values, which a pending point's believer fantasy does not know.)
+AHEAD_ACQUISITIONS = ("variance", "integrated_variance", "gradient_variance", "misfit_variance")
+AHEAD_TOLERANCE = 1e-3  # a measured position is its pending suggestion within this (unit cube)
 PREDICT_ENTRIES = 2_000_000  # N x chunk entries per posterior chunk: 16 MB, under malloc's mmap
 
 
@@ -73,7 +79,7 @@ _refit_pool: ThreadPoolExecutor | None = None
 _refit_pool_lock = threading.Lock()
 
 
-def _background_priority() -> None:
+def background_priority() -> None:
     """Lower the calling thread's scheduling priority (Linux: per thread), so that a refit
     yields the CPU (2 cores here) and memory bandwidth to asks; best effort."""
     if sys.platform == "linux":
@@ -89,7 +95,7 @@ def _refit_executor() -> ThreadPoolExecutor:
     with _refit_pool_lock:
         if _refit_pool is None:
             _refit_pool = ThreadPoolExecutor(REFIT_WORKERS, thread_name_prefix="gp-refit",
-                                             initializer=_background_priority)
+                                             initializer=background_priority)
         return _refit_pool
 
 
@@ -105,6 +111,19 @@ class _Output:
     last_error: str | None = None
     last_fit_at: float | None = None
     last_fit_seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class _Ahead:
+    """Picks computed by :meth:`GPEngine.prepare`, and the state they were computed on."""
+
+    q: int
+    hp: Hyperparameters  # the target output's hyperparameters (a refit makes a new object)
+    n_target: int  # the target's measured rows then (the engine only appends rows)
+    pending: np.ndarray  # unit-cube positions conditioned on as pending
+    U: np.ndarray
+    values: list[float | None]
+    source: str
 
 
 class GPEngine:
@@ -142,6 +161,7 @@ class GPEngine:
         self._target = spec.output_names.index(spec.target)  # type: ignore[arg-type]
         self._points = self._candidate_points(dense=True)
         self._points_large_n: tuple[torch.Tensor, int] | None = None  # made when first needed
+        self._ahead: _Ahead | None = None  # see prepare()
         for name, data in (hyperparameters or {}).items():
             if name not in spec.output_names:
                 raise InvalidInput(f"hyperparameters.{name}", "unknown output")
@@ -396,6 +416,8 @@ class GPEngine:
         than ``spec.initial_design``, or the target output has fewer than 3 measurements or
         no fitted model yet; then the spec's acquisition of the target output is maximized,
         greedily for ``q > 1``, conditioning on pending and chosen points (kriging believer).
+        If :meth:`prepare` already computed the picks for this state, they are taken from
+        there (``Candidate.ahead``) and only the posterior at them is computed now.
 
         Args:
             q: Number of positions, ``1 <= q <= 100``.
@@ -409,26 +431,24 @@ class GPEngine:
         Raises:
             InvalidInput: Bad ``q``, ``pending`` or ``start``.
         """
-        if isinstance(q, bool) or not isinstance(q, int) or not 1 <= q <= MAX_BATCH:
-            raise InvalidInput("q", f"must be an integer in [1, {MAX_BATCH}]")
-        d = self.spec.dim
-        P = np.zeros((0, d)) if pending is None else np.asarray(pending, dtype=np.float64)
-        if P.ndim != 2 or P.shape[1] != d or not np.isfinite(P).all():
-            raise InvalidInput("pending", f"must be a finite p x {d} array")
+        P = self._check_ask(q, pending)
         with self._lock:
             n = self._n
             measured = self._X[:n].copy()
-            n_target = len(self._rows(self._target))
-            gp = self._outputs[self._target].gp
+            rows = self._rows(self._target)
+            gp, ahead = self._outputs[self._target].gp, self._ahead
         if start is None and n:
             start = measured[-1]
         P_unit = design.to_unit(self.spec, P)
         known: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        if n + len(P) < self.spec.initial_design or n_target < MIN_FIT_POINTS or gp is None:
+        from_ahead = False
+        if gp is None or self._initial_phase(n + len(P), len(rows)):
             taken = np.vstack([design.to_unit(self.spec, measured), P_unit])
             U = design.initial_design(self.spec, q, taken)
             values: list[float | None] = [None] * len(U)
             source = "initial_design"
+        elif ahead is not None and self._still_ahead(ahead, q, gp.hp, measured[rows], P_unit):
+            U, values, source, from_ahead = ahead.U, ahead.values, ahead.source, True
         else:
             U, values, source, stats = self._acquire(gp, q, P_unit, n)
             known[self._target] = stats
@@ -443,8 +463,86 @@ class GPEngine:
             mean = {k: float(v[i]) for k, v in post.mean.items() if np.isfinite(v[i])}
             std = {k: float(post.std[k][i]) for k in mean}
             result.append(Candidate(x=X[idx].tolist(), mean=mean, std=std,
-                                    acquisition=values[idx], source=source))
+                                    acquisition=values[idx], source=source, ahead=from_ahead))
         return result
+
+    def prepare(self, q: int, pending: np.ndarray | None = None) -> bool:
+        """Compute now the picks of the ask that will follow the pending measurements.
+
+        Meant for the time a beamline spends measuring the last suggestions: called with
+        them pending, it lets the next :meth:`suggest` with the same ``q`` skip the
+        acquisition, if in between those suggestions were measured (each within
+        :data:`AHEAD_TOLERANCE` of its position in the unit cube, the target output
+        among the values) or are still pending, nothing else was measured or suggested,
+        and no refit swapped the hyperparameters. Otherwise the ask computes as usual.
+
+        The picks are those of an ask with the measurements still pending (a kriging
+        believer of the last step). For ``variance`` and ``integrated_variance`` the
+        posterior variance does not depend on the measured values, so they equal the
+        ask's own picks (up to the noise of the new measurements, when it differs from
+        the learned noise); ``misfit_variance`` and ``gradient_variance`` weight the
+        integration points by the mean, which the new values move, so theirs lag by one
+        step there. Other acquisitions (``ei``, ``ucb``) follow the values: nothing is
+        prepared for them.
+
+        Args:
+            q: The next ask's number of positions.
+            pending: ``p x d`` positions (spec units) suggested and not measured yet.
+
+        Returns:
+            Whether picks were prepared: not for other acquisitions, without a fitted
+            model, or while the initial design runs.
+
+        Raises:
+            InvalidInput: Bad ``q`` or ``pending``.
+        """
+        P = self._check_ask(q, pending)
+        if effective_acquisition(self.spec) not in AHEAD_ACQUISITIONS:
+            return False
+        with self._lock:
+            n = self._n
+            n_target = len(self._rows(self._target))
+            gp = self._outputs[self._target].gp
+        if gp is None or self._initial_phase(n + len(P), n_target):
+            return False
+        P_unit = design.to_unit(self.spec, P)
+        U, values, source, _ = self._acquire(gp, q, P_unit, n)
+        ahead = _Ahead(q, gp.hp, n_target, P_unit, U, values, source)
+        with self._lock:
+            self._ahead = ahead
+        return True
+
+    def _check_ask(self, q: int, pending: np.ndarray | None) -> np.ndarray:
+        """Validated ``q`` and pending positions (``p x d``, spec units)."""
+        if isinstance(q, bool) or not isinstance(q, int) or not 1 <= q <= MAX_BATCH:
+            raise InvalidInput("q", f"must be an integer in [1, {MAX_BATCH}]")
+        d = self.spec.dim
+        P = np.zeros((0, d)) if pending is None else np.asarray(pending, dtype=np.float64)
+        if P.ndim != 2 or P.shape[1] != d or not np.isfinite(P).all():
+            raise InvalidInput("pending", f"must be a finite p x {d} array")
+        return P
+
+    def _initial_phase(self, n_taken: int, n_target: int) -> bool:
+        """Whether the initial design still runs (``n_taken``: measured + pending)."""
+        return n_taken < self.spec.initial_design or n_target < MIN_FIT_POINTS
+
+    def _still_ahead(self, ahead: _Ahead, q: int, hp: Hyperparameters,
+                     X_target: np.ndarray, P_unit: np.ndarray) -> bool:
+        """Whether ``ahead`` was prepared for this ask: the same ``q`` and hyperparameters,
+        and the target's rows measured since then plus the pending positions are, one to
+        one, the positions it took as pending."""
+        if ahead.q != q or ahead.hp is not hp or len(X_target) < ahead.n_target:
+            return False
+        now = np.vstack([design.to_unit(self.spec, X_target[ahead.n_target:]), P_unit])
+        if len(now) != len(ahead.pending):
+            return False
+        free = np.ones(len(ahead.pending), dtype=bool)
+        for u in now:
+            close = free & (np.abs(ahead.pending - u).max(axis=1) <= AHEAD_TOLERANCE)
+            if not close.any():
+                return False
+            free[np.argmax(close)] = False
+        return True
 
     def _acquire(self, gp: ExactGP | TiledGP, q: int, P_unit: np.ndarray, n: int
                  ) -> tuple[np.ndarray, list[float | None], str, tuple[np.ndarray, np.ndarray]]:

@@ -19,6 +19,8 @@ class Candidate:
         acquisition: Value of the acquisition function that chose it (larger is better);
             ``None`` for initial-design points.
         source: ``"initial_design"`` or the acquisition's name.
+        ahead: Whether the pick was computed before the ask, while the last suggestions
+            were being measured (:meth:`~server.steering.engine.GPEngine.prepare`).
     """
 
     x: list[float]
@@ -26,6 +28,7 @@ class Candidate:
     std: dict[str, float]
     acquisition: float | None
     source: str
+    ahead: bool = False
 
 
 @dataclass(frozen=True)

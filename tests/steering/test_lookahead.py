@@ -1,0 +1,116 @@
+"""GPEngine.prepare: picks computed while the last suggestions are measured, and when an ask
+may take them (and when it must not)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+from server.steering.design import to_unit
+from server.steering.engine import GPEngine
+from server.steering.spec import Output
+from tests.steering.test_engine import data, f, make_spec, xs
+
+
+@pytest.fixture(scope="module")
+def fitted() -> dict[str, Any]:
+    spec = make_spec(outputs=(Output("I"),))
+    e = GPEngine(spec)
+    e.ingest(*data(spec, 30))
+    e.refit()
+    return e.hyperparameters()
+
+
+def engine(fitted: dict[str, Any], acquisition: str, n: int = 30) -> GPEngine:
+    spec = make_spec(outputs=(Output("I"),), acquisition=acquisition)
+    e = GPEngine(spec, hyperparameters=fitted)
+    e.ingest(*data(spec, n))
+    return e
+
+
+@pytest.mark.parametrize("acq", ["variance", "integrated_variance"])
+@pytest.mark.parametrize("q", [1, 3])
+def test_prepared_picks_equal_the_asks_own(fitted: dict[str, Any], acq: str, q: int) -> None:
+    """For the variance acquisitions the measured values do not move the picks: an ask
+    that takes the prepared picks gets what it would have computed itself."""
+    ahead, fresh = engine(fitted, acq), engine(fitted, acq)
+    first = xs(ahead.suggest(q))
+    assert ahead.prepare(q, first)
+    for e in (ahead, fresh):
+        e.ingest(first, f(first)[:, None])  # measured with the learned noise
+    got, want = ahead.suggest(q), fresh.suggest(q)
+    assert all(c.ahead for c in got) and not any(c.ahead for c in want)
+    np.testing.assert_allclose(xs(got), xs(want), atol=1e-6)
+    # the reported posterior is today's (the new values are in it), not the prepared one's
+    for g, w in zip(got, want, strict=True):
+        assert g.mean["I"] == pytest.approx(w.mean["I"], abs=1e-9)
+        assert g.std["I"] == pytest.approx(w.std["I"], abs=1e-9)
+
+
+def test_misfit_variance_takes_the_prepared_picks(fitted: dict[str, Any]) -> None:
+    e = engine(fitted, "misfit_variance")
+    first = xs(e.suggest(1))
+    assert e.prepare(1, first)
+    picked = e._ahead.U.copy()  # type: ignore[union-attr]
+    e.ingest(first, f(first)[:, None])
+    (c,) = e.suggest(1)
+    assert c.ahead and c.source == "misfit_variance"
+    np.testing.assert_allclose(to_unit(e.spec, xs([c])), picked, atol=1e-12)
+
+
+@pytest.mark.parametrize("change", ["nothing measured", "other position", "another pending",
+                                    "refit", "other q", "target not measured"])
+def test_a_changed_state_computes_afresh(fitted: dict[str, Any], change: str) -> None:
+    e = engine(fitted, "variance")
+    first = xs(e.suggest(1))
+    assert e.prepare(1, first)
+    if change == "nothing measured":  # the suggestion neither measured nor pending
+        pass
+    elif change == "other position":  # measured 1% of the range away
+        e.ingest(first + [0.1, 0.0], f(first)[:, None])
+    elif change == "another pending":
+        e.ingest(first, f(first)[:, None])
+        got = e.suggest(1, pending=np.array([[1.0, 1.0]]))
+        assert not got[0].ahead
+        return
+    elif change == "refit":
+        e.ingest(first, f(first)[:, None])
+        e.refit()
+    elif change == "other q":
+        e.ingest(first, f(first)[:, None])
+        assert not any(c.ahead for c in e.suggest(2))
+        return
+    elif change == "target not measured":
+        spec2 = make_spec(acquisition="variance")  # outputs I and J; I is the target
+        e = GPEngine(spec2)
+        e.ingest(*data(spec2, 30))
+        e.refit()
+        first = xs(e.suggest(1))
+        assert e.prepare(1, first)
+        e.ingest(first, np.array([[np.nan, 1.0]]))
+    assert not e.suggest(1)[0].ahead
+
+
+def test_still_pending_suggestions_keep_the_prepared_picks(fitted: dict[str, Any]) -> None:
+    """An ask before the measurement came (the suggestion still pending) takes them too."""
+    e = engine(fitted, "variance")
+    first = xs(e.suggest(1))
+    assert e.prepare(1, first)
+    (c,) = e.suggest(1, pending=first)
+    assert c.ahead
+    # within the tolerance a motor's readback may differ from the suggested position
+    e.ingest(first + [1e-3, 0.0], f(first)[:, None])  # 1e-4 of the 10 mm axis
+    assert e.suggest(1)[0].ahead
+
+
+def test_nothing_is_prepared_where_it_would_not_hold(fitted: dict[str, Any]) -> None:
+    spec = make_spec(outputs=(Output("I"),), goal="maximize", kernel="matern32")
+    e = GPEngine(spec, hyperparameters=fitted)
+    e.ingest(*data(spec, 30))
+    assert not e.prepare(1, xs(e.suggest(1)))  # ei follows the values
+    fresh = GPEngine(make_spec(outputs=(Output("I"),), acquisition="variance"))
+    assert not fresh.prepare(1, np.zeros((1, 2)))  # initial design: nothing to save
+    with pytest.raises(Exception, match="pending"):
+        engine(fitted, "variance").prepare(1, np.zeros((1, 3)))
