@@ -6,9 +6,13 @@ For every measured-point count N and dimension d, on the same smooth synthetic m
   peers; and ``misfit_variance``, the default of a ``map`` experiment), ``ingest`` of one
   new measurement, and one ``refit()`` (the cost the service pays in the background).
 * Beamsteer over HTTP: a real uvicorn server on SQLite in a thread, asks and tells timed
-  on the client with httpx, after the server's model has been fitted on all N points.
+  on the client with httpx, after the server's model has been fitted on all N points: a
+  cold ask (nothing prepared: each is abandoned before the next), a tell, and the ask of a
+  beamline's loop (ask -> measure for ``--measure-ms`` -> tell -> ask), which the server
+  prepared while the last suggestions were measured (``variance`` and ``misfit_variance``).
 * Peers: a plain BoTorch loop (refit from scratch + ``optimize_acqf`` every iteration, and
-  the ask alone on a fitted model) and gpCAM's ``GPOptimizer.ask``/``tell``.
+  the ask alone on a fitted model) and gpCAM's ``GPOptimizer.ask``/``tell``, also its ask
+  with numpy's default BLAS threads (in a fresh process), as a gpCAM user gets it.
 
 Ratios are p50 over Beamsteer's in-process p50 of the same operation. Run
 ``python benchmarks/ask_latency.py --help``; results go to ``benchmarks/out/``.
@@ -419,39 +423,45 @@ def bench_http(cfg: Config, X: np.ndarray, y: np.ndarray, n: int,
                                range(start, min(n, start + HTTP_BATCH)))
         _settle(client, exps["misfit_variance"], X, y, n)
         for acq, exp_id in exps.items():
-            progress.start(f"N={n} d={d} http loop {acq}")
-            rows.append(Row(stored, d, f"http ask after a tell, {cfg.measure_s * 1e3:g} ms "
-                                       f"measuring ({acq})", "ask1-loop",
-                            _loop(client, f"/api/v1/experiments/{exp_id}", cfg),
-                            note="POST suggestions n=1 right after the tell of the last one; "
-                                 "the measuring time (sleep) and the tell are untimed"))
-            progress.done()
+            for q in (1, 4):
+                progress.start(f"N={n} d={d} http loop {acq} n={q}")
+                rows.append(Row(
+                    stored, d, f"http ask n={q} after a tell, {cfg.measure_s * 1e3:g} ms "
+                               f"measuring ({acq})", f"ask{q}-loop",
+                    _loop(client, f"/api/v1/experiments/{exp_id}", q, cfg),
+                    note=f"POST suggestions n={q} right after the tell of the last {q}; "
+                         "the measuring time (sleep) and the tell are untimed"))
+                progress.done()
     return rows
 
 
-def _loop(client: Any, base: str, cfg: Config) -> list[float]:
-    """Wall times of the asks of an ask -> measure -> tell loop (each grows N by one)."""
-    (s,) = client.post(f"{base}/suggestions", json={"n": 1}).json()["suggestions"]
+def _loop(client: Any, base: str, q: int, cfg: Config) -> list[float]:
+    """Wall times of the asks of an ask -> measure -> tell loop (each grows N by ``q``)."""
+    batch = client.post(f"{base}/suggestions", json={"n": q}).json()["suggestions"]
 
     def step() -> float:
-        nonlocal s
+        nonlocal batch
         time.sleep(cfg.measure_s)
-        pos = s["position"]
-        U = (np.array([[pos[f"x{k + 1}"] for k in range(len(pos))]]) - LOWER) / (UPPER - LOWER)
-        client.post(f"{base}/measurements", json={"measurements": [
-            {"position": pos, "values": {TARGET: float(truth(U)[0])},
-             "suggestion_id": s["id"]}]}).raise_for_status()
+        items = []
+        for s in batch:
+            pos = s["position"]
+            U = (np.array([[pos[f"x{k + 1}"] for k in range(len(pos))]]) - LOWER) / (UPPER
+                                                                                     - LOWER)
+            items.append({"position": pos, "values": {TARGET: float(truth(U)[0])},
+                          "suggestion_id": s["id"]})
+        client.post(f"{base}/measurements", json={"measurements": items}).raise_for_status()
         t0 = time.perf_counter()
-        r = client.post(f"{base}/suggestions", json={"n": 1})
+        r = client.post(f"{base}/suggestions", json={"n": q})
         elapsed = time.perf_counter() - t0
         r.raise_for_status()
-        (s,) = r.json()["suggestions"]
+        batch = r.json()["suggestions"]
         return elapsed
 
     try:
         return collect(step, cfg.repeats, cfg.row_budget_s)
     finally:
-        client.delete(f"{base}/suggestions/{s['id']}")
+        for s in batch:
+            client.delete(f"{base}/suggestions/{s['id']}")
 
 
 # --- peer: a plain BoTorch loop ---------------------------------------------------------
@@ -581,6 +591,9 @@ def bench_gpcam(cfg: Config, X: np.ndarray, y: np.ndarray, n: int,
                                                        first=first),
                             note=f"hyperparameters trained on {min(n, GPCAM_TRAIN_SUBSET)} "
                                  "points (untimed)"))
+            progress.start(f"N={n} d={d} gpcam ask, default BLAS threads")
+            rows.append(_gpcam_default_threads(cfg, X[:n], y[:n], noise[:n],
+                                               np.asarray(small.hyperparameters), bounds))
         progress.done()
 
         progress.start(f"N={n} d={d} gpcam tell")
@@ -595,6 +608,51 @@ def bench_gpcam(cfg: Config, X: np.ndarray, y: np.ndarray, n: int,
                         note="each run grows N by one"))
         progress.done()
     return rows
+
+
+_GPCAM_CHILD = """
+import json, sys, time, warnings
+import numpy as np
+from gpcam import GPOptimizer
+a = np.load(sys.argv[1])
+repeats, budget = int(sys.argv[2]), float(sys.argv[3])
+warnings.simplefilter("ignore")
+gp = GPOptimizer(a["X"], a["y"], noise_variances=a["noise"], init_hyperparameters=a["hp"])
+times, start = [], time.perf_counter()
+while len(times) < repeats and (len(times) < 3 or time.perf_counter() - start < budget):
+    t0 = time.perf_counter()
+    gp.ask(a["bounds"], n=1, acquisition_function="variance")
+    times.append(time.perf_counter() - t0)
+print(json.dumps(times))
+"""
+
+
+def _gpcam_default_threads(cfg: Config, X: np.ndarray, y: np.ndarray, noise: np.ndarray,
+                           hp: np.ndarray, bounds: np.ndarray) -> Row:
+    """gpCAM's ask as a user gets it out of the box: in a fresh process with numpy's
+    default BLAS threads (this benchmark pins one thread for every contender, which is
+    gpCAM's best setting on a 2-core machine: 4-5x faster there)."""
+    import subprocess
+
+    n, d = X.shape
+    what = "gpcam ask n=1 (variance), numpy's default BLAS threads"
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+                        "OMP_WAIT_POLICY")}
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "data.npz"
+        np.savez(path, X=X, y=y, noise=noise, hp=hp, bounds=bounds)
+        try:
+            out = subprocess.run([sys.executable, "-c", _GPCAM_CHILD, str(path),
+                                  str(cfg.repeats), str(cfg.row_budget_s)], env=env,
+                                 capture_output=True, text=True, check=True,
+                                 timeout=cfg.peer_limit_s + 3 * cfg.row_budget_s)
+        except subprocess.TimeoutExpired:
+            return Row(n, d, what, "ask1-default",
+                       skipped=f"skipped (> {cfg.peer_limit_s + 3 * cfg.row_budget_s:g} s)")
+    return Row(n, d, what, "ask1-default", json.loads(out.stdout.strip().splitlines()[-1]),
+               note="a fresh process without OPENBLAS_NUM_THREADS; same data and "
+                    "hyperparameters as the row above")
 
 
 # --- report -------------------------------------------------------------------------------
@@ -778,7 +836,7 @@ def main(argv: list[str] | None = None) -> int:
             sys.exit("gpCAM is missing: pip install gpcam==8.6.1 (or run with --no-peers)")
     info = machine_info()
     started, t0 = datetime.now(UTC), time.perf_counter()
-    per = 6 + (5 if cfg.http else 0) + (6 if cfg.peers else 0)
+    per = 6 + (7 if cfg.http else 0) + (7 if cfg.peers else 0)
     progress = Progress(per * len(cfg.sizes) * len(cfg.dims))
     _warm_up()
     scenarios = []

@@ -93,7 +93,10 @@ def apply_knobs(knobs: dict[str, Any]) -> None:
             name, attr = k.split(".")
             if name not in modules or not hasattr(modules[name], attr):
                 raise SystemExit(f"unknown knob {k}")
-            setattr(modules[name], attr, type(getattr(modules[name], attr))(v))
+            now = getattr(modules[name], attr)
+            # a tuple knob takes "+"-separated names: engine.AHEAD_ACQUISITIONS=a+b
+            setattr(modules[name], attr,
+                    tuple(str(v).split("+")) if isinstance(now, tuple) else type(now)(v))
             continue
         if k.startswith("GRADIENT_"):
             share, power = acquisition.gradient_weights.__defaults__  # type: ignore[misc]

@@ -94,7 +94,7 @@ class Settings(BaseSettings):
     refit_threads: int = Field(1, ge=1)
     # After an ask, compute the next ask's picks while its suggestions are measured, on one
     # low-priority thread (GPEngine.prepare): the next ask then only stores them. Only for
-    # the variance-based acquisitions; off: every ask computes its own.
+    # variance and integrated_variance (engine.AHEAD_ACQUISITIONS); off: every ask computes.
     lookahead: bool = True
 
     @field_validator("database_url")

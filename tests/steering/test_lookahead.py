@@ -8,7 +8,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from server.steering.design import to_unit
 from server.steering.engine import GPEngine
 from server.steering.spec import Output
 from tests.steering.test_engine import data, f, make_spec, xs
@@ -47,17 +46,6 @@ def test_prepared_picks_equal_the_asks_own(fitted: dict[str, Any], acq: str, q: 
     for g, w in zip(got, want, strict=True):
         assert g.mean["I"] == pytest.approx(w.mean["I"], abs=1e-9)
         assert g.std["I"] == pytest.approx(w.std["I"], abs=1e-9)
-
-
-def test_misfit_variance_takes_the_prepared_picks(fitted: dict[str, Any]) -> None:
-    e = engine(fitted, "misfit_variance")
-    first = xs(e.suggest(1))
-    assert e.prepare(1, first)
-    picked = e._ahead.U.copy()  # type: ignore[union-attr]
-    e.ingest(first, f(first)[:, None])
-    (c,) = e.suggest(1)
-    assert c.ahead and c.source == "misfit_variance"
-    np.testing.assert_allclose(to_unit(e.spec, xs([c])), picked, atol=1e-12)
 
 
 @pytest.mark.parametrize("change", ["nothing measured", "other position", "another pending",
@@ -110,6 +98,9 @@ def test_nothing_is_prepared_where_it_would_not_hold(fitted: dict[str, Any]) -> 
     e = GPEngine(spec, hyperparameters=fitted)
     e.ingest(*data(spec, 30))
     assert not e.prepare(1, xs(e.suggest(1)))  # ei follows the values
+    for acq in ("misfit_variance", "gradient_variance"):  # weighted by the values
+        mapped = engine(fitted, acq)
+        assert not mapped.prepare(1, xs(mapped.suggest(1)))
     fresh = GPEngine(make_spec(outputs=(Output("I"),), acquisition="variance"))
     assert not fresh.prepare(1, np.zeros((1, 2)))  # initial design: nothing to save
     with pytest.raises(Exception, match="pending"):
