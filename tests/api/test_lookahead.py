@@ -32,8 +32,9 @@ def _wait(what: str, ok, timeout: float = 60) -> None:  # noqa: ANN001
         time.sleep(0.02)
 
 
-def test_the_ask_after_a_tell_takes_the_prepared_picks(client: httpx.Client) -> None:
-    exp = client.post("/api/v1/experiments", json={**SPEC, "acquisition": "variance"}).json()
+def _fitted_experiment(client: httpx.Client, acquisition: str) -> dict:
+    """An experiment with 30 measurements, fitted on all of them, no refit running."""
+    exp = client.post("/api/v1/experiments", json={**SPEC, "acquisition": acquisition}).json()
     rng = np.random.default_rng(5)
     start = [{"position": {"x": float(x), "y": float(y)}} for x, y in
              zip(rng.uniform(0, 10, 30), rng.uniform(-5, 5, 30), strict=True)]
@@ -41,25 +42,41 @@ def test_the_ask_after_a_tell_takes_the_prepared_picks(client: httpx.Client) -> 
         {**m, "values": {"intensity": _f(m["position"])}} for m in start]})
     assert r.status_code == 201, r.text
 
-    def settled() -> bool:  # fitted on all 30, no refit running (it would swap the model)
+    def settled() -> bool:  # a refit finishing later would swap the model under the test
         model = client.get(_url(exp)).json()["model"]
         return model["outputs"]["intensity"]["fitted_n"] == 30 and not model["refitting"]
     _wait("fitted", settled)
+    return exp
 
-    for step in range(2):
+
+def _ask(client: httpx.Client, exp: dict, n: int) -> list[dict]:
+    r = client.post(_url(exp, "/suggestions"), json={"n": n})
+    assert r.status_code == 201, r.text
+    return list(r.json()["suggestions"])
+
+
+def _tell(client: httpx.Client, exp: dict, batch: list[dict]) -> None:
+    r = client.post(_url(exp, "/measurements"), json={"measurements": [
+        {"position": s["position"], "values": {"intensity": _f(s["position"])},
+         "suggestion_id": s["id"]} for s in batch]})
+    assert r.status_code == 201, r.text
+
+
+def test_the_ask_after_a_tell_takes_the_prepared_picks(client: httpx.Client) -> None:
+    exp = _fitted_experiment(client, "variance")
+    first = _ask(client, exp, 1)
+    time.sleep(0.3)  # the server learns that this loop measures for a while
+    _tell(client, exp, first)
+    for _ in range(2):
         prepared = _counter(client, "beamsteer_asks_prepared_total")
-        (s,) = client.post(_url(exp, "/suggestions"), json={"n": 1}).json()["suggestions"]
-        assert step == 0 or s["source"] == "variance"
+        (s,) = _ask(client, exp, 1)
         _wait("prepared",
               lambda p=prepared: _counter(client, "beamsteer_asks_prepared_total") > p)
-        r = client.post(_url(exp, "/measurements"), json={"measurements": [
-            {"position": s["position"], "values": {"intensity": _f(s["position"])},
-             "suggestion_id": s["id"]}]})
-        assert r.status_code == 201, r.text
+        _tell(client, exp, [s])
         ahead = _counter(client, "beamsteer_suggestions_ahead_total")
-        (nxt,) = client.post(_url(exp, "/suggestions"), json={"n": 1}).json()["suggestions"]
+        (nxt,) = _ask(client, exp, 1)
         assert _counter(client, "beamsteer_suggestions_ahead_total") == ahead + 1
-        assert nxt["position"] != s["position"] and nxt["status"] == "pending"
+        assert nxt["position"] != s["position"] and nxt["source"] == "variance"
         # the reply's posterior is that after the tell: the measured spot is now known
         at = [[nxt["position"]["x"], nxt["position"]["y"]]]
         post = client.post(_url(exp, "/posterior"), json={"points": at}).json()
@@ -67,3 +84,15 @@ def test_the_ask_after_a_tell_takes_the_prepared_picks(client: httpx.Client) -> 
         assert abs(now["mean"][0] - nxt["mean"]["intensity"]) < 1e-9
         assert abs(now["std"][0] - nxt["std"]["intensity"]) < 1e-9
         client.delete(_url(exp, f"/suggestions/{nxt['id']}"))
+
+
+def test_a_loop_that_tells_at_once_gets_nothing_prepared(client: httpx.Client) -> None:
+    """Telling right after the ask leaves no time to prepare in: a second thread would only
+    slow the asks down."""
+    exp = _fitted_experiment(client, "integrated_variance")
+    prepared = _counter(client, "beamsteer_asks_prepared_total")
+    for _ in range(4):
+        _tell(client, exp, _ask(client, exp, 4))
+    time.sleep(0.5)
+    assert _counter(client, "beamsteer_asks_prepared_total") == prepared
+    assert client.get(_url(exp)).json()["n_measurements"] == 46
