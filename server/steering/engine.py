@@ -492,7 +492,9 @@ class GPEngine:
 
         Returns:
             Whether picks were prepared: not for other acquisitions, without a fitted
-            model, or while the initial design runs.
+            model, while the initial design runs, or on a tiled posterior (above
+            ``local_above`` points), where a pending point's fantasy and its measurement
+            reach the tiles differently and the picks differ.
 
         Raises:
             InvalidInput: Bad ``q`` or ``pending``.
@@ -504,7 +506,8 @@ class GPEngine:
             n = self._n
             n_target = len(self._rows(self._target))
             gp = self._outputs[self._target].gp
-        if gp is None or self._initial_phase(n + len(P), n_target):
+        if (gp is None or isinstance(gp, TiledGP)
+                or self._initial_phase(n + len(P), n_target)):
             return False
         P_unit = design.to_unit(self.spec, P)
         U, values, source, _ = self._acquire(gp, q, P_unit, n)

@@ -185,3 +185,17 @@ def test_refit_rebuilds_tiles_and_adds_rows_that_arrived(monkeypatch: pytest.Mon
     assert st.outputs["I"].fitted_n == 700 and st.outputs["I"].fit_failures == 0
     info = e.model_info()["I"]
     assert info is not None and info["kind"] == "tiled" and info["n"] == 800
+
+
+def test_nothing_is_prepared_on_tiles(monkeypatch: pytest.MonkeyPatch) -> None:
+    """GPEngine.prepare: a pending point's fantasy reaches the tiles otherwise than its
+    measurement does (the picks after it differed by 0.03 here), so tiled posteriors ask
+    afresh."""
+    monkeypatch.setattr(engmod, "LEAF", 150)
+    monkeypatch.setattr(engmod, "CAP", 400)
+    s = spec("variance")
+    _, X, y, _ = problem(900, seed=7)
+    e = GPEngine(s, hyperparameters=fitted_hp(s), local_above=500)
+    e.ingest(X.numpy(), y[:, None].numpy())
+    assert e.model_info()["I"]["kind"] == "tiled"  # type: ignore[index]
+    assert not e.prepare(1, np.array([c.x for c in e.suggest(1)]))
