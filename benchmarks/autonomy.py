@@ -169,9 +169,10 @@ def run_beamsteer(p: Problem, checkpoints: Sequence[int], tick: Tick) -> dict[st
 
     After each tell the loop waits for the refit the tell may have scheduled (the server
     refits in the background when the data grew 25%; a beamline measurement takes longer
-    than those refits, so a real ask would see the refitted model too); after each ask,
-    for the next ask the server prepares meanwhile (``GPEngine.prepare``), for the same
-    reason. Both waits make a run's picks independent of thread timing."""
+    than those refits, so a real ask would see the refitted model too); after each ask, for
+    a next ask the server may be preparing (``GPEngine.prepare``: only for loops that
+    measure for a while, so not this one). Both waits keep a run's picks independent of
+    thread timing."""
     from clients.http import Client
     from server.live import LiveServer
     from server.settings import Settings
@@ -186,7 +187,7 @@ def run_beamsteer(p: Problem, checkpoints: Sequence[int], tick: Tick) -> dict[st
             for i in range(p.n_max):
                 (s,) = client.suggest(exp, 1)
                 sources[s.source] = sources.get(s.source, 0) + 1
-                live.service.wait_for_lookahead(300)  # measuring outlasts the preparing
+                live.service.wait_for_lookahead(300)  # a measurement outlasts it
                 x = np.array([[s.position[n] for n in names]])
                 noise = {OUTPUT: p.noise_sd**2} if p.known_noise else None
                 client.measure(exp, s.position, {OUTPUT: float(p.measure(x, i)[0])},
