@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from server.steering.gp import ExactGP, Fantasies
+from server.steering.gp import ExactGP, Fantasies, nearest_points
 
 if TYPE_CHECKING:
     from server.steering.local import TiledFantasies
@@ -65,7 +65,7 @@ def gradient_weights(gp: ExactGP, Z: Tensor, share: float = GRADIENT_SHARE,
 
 
 def misfit_weights(gp: ExactGP, Z: Tensor, share: float | None = None,
-                   mean: Tensor | None = None) -> Tensor:
+                   mean: Tensor | None = None, nearest: Tensor | None = None) -> Tensor:
     """Weights of the integration points for ``misfit_variance``, mean 1.
 
     The local error estimate of EIGF (Lam 2008): ``e(z) = (mean(z) - y(x_nn(z)))^2``, the
@@ -81,11 +81,14 @@ def misfit_weights(gp: ExactGP, Z: Tensor, share: float | None = None,
         Z: ``Nz x d`` normalized integration points.
         share: Share of the weight that follows the local error (0: integrated variance).
         mean: Posterior mean at ``Z`` if known (``Nz``), standardized.
+        nearest: Index of the training point nearest to each ``z`` if known (``Nz``;
+            :attr:`~server.steering.gp.PointCache.nearest` keeps it up to date).
     """
     share = MISFIT_SHARE if share is None else share
     if mean is None:
         mean = gp.predict(Z)[0]
-    nearest = torch.cdist(Z / gp.lengthscale, gp.X / gp.lengthscale).argmin(1)
+    if nearest is None:
+        nearest = nearest_points(Z, gp.X, gp.lengthscale)[0]
     e = (mean - gp.y[nearest]).pow(2 * MISFIT_POWER)
     scale = float(e.mean())
     if not math.isfinite(scale) or scale <= 1e-12:

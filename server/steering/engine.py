@@ -564,8 +564,9 @@ class GPEngine:
                 if kind == "gradient_variance" and gp.cache.cross is not None:
                     weights = gradient_weights(gp, gp.cache.P[gp.cache.M:])
                 elif kind == "misfit_variance" and gp.cache.cross is not None:
-                    weights = misfit_weights(gp, gp.cache.P[gp.cache.M:],
-                                             mean=gp.cache.mean[gp.cache.M:])
+                    weights = misfit_weights(
+                        gp, gp.cache.P[gp.cache.M:], mean=gp.cache.mean[gp.cache.M:],
+                        nearest=None if gp.cache.nearest is None else gp.cache.nearest[0])
                 fant = Fantasies.from_cache(gp, hp.noise, weights=weights)
             else:  # not reached by the engine (the target always has a cache); kept for safety
                 P, M = self._points_for(n)

@@ -320,6 +320,9 @@ class PointCache:
         var: Posterior variance at ``P`` (not clamped).
         cross: ``Nz x M`` posterior covariance between integration points and candidates,
             or ``None`` without integration points.
+        nearest: ``(index, squared distance)`` of the training point nearest to each
+            integration point, in lengthscale units (``misfit_variance``'s weights), or
+            ``None`` without integration points.
     """
 
     P: Tensor
@@ -328,6 +331,7 @@ class PointCache:
     mean: Tensor
     var: Tensor
     cross: Tensor | None
+    nearest: tuple[Tensor, Tensor] | None = None
 
     @classmethod
     def build(cls, gp: ExactGP, P: Tensor, M: int) -> PointCache:
@@ -335,18 +339,35 @@ class PointCache:
         W = gp.chol.solve(gp.k(gp.X, P))
         mean = gp.hp.mean_constant + W.T @ gp.v
         var = gp.hp.outputscale - W.pow(2).sum(0)
-        cross = None
+        cross = nearest = None
         if P.shape[0] > M:
             cross = gp.k(P[M:], P[:M]) - W[:, M:].T @ W[:, :M]
-        return cls(P, M, RowStack(W), mean, var, cross)
+            nearest = nearest_points(P[M:], gp.X, gp.lengthscale)
+        return cls(P, M, RowStack(W), mean, var, cross, nearest)
 
-    def extend(self, R: Tensor, v_new: Tensor) -> PointCache:
-        """With ``k`` new rows ``R`` (``k x p``) of ``W`` and ``v`` (``k``), ``O(k p Nz)``."""
-        cross = None
+    def extend(self, R: Tensor, v_new: Tensor, X_new: Tensor, n_old: int,
+               lengthscale: Tensor) -> PointCache:
+        """With ``k`` new rows ``R`` (``k x p``) of ``W`` and ``v`` (``k``) for the new
+        training points ``X_new`` (rows ``n_old ...``), ``O(k p Nz)``."""
+        cross = nearest = None
         if self.cross is not None:
             cross = self.cross - R[:, self.M:].T @ R[:, : self.M]
+        if self.nearest is not None:
+            idx, d2 = nearest_points(self.P[self.M:], X_new, lengthscale)
+            closer = d2 < self.nearest[1]  # ties keep the older point, as argmin would
+            nearest = (torch.where(closer, idx + n_old, self.nearest[0]),
+                       torch.where(closer, d2, self.nearest[1]))
         return PointCache(self.P, self.M, self.W.append(R), self.mean + R.T @ v_new,
-                          self.var - R.pow(2).sum(0), cross)
+                          self.var - R.pow(2).sum(0), cross, nearest)
+
+
+def nearest_points(Z: Tensor, X: Tensor, lengthscale: Tensor) -> tuple[Tensor, Tensor]:
+    """For each row of ``Z``, the index of the nearest row of ``X`` and their squared
+    distance, both in lengthscale units (exact, not the matrix-product shortcut)."""
+    d = torch.cdist(Z / lengthscale, X / lengthscale,
+                    compute_mode="donot_use_mm_for_euclid_dist")
+    dmin, idx = d.min(1)
+    return idx, dmin.pow(2)
 
 
 class ExactGP:
@@ -437,7 +458,7 @@ class ExactGP:
         if self.cache is not None:
             c = self.cache
             R = torch.linalg.solve_triangular(D, self.k(X, c.P) - c.W.tmatmul(W).T, upper=False)
-            cache = c.extend(R, v_new)
+            cache = c.extend(R, v_new, X, self.n, self.lengthscale)
         return ExactGP(self.hp, X_all, y_all, noise_all, chol, torch.cat([self.v, v_new]),
                        self.jitter, cache)
 

@@ -138,6 +138,11 @@ def test_point_cache_incremental_equals_scratch(monkeypatch: pytest.MonkeyPatch,
     assert torch.allclose(ci.mean, cr.mean, atol=1e-6)
     assert torch.allclose(ci.var, cr.var, atol=1e-6)
     assert torch.allclose(ci.cross, cr.cross, atol=1e-6)
+    # the nearest training point of each integration point (misfit weights), kept by extend
+    assert ci.nearest is not None and cr.nearest is not None
+    dist = torch.cdist(P[40:] / ref.lengthscale, X / ref.lengthscale)
+    assert torch.equal(ci.nearest[0], dist.argmin(1)) and torch.equal(ci.nearest[0], cr.nearest[0])
+    assert torch.allclose(ci.nearest[1], dist.min(1).values.pow(2), atol=1e-12)
     m, v = ref.predict(P)
     assert torch.allclose(ci.mean, m, atol=1e-6) and torch.allclose(ci.var, v, atol=1e-6)
     # fantasies from the cache behave as fantasies computed from scratch
