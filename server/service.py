@@ -75,7 +75,10 @@ class _Live:
     seqs: set[int] = field(default_factory=set)  # measurements the engine has ingested
     sync_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # guards engine + seqs
     refit: Future[ModelStatus] | None = None
-    ahead: Future[bool] | None = None  # the engine preparing the next ask's picks
+    ahead: Future[None] | None = None  # the engine preparing the next ask's picks ...
+    ahead_wanted: tuple[int, np.ndarray] | None = None  # ... the newest (q, pending) ...
+    ahead_running: bool = False  # ... whether a thread works them off
+    ahead_lock: threading.Lock = field(default_factory=threading.Lock)  # guards those
     asked_at: float | None = None  # monotonic time of the last ask's reply, until a tell
     measuring_s: float | None = None  # smoothed time from an ask's reply to the next tell
     ask_s: float | None = None  # the engine's last ask that computed its own picks
@@ -310,27 +313,44 @@ class SteeringService:
     def _prepare_next(self, experiment_id: str, live: _Live, q: int,
                       pending: Sequence[SuggestionRecord]) -> None:
         """Have the engine compute the next ask's picks while ``pending`` is measured, on
-        the low-priority thread; one at a time per experiment (a busy one skips this).
+        the low-priority thread. One at a time per experiment: a request made while one
+        runs replaces any waiting one and runs next (only the newest state matters).
         Called only where the loop measures long enough (:data:`AHEAD_ROOM`)."""
-        if live.ahead is not None and not live.ahead.done():
-            return
         names = live.spec.parameter_names
         P = np.array([[s.position[k] for k in names] for s in pending],
                      dtype=float).reshape(-1, live.spec.dim)
-        try:
-            live.ahead = fut = self._ahead.submit(live.engine.prepare, q, P)
-        except RuntimeError:  # shutting down
-            return
 
-        def done(f: Future[bool]) -> None:
-            if f.cancelled():
+        def run() -> None:
+            while True:
+                with live.ahead_lock:
+                    wanted, live.ahead_wanted = live.ahead_wanted, None
+                    if wanted is None:
+                        live.ahead_running = False
+                        return
+                self._prepare(experiment_id, live, *wanted)
+
+        with live.ahead_lock:
+            live.ahead_wanted = (q, P)
+            if live.ahead_running:
+                return  # the running one takes it next
+            try:
+                live.ahead = self._ahead.submit(run)
+            except RuntimeError:  # shutting down
+                live.ahead_wanted = None
                 return
-            if f.exception() is not None:
-                log.error("next ask not prepared", exc_info=f.exception(),
-                          extra={"experiment_id": experiment_id})
-            elif f.result():
-                self.metrics.asks_prepared.inc()
-        fut.add_done_callback(done)
+            live.ahead_running = True
+
+    def _prepare(self, experiment_id: str, live: _Live, q: int, P: np.ndarray) -> None:
+        """Ahead thread: one :meth:`GPEngine.prepare`; never raises."""
+        t0 = time.perf_counter()
+        try:
+            done = live.engine.prepare(q, P)
+        except Exception:
+            log.exception("next ask not prepared", extra={"experiment_id": experiment_id})
+            return
+        if done:  # what an ask would cost now (N grows while asks take prepared picks)
+            live.ask_s = time.perf_counter() - t0
+            self.metrics.asks_prepared.inc()
 
     def _ask_done(self, task: asyncio.Future[_Asked]) -> None:
         self._asks.discard(task)

@@ -74,6 +74,7 @@ REFIT_WORKERS = 2
 # own (benchmarks/README.md, "Ask lookahead"). ei and ucb follow the values throughout.
 AHEAD_ACQUISITIONS = ("variance", "integrated_variance")
 AHEAD_TOLERANCE = 1e-3  # a measured position is its pending suggestion within this (unit cube)
+AHEAD_NOISE = 2.0  # ... and its noise variance the learned one within this factor (or unknown)
 PREDICT_ENTRIES = 2_000_000  # N x chunk entries per posterior chunk: 16 MB, under malloc's mmap
 
 
@@ -120,8 +121,9 @@ class _Ahead:
     """Picks computed by :meth:`GPEngine.prepare`, and the state they were computed on."""
 
     q: int
-    hp: Hyperparameters  # the target output's hyperparameters (a refit makes a new object)
-    n_target: int  # the target's measured rows then (the engine only appends rows)
+    hp: Hyperparameters  # the target posterior's (a refit makes a new object)
+    points: torch.Tensor  # its candidate and integration points (a rebuild may change them)
+    n_target: int  # the target's measured rows then, all in it (the engine only appends)
     pending: np.ndarray  # unit-cube positions conditioned on as pending
     U: np.ndarray
     values: list[float | None]
@@ -439,6 +441,7 @@ class GPEngine:
             measured = self._X[:n].copy()
             rows = self._rows(self._target)
             gp, ahead = self._outputs[self._target].gp, self._ahead
+            noise = self._Yvar[rows, self._target].copy() if ahead is not None else None
         if start is None and n:
             start = measured[-1]
         P_unit = design.to_unit(self.spec, P)
@@ -449,7 +452,8 @@ class GPEngine:
             U = design.initial_design(self.spec, q, taken)
             values: list[float | None] = [None] * len(U)
             source = "initial_design"
-        elif ahead is not None and self._still_ahead(ahead, q, gp.hp, measured[rows], P_unit):
+        elif ahead is not None and self._still_ahead(ahead, q, gp, measured[rows], noise,
+                                                     P_unit):
             U, values, source, from_ahead = ahead.U, ahead.values, ahead.source, True
         else:
             U, values, source, stats = self._acquire(gp, q, P_unit, n)
@@ -506,12 +510,13 @@ class GPEngine:
             n = self._n
             n_target = len(self._rows(self._target))
             gp = self._outputs[self._target].gp
-        if (gp is None or isinstance(gp, TiledGP)
+        if (gp is None or isinstance(gp, TiledGP) or gp.n != n_target
                 or self._initial_phase(n + len(P), n_target)):
-            return False
+            return False  # (gp.n < n_target: a failed update left a row out of the model)
         P_unit = design.to_unit(self.spec, P)
         U, values, source, _ = self._acquire(gp, q, P_unit, n)
-        ahead = _Ahead(q, gp.hp, n_target, P_unit, U, values, source)
+        assert gp.cache is not None  # the target's exact posterior always keeps one
+        ahead = _Ahead(q, gp.hp, gp.cache.P, n_target, P_unit, U, values, source)
         with self._lock:
             self._ahead = ahead
         return True
@@ -530,12 +535,24 @@ class GPEngine:
         """Whether the initial design still runs (``n_taken``: measured + pending)."""
         return n_taken < self.spec.initial_design or n_target < MIN_FIT_POINTS
 
-    def _still_ahead(self, ahead: _Ahead, q: int, hp: Hyperparameters,
-                     X_target: np.ndarray, P_unit: np.ndarray) -> bool:
-        """Whether ``ahead`` was prepared for this ask: the same ``q`` and hyperparameters,
-        and the target's rows measured since then plus the pending positions are, one to
-        one, the positions it took as pending."""
-        if ahead.q != q or ahead.hp is not hp or len(X_target) < ahead.n_target:
+    def _still_ahead(self, ahead: _Ahead, q: int, gp: ExactGP | TiledGP,
+                     X_target: np.ndarray, noise: np.ndarray | None,
+                     P_unit: np.ndarray) -> bool:
+        """Whether ``ahead`` was prepared for this ask: the same ``q``; the posterior grew
+        from the one it was computed on by exactly the target's rows measured since (the
+        same hyperparameters and point set, all rows in it, still exact); those rows'
+        noise variances unknown or within :data:`AHEAD_NOISE` of the learned one (their
+        fantasies had the learned one); and those rows plus the pending positions are,
+        one to one, the positions it took as pending."""
+        if (ahead.q != q or not isinstance(gp, ExactGP) or gp.hp is not ahead.hp
+                or gp.cache is None or gp.cache.P is not ahead.points
+                or gp.n != len(X_target) or len(X_target) < ahead.n_target):
+            return False
+        assert noise is not None
+        var = noise[ahead.n_target:] / gp.hp.y_std**2
+        known = ~np.isnan(var)
+        if (np.maximum(var[known], NOISE_FLOOR) > AHEAD_NOISE * gp.hp.noise).any() or (
+                np.maximum(var[known], NOISE_FLOOR) < gp.hp.noise / AHEAD_NOISE).any():
             return False
         now = np.vstack([design.to_unit(self.spec, X_target[ahead.n_target:]), P_unit])
         if len(now) != len(ahead.pending):

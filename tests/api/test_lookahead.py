@@ -62,6 +62,14 @@ def _tell(client: httpx.Client, exp: dict, batch: list[dict]) -> None:
     assert r.status_code == 201, r.text
 
 
+def _ask_prepared(client: httpx.Client, exp: dict) -> dict:
+    """Ask one position and wait until the server prepared the next ask."""
+    prepared = _counter(client, "beamsteer_asks_prepared_total")
+    (s,) = _ask(client, exp, 1)
+    _wait("prepared", lambda: _counter(client, "beamsteer_asks_prepared_total") > prepared)
+    return s
+
+
 def test_the_ask_after_a_tell_takes_the_prepared_picks(client: httpx.Client) -> None:
     exp = _fitted_experiment(client, "variance")
     first = _ask(client, exp, 1)
@@ -84,6 +92,13 @@ def test_the_ask_after_a_tell_takes_the_prepared_picks(client: httpx.Client) -> 
         assert abs(now["mean"][0] - nxt["mean"]["intensity"]) < 1e-9
         assert abs(now["std"][0] - nxt["std"]["intensity"]) < 1e-9
         client.delete(_url(exp, f"/suggestions/{nxt['id']}"))
+    # another suggestion still pending: prepared with both, taken after one is measured
+    other, s = (_ask_prepared(client, exp) for _ in range(2))
+    _tell(client, exp, [s])
+    ahead = _counter(client, "beamsteer_suggestions_ahead_total")
+    (nxt,) = _ask(client, exp, 1)
+    assert _counter(client, "beamsteer_suggestions_ahead_total") == ahead + 1
+    assert nxt["position"] != other["position"]
 
 
 def test_a_loop_that_tells_at_once_gets_nothing_prepared(client: httpx.Client) -> None:

@@ -133,3 +133,65 @@ def test_events_reach_websockets_of_both_processes(
                     if ev["type"] == "status":
                         break
                 assert "measurements" not in seen and "suggestions" not in seen, seen
+
+
+def _metric(c: httpx.Client, name: str) -> float:
+    line = next((ln for ln in c.get("/metrics").text.splitlines()
+                 if ln.startswith(f"{name} ")), None)
+    return 0.0 if line is None else float(line.split()[1])
+
+
+def _wait_until(what: str, ok, timeout: float = 60) -> None:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while not ok():
+        assert time.monotonic() < deadline, f"not {what} within {timeout} s"
+        time.sleep(0.05)
+
+
+def test_prepared_asks_see_what_the_other_process_did(
+        pair: tuple[ServerProcess, ServerProcess]) -> None:
+    """A prepares its next ask while its suggestion is measured; the tell goes to B. A's
+    next ask catches up and takes the prepared picks, unless B also handed out a
+    suggestion meanwhile: then A asks afresh and never proposes B's pending spot."""
+    a, b = pair
+    with httpx.Client(base_url=a.url, timeout=60) as ca, \
+            httpx.Client(base_url=b.url, timeout=60) as cb:
+        exp = ca.post("/api/v1/experiments", json={**SPEC, "acquisition": "variance"}).json()
+        url = f"/api/v1/experiments/{exp['id']}"
+        points = [(x, y) for x in (0.5, 2.5, 4.5, 6.5, 8.5, 9.5) for y in (-4, -2, 0, 2, 4)]
+        _tell(ca, url, points, "start")
+        for c in (ca, cb):  # both engines fitted on all 30, no refit running
+            _wait_until("fitted", lambda c=c: (
+                (m := c.get(url).json()["model"])["outputs"]["intensity"]["fitted_n"] == 30
+                and not m["refitting"]))
+
+        def ask(c: httpx.Client) -> dict:
+            r = c.post(f"{url}/suggestions", json={"n": 1})
+            assert r.status_code == 201, r.text
+            return dict(r.json()["suggestions"][0])
+
+        def tell(c: httpx.Client, s: dict) -> None:
+            p = s["position"]
+            r = c.post(f"{url}/measurements", json={"measurements": [
+                {"position": p, "values": {"intensity": _f(p["x"], p["y"])},
+                 "suggestion_id": s["id"]}]})
+            assert r.status_code == 201, r.text
+
+        first = ask(ca)
+        time.sleep(0.3)  # A learns that this loop measures for a while
+        tell(ca, first)
+        for others_ask in (False, True):
+            prepared = _metric(ca, "beamsteer_asks_prepared_total")
+            s = ask(ca)
+            _wait_until("prepared", lambda p=prepared: _metric(
+                ca, "beamsteer_asks_prepared_total") > p)
+            tell(cb, s)  # A's engine is now one measurement behind the store
+            theirs = ask(cb) if others_ask else None
+            ahead = _metric(ca, "beamsteer_suggestions_ahead_total")
+            mine = ask(ca)
+            took = _metric(ca, "beamsteer_suggestions_ahead_total") - ahead
+            assert took == (0 if others_ask else 1)
+            if theirs is not None:
+                assert mine["position"] != theirs["position"]
+                ca.delete(f"{url}/suggestions/{theirs['id']}")
+            tell(ca, mine)

@@ -199,3 +199,23 @@ def test_nothing_is_prepared_on_tiles(monkeypatch: pytest.MonkeyPatch) -> None:
     e.ingest(X.numpy(), y[:, None].numpy())
     assert e.model_info()["I"]["kind"] == "tiled"  # type: ignore[index]
     assert not e.prepare(1, np.array([c.x for c in e.suggest(1)]))
+
+
+def test_prepared_picks_are_not_taken_once_an_ingest_tiles_the_model(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """An exact posterior that outgrows twice ``local_above`` is rebuilt by the next ingest,
+    here into tiles: picks prepared on the exact one are not taken."""
+    monkeypatch.setattr(engmod, "LEAF", 150)
+    monkeypatch.setattr(engmod, "CAP", 400)
+    s = spec("variance")
+    _, X, y, _ = problem(1001, seed=7)
+    e = GPEngine(s, hyperparameters=fitted_hp(s), local_above=500)
+    e.ingest(X[:400].numpy(), y[:400, None].numpy())
+    for a in range(400, 1000, 200):  # grows the exact posterior by extensions
+        e.ingest(X[a:a + 200].numpy(), y[a:a + 200, None].numpy())
+    assert e.model_info()["I"] == {"kind": "exact", "n": 1000}
+    U = np.array([c.x for c in e.suggest(1)])
+    assert e.prepare(1, U)
+    e.ingest(U, np.sin(3 * U[:, :1]))
+    assert e.model_info()["I"]["kind"] == "tiled"  # type: ignore[index]
+    assert not e.suggest(1)[0].ahead

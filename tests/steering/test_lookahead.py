@@ -105,3 +105,39 @@ def test_nothing_is_prepared_where_it_would_not_hold(fitted: dict[str, Any]) -> 
     assert not fresh.prepare(1, np.zeros((1, 2)))  # initial design: nothing to save
     with pytest.raises(Exception, match="pending"):
         engine(fitted, "variance").prepare(1, np.zeros((1, 3)))
+
+
+def test_a_row_left_out_of_the_model_is_never_skipped(fitted: dict[str, Any],
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failed posterior update keeps the old model without the new row; picks prepared on
+    it would not know that spot was measured (a review found one re-suggested exactly)."""
+    from server.steering.gp import ExactGP
+
+    e = engine(fitted, "variance")
+    r = np.array([[5.3, -1.0]])
+    real = ExactGP.extend
+
+    def fail(self, *a):  # noqa: ANN001, ANN002, ANN202
+        raise RuntimeError("not positive definite")
+    monkeypatch.setattr(ExactGP, "extend", fail)
+    e.ingest(r, f(r)[:, None])
+    monkeypatch.setattr(ExactGP, "extend", real)
+    first = xs(e.suggest(1))
+    assert not e.prepare(1, first)  # the model lacks r
+    e.ingest(first, f(first)[:, None])  # brings r and first in
+    assert not e.suggest(1)[0].ahead
+
+
+@pytest.mark.parametrize("factor, taken", [(1.0, True), (1.9, True), (100.0, False),
+                                           (0.01, False)])
+def test_measurements_with_another_noise_compute_afresh(fitted: dict[str, Any],
+                                                        factor: float, taken: bool) -> None:
+    """Pending points are conditioned with the learned noise: a measurement whose own noise
+    variance is far from it changes the picks (seen with q=3), so they are not taken."""
+    e = engine(fitted, "variance")
+    first = xs(e.suggest(3))
+    assert e.prepare(3, first)
+    hp = e._outputs[0].gp.hp  # type: ignore[union-attr]
+    var = factor * hp.noise * hp.y_std**2  # output units
+    e.ingest(first, f(first)[:, None], np.full((3, 1), var))
+    assert all(c.ahead for c in e.suggest(3)) == taken
