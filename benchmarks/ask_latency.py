@@ -458,7 +458,7 @@ def _loop(client: Any, base: str, q: int, cfg: Config) -> list[float]:
         return elapsed
 
     try:
-        # the first step teaches the server how long this loop measures (AHEAD_ROOM)
+        # the first step teaches the server how long this loop measures (lookahead_room)
         return collect(step, cfg.repeats, cfg.row_budget_s, warmup=1)
     finally:
         for s in batch:

@@ -170,9 +170,9 @@ def run_beamsteer(p: Problem, checkpoints: Sequence[int], tick: Tick) -> dict[st
     After each tell the loop waits for the refit the tell may have scheduled (the server
     refits in the background when the data grew 25%; a beamline measurement takes longer
     than those refits, so a real ask would see the refitted model too); after each ask, for
-    a next ask the server may be preparing (``GPEngine.prepare``: only for loops that
-    measure for a while, so not this one). Both waits keep a run's picks independent of
-    thread timing."""
+    the next ask the server prepares meanwhile (``GPEngine.prepare``; a real server does
+    that for loops that measure for a while, this one is told to, ``lookahead_room=0``).
+    Both waits keep a run's picks independent of thread timing."""
     from clients.http import Client
     from server.live import LiveServer
     from server.settings import Settings
@@ -180,8 +180,11 @@ def run_beamsteer(p: Problem, checkpoints: Sequence[int], tick: Tick) -> dict[st
     names = [a[0] for a in p.map.axes]
     rmse, sources, fitted = [], {}, []
     with tempfile.TemporaryDirectory() as tmp:
+        # lookahead_room=0: prepare after every ask, as for a beamline whose measurement
+        # outlasts the preparing (this loop "measures" in no time, then waits for it)
         settings = Settings(database_url=f"sqlite:///{Path(tmp) / 'beamsteer.db'}",
-                            data_dir=Path(tmp), log_json=False, log_level="warning")
+                            data_dir=Path(tmp), log_json=False, log_level="warning",
+                            lookahead_room=0)
         with LiveServer(settings) as live, Client(live.url, timeout=300) as client:
             exp = client.create_experiment(p.spec())
             for i in range(p.n_max):

@@ -92,13 +92,6 @@ class _Live:
         return next(i for i in range(1, n + 2) if i not in self.seqs) - 1
 
 
-# The next ask is prepared while the last suggestions are measured only when measuring takes
-# at least this many times as long as an ask's own computation: a loop that tells at once
-# (or a client that asks again without measuring) would only have a second thread fighting
-# the ask for the GIL and the cores (a q=4 ask 34 -> 77 ms when prepared back to back).
-AHEAD_ROOM = 2.0
-
-
 # An uncontended ask lock is taken at once; a compute thread tries this long (PostgreSQL's
 # lock_timeout is in whole milliseconds) before the ask waits on an I/O thread instead.
 LOCK_TRY_S = 0.001
@@ -301,8 +294,10 @@ class SteeringService:
         task.add_done_callback(self._ask_done)
         pending, stored = await asyncio.shield(task)
         live.asked_at = time.monotonic()
-        if (self.settings.lookahead and live.measuring_s is not None
-                and live.ask_s is not None and live.measuring_s >= AHEAD_ROOM * live.ask_s):
+        room = self.settings.lookahead_room  # measuring / asking (q=4: 34 -> 77 ms at 0)
+        if self.settings.lookahead and (room == 0 or (
+                live.measuring_s is not None and live.ask_s is not None
+                and live.measuring_s >= room * live.ask_s)):
             self._prepare_next(experiment_id, live, q, [*pending, *stored])
         self.metrics.suggestions.inc(len(stored))
         self.metrics.suggest_seconds.observe(time.perf_counter() - t0)
@@ -315,7 +310,7 @@ class SteeringService:
         """Have the engine compute the next ask's picks while ``pending`` is measured, on
         the low-priority thread. One at a time per experiment: a request made while one
         runs replaces any waiting one and runs next (only the newest state matters).
-        Called only where the loop measures long enough (:data:`AHEAD_ROOM`)."""
+        Called only where the loop measures long enough (``Settings.lookahead_room``)."""
         names = live.spec.parameter_names
         P = np.array([[s.position[k] for k in names] for s in pending],
                      dtype=float).reshape(-1, live.spec.dim)
@@ -543,7 +538,7 @@ class SteeringService:
             await self._load(experiment_id)  # rebuilt from the store: includes these
             announce = fresh
         else:
-            if live.asked_at is not None:  # how long this loop measures (see AHEAD_ROOM)
+            if live.asked_at is not None:  # how long this loop measures (lookahead_room)
                 gap = time.monotonic() - live.asked_at
                 live.measuring_s = gap if live.measuring_s is None else (
                     0.5 * live.measuring_s + 0.5 * gap)

@@ -96,6 +96,10 @@ class Settings(BaseSettings):
     # low-priority thread (GPEngine.prepare): the next ask then only stores them. Only for
     # variance and integrated_variance (engine.AHEAD_ACQUISITIONS); off: every ask computes.
     lookahead: bool = True
+    # ... only when a loop's measuring time (an ask's reply to the next tell) is at least
+    # this many times an ask's own computation (0: after every ask; a second thread then
+    # fights back-to-back asks for the GIL and the cores).
+    lookahead_room: float = Field(2.0, ge=0)
 
     @field_validator("database_url")
     @classmethod

@@ -39,7 +39,7 @@ from server.steering.acquisition import (
 from server.steering.errors import InvalidInput, InvalidMeasurement
 from server.steering.gp import DTYPE, NOISE_FLOOR, ExactGP, Fantasies, Hyperparameters
 from server.steering.local import CAP, CHECK_TOLERANCE, LEAF, TiledFantasies, TiledGP
-from server.steering.optimize import select
+from server.steering.optimize import select, still_best
 from server.steering.planner import order_for_travel
 from server.steering.spec import MAX_BATCH, ExperimentSpec, Goal
 from server.steering.types import Candidate, ModelStatus, OutputStatus, Posterior
@@ -68,11 +68,13 @@ REFIT_NICE = 10  # refits run on worker threads this much nicer than the asks (L
 REFIT_WORKERS = 2
 # Acquisitions whose picks an ask can take from :meth:`GPEngine.prepare` (computed while the
 # last suggestion was being measured, with it pending): those whose picks depend only on
-# where the measurements are, not on what they read. misfit_variance and gradient_variance
-# weight by the mean, so prepared picks lag one measurement there: validation RMSE 0.998x,
-# but on the autonomy benchmark 1.014x (landscape-4d 1.05x; six seeds), so they compute their
-# own (benchmarks/README.md, "Ask lookahead"). ei and ucb follow the values throughout.
+# where the measurements are, not on what they read ...
 AHEAD_ACQUISITIONS = ("variance", "integrated_variance")
+# ... and those that weight by the values (misfit/gradient_variance), for one pick at a time,
+# if the pick still beats every candidate under the weights of the new values: taken
+# unchecked, picks one measurement behind cost 1.4% RMSE on the autonomy benchmark
+# (landscape-4d 5%; benchmarks/README.md, "Ask lookahead"). ei and ucb follow the values.
+AHEAD_CHECKED = ("gradient_variance", "misfit_variance")
 AHEAD_TOLERANCE = 1e-3  # a measured position is its pending suggestion within this (unit cube)
 AHEAD_NOISE = 2.0  # ... and its noise variance the learned one within this factor (or unknown)
 PREDICT_ENTRIES = 2_000_000  # N x chunk entries per posterior chunk: 16 MB, under malloc's mmap
@@ -452,9 +454,10 @@ class GPEngine:
             U = design.initial_design(self.spec, q, taken)
             values: list[float | None] = [None] * len(U)
             source = "initial_design"
-        elif ahead is not None and self._still_ahead(ahead, q, gp, measured[rows], noise,
-                                                     P_unit):
-            U, values, source, from_ahead = ahead.U, ahead.values, ahead.source, True
+        elif (ahead is not None
+              and self._still_ahead(ahead, q, gp, measured[rows], noise, P_unit)
+              and (checked := self._still_best(gp, ahead, P_unit, n)) is not None):
+            U, values, source, from_ahead = ahead.U, checked, ahead.source, True
         else:
             U, values, source, stats = self._acquire(gp, q, P_unit, n)
             known[self._target] = stats
@@ -504,7 +507,8 @@ class GPEngine:
             InvalidInput: Bad ``q`` or ``pending``.
         """
         P = self._check_ask(q, pending)
-        if effective_acquisition(self.spec) not in AHEAD_ACQUISITIONS:
+        kind = effective_acquisition(self.spec)
+        if kind not in AHEAD_ACQUISITIONS and (kind not in AHEAD_CHECKED or q != 1):
             return False
         with self._lock:
             n = self._n
@@ -565,12 +569,22 @@ class GPEngine:
             free[np.argmax(close)] = False
         return True
 
-    def _acquire(self, gp: ExactGP | TiledGP, q: int, P_unit: np.ndarray, n: int
-                 ) -> tuple[np.ndarray, list[float | None], str, tuple[np.ndarray, np.ndarray]]:
-        """Maximize the acquisition; also returns the target's posterior ``(mean, std)`` at
-        the picks (output units), which the selection computed anyway."""
+    def _still_best(self, gp: ExactGP | TiledGP, ahead: _Ahead, P_unit: np.ndarray,
+                    n: int) -> list[float | None] | None:
+        """The prepared picks' acquisition values if they hold for the model now: as they
+        are for :data:`AHEAD_ACQUISITIONS`; for :data:`AHEAD_CHECKED` only if the pick still
+        beats every candidate under the weights of the new values (else ``None``)."""
+        if effective_acquisition(self.spec) in AHEAD_ACQUISITIONS:
+            return ahead.values
+        scorer = self._scorer(gp, n)
+        value = still_best(scorer, ahead.U[0], P_unit)
+        return None if value is None else [
+            scorer.to_output_units(value, gp.hp.y_mean, gp.hp.y_std)]
+
+    def _scorer(self, gp: ExactGP | TiledGP, n: int) -> Scorer:
+        """The spec's acquisition on ``gp``, bound to fresh fantasies (the weights of the
+        integrated variances from the current mean and measurements)."""
         spec, kind = self.spec, effective_acquisition(self.spec)
-        d = spec.dim
         hp = gp.hp
         with torch.no_grad():
             fant: Fantasies | TiledFantasies
@@ -593,8 +607,17 @@ class GPEngine:
         best = 0.0
         if train_mean is not None:
             best = float(train_mean.max() if maximize else train_mean.min())
-        scorer = Scorer(kind, fant, maximize=maximize, beta=spec.ucb_beta, best=best,
-                        noise=hp.noise)
+        return Scorer(kind, fant, maximize=maximize, beta=spec.ucb_beta, best=best,
+                      noise=hp.noise)
+
+    def _acquire(self, gp: ExactGP | TiledGP, q: int, P_unit: np.ndarray, n: int
+                 ) -> tuple[np.ndarray, list[float | None], str, tuple[np.ndarray, np.ndarray]]:
+        """Maximize the acquisition; also returns the target's posterior ``(mean, std)`` at
+        the picks (output units), which the selection computed anyway."""
+        spec, kind = self.spec, effective_acquisition(self.spec)
+        d = spec.dim
+        hp = gp.hp
+        scorer = self._scorer(gp, n)
         picks = select(scorer, q, P_unit,
                        lambda U: design.forbidden_mask(spec, design.from_unit(spec, U)))
         U = np.array([p.x for p in picks]).reshape(-1, d)

@@ -188,6 +188,28 @@ def select(scorer: Scorer, q: int, pending: np.ndarray,
     return picks
 
 
+def still_best(scorer: Scorer, x: np.ndarray, pending: np.ndarray) -> float | None:
+    """The acquisition at ``x`` if it is at least that of every candidate :func:`select`
+    would consider (conditioned on ``pending`` alike), else ``None``: a pick made before the
+    last measurements changed the acquisition is kept only if no candidate beats it now.
+
+    Args:
+        scorer: The acquisition bound to a fresh :class:`~server.steering.gp.Fantasies`.
+        x: ``d`` normalized point.
+        pending: ``p x d`` normalized pending points.
+    """
+    for p in pending:
+        _condition(scorer, p)
+    C = scorer.f.C.numpy()
+    with torch.no_grad():
+        values = scorer.candidates().numpy().copy()
+        value = float(scorer.at(torch.as_tensor(x[None, :], dtype=DTYPE))[0])
+    values[near_any(C, pending, MIN_SEPARATION) | ~np.isfinite(values)] = -np.inf
+    if not np.isfinite(value) or (np.isfinite(values).any() and value < values.max()):
+        return None
+    return value
+
+
 def _condition(scorer: Scorer, x: np.ndarray) -> None:
     xt = torch.as_tensor(np.asarray(x, dtype=np.float64))
     with torch.no_grad():

@@ -194,4 +194,5 @@ def test_prepared_asks_see_what_the_other_process_did(
             if theirs is not None:
                 assert mine["position"] != theirs["position"]
                 ca.delete(f"{url}/suggestions/{theirs['id']}")
+            time.sleep(0.3)  # measured a while, as a loop A prepares for
             tell(ca, mine)

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from server.steering.design import to_unit
 from server.steering.engine import GPEngine
 from server.steering.spec import Output
 from tests.steering.test_engine import data, f, make_spec, xs
@@ -98,9 +99,9 @@ def test_nothing_is_prepared_where_it_would_not_hold(fitted: dict[str, Any]) -> 
     e = GPEngine(spec, hyperparameters=fitted)
     e.ingest(*data(spec, 30))
     assert not e.prepare(1, xs(e.suggest(1)))  # ei follows the values
-    for acq in ("misfit_variance", "gradient_variance"):  # weighted by the values
+    for acq in ("misfit_variance", "gradient_variance"):  # weighted by the values: q=1
         mapped = engine(fitted, acq)
-        assert not mapped.prepare(1, xs(mapped.suggest(1)))
+        assert not mapped.prepare(2, xs(mapped.suggest(2)))
     fresh = GPEngine(make_spec(outputs=(Output("I"),), acquisition="variance"))
     assert not fresh.prepare(1, np.zeros((1, 2)))  # initial design: nothing to save
     with pytest.raises(Exception, match="pending"):
@@ -141,3 +142,32 @@ def test_measurements_with_another_noise_compute_afresh(fitted: dict[str, Any],
     var = factor * hp.noise * hp.y_std**2  # output units
     e.ingest(first, f(first)[:, None], np.full((3, 1), var))
     assert all(c.ahead for c in e.suggest(3)) == taken
+
+
+@pytest.mark.parametrize("acq", ["misfit_variance", "gradient_variance"])
+@pytest.mark.parametrize("surprise", [0.0, 5.0, -5.0])
+def test_value_weighted_picks_are_taken_only_while_nothing_beats_them(
+        fitted: dict[str, Any], acq: str, surprise: float) -> None:
+    """misfit/gradient_variance weight by the values: a prepared pick is taken exactly when,
+    under the weights of the new values, it still beats every candidate the ask would
+    consider; otherwise the ask computes its own."""
+    from server.steering.optimize import still_best
+
+    e, twin = engine(fitted, acq), engine(fitted, acq)
+    first = xs(e.suggest(1))
+    assert e.prepare(1, first)
+    picked = e._ahead.U[0].copy()  # type: ignore[union-attr]
+    for m in (e, twin):
+        m.ingest(first, f(first)[:, None] + surprise)
+    (c,) = e.suggest(1)
+    gp = twin._outputs[0].gp
+    value = still_best(twin._scorer(gp, twin._n), picked, np.zeros((0, 2)))  # type: ignore[arg-type]
+    assert c.ahead == (value is not None)
+    if c.ahead:
+        np.testing.assert_allclose(to_unit(e.spec, xs([c]))[0], picked, atol=1e-12)
+        best = float(twin._scorer(gp, twin._n).candidates().max())  # type: ignore[arg-type]
+        assert value is not None and value >= best
+    else:
+        assert xs([c]).tolist() == xs(twin.suggest(1)).tolist()  # the ask's own pick
+    if acq == "misfit_variance" and surprise:
+        assert not c.ahead  # a surprise at the last spot: a candidate there wins now
