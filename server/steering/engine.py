@@ -482,24 +482,28 @@ class GPEngine:
         them pending, it lets the next :meth:`suggest` with the same ``q`` skip the
         acquisition, if in between those suggestions were measured (each within
         :data:`AHEAD_TOLERANCE` of its position in the unit cube, the target output
-        among the values) or are still pending, nothing else was measured or suggested,
-        and no refit swapped the hyperparameters. Otherwise the ask computes as usual.
+        among the values, its noise variance unknown or within :data:`AHEAD_NOISE` of the
+        learned one) or are still pending, nothing else was measured or suggested, and
+        the posterior only grew (no refit, no rebuild, no failed update). Otherwise the
+        ask computes as usual.
 
         The picks are those of an ask with the measurements still pending. For the
         acquisitions in :data:`AHEAD_ACQUISITIONS` (``variance``, ``integrated_variance``)
         the posterior variance does not depend on the measured values, so they equal the
-        ask's own picks (up to the noise of the new measurements, when it differs from
-        the learned noise). The others follow the values (``ei``, ``ucb``) or weight by
-        the mean (``misfit_variance``, ``gradient_variance``): nothing is prepared for
-        them.
+        ask's own picks. Those in :data:`AHEAD_CHECKED` (``misfit_variance``,
+        ``gradient_variance``) weight by the values: they are prepared for ``q = 1`` only,
+        and the ask takes the pick only if it still beats every candidate under the
+        weights of the new values. ``ei`` and ``ucb`` follow the values: nothing is
+        prepared for them.
 
         Args:
             q: The next ask's number of positions.
             pending: ``p x d`` positions (spec units) suggested and not measured yet.
 
         Returns:
-            Whether picks were prepared: not for other acquisitions, without a fitted
-            model, while the initial design runs, or on a tiled posterior (above
+            Whether picks were prepared: not for other acquisitions (or ``q > 1`` of the
+            checked ones), without a fitted model, while the initial design runs, when a
+            measured row is missing from the model, or on a tiled posterior (above
             ``local_above`` points), where a pending point's fantasy and its measurement
             reach the tiles differently and the picks differ.
 
