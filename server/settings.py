@@ -93,8 +93,9 @@ class Settings(BaseSettings):
     compute_threads: int = Field(2, ge=1)
     refit_threads: int = Field(1, ge=1)
     # After an ask, compute the next ask's picks while its suggestions are measured, on one
-    # low-priority thread (GPEngine.prepare): the next ask then only stores them. Only for
-    # variance and integrated_variance (engine.AHEAD_ACQUISITIONS); off: every ask computes.
+    # low-priority thread (GPEngine.prepare): the next ask then only stores them (for which
+    # acquisitions and states: engine.AHEAD_ACQUISITIONS / AHEAD_CHECKED); off: every ask
+    # computes its own.
     lookahead: bool = True
     # ... only when a loop's measuring time (an ask's reply to the next tell) is at least
     # this many times an ask's own computation (0: after every ask; a second thread then

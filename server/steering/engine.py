@@ -443,7 +443,9 @@ class GPEngine:
             measured = self._X[:n].copy()
             rows = self._rows(self._target)
             gp, ahead = self._outputs[self._target].gp, self._ahead
-            noise = self._Yvar[rows, self._target].copy() if ahead is not None else None
+            # noise variances of the target rows measured since picks were prepared
+            noise = (self._Yvar[rows[ahead.n_target:], self._target].copy()
+                     if ahead is not None else np.zeros(0))
         if start is None and n:
             start = measured[-1]
         P_unit = design.to_unit(self.spec, P)
@@ -544,23 +546,20 @@ class GPEngine:
         return n_taken < self.spec.initial_design or n_target < MIN_FIT_POINTS
 
     def _still_ahead(self, ahead: _Ahead, q: int, gp: ExactGP | TiledGP,
-                     X_target: np.ndarray, noise: np.ndarray | None,
-                     P_unit: np.ndarray) -> bool:
+                     X_target: np.ndarray, noise: np.ndarray, P_unit: np.ndarray) -> bool:
         """Whether ``ahead`` was prepared for this ask: the same ``q``; the posterior grew
         from the one it was computed on by exactly the target's rows measured since (the
         same hyperparameters and point set, all rows in it, still exact); those rows'
-        noise variances unknown or within :data:`AHEAD_NOISE` of the learned one (their
+        noise variances (``noise``) unknown or within :data:`AHEAD_NOISE` of the learned one (their
         fantasies had the learned one); and those rows plus the pending positions are,
         one to one, the positions it took as pending."""
         if (ahead.q != q or not isinstance(gp, ExactGP) or gp.hp is not ahead.hp
                 or gp.cache is None or gp.cache.P is not ahead.points
                 or gp.n != len(X_target) or len(X_target) < ahead.n_target):
             return False
-        assert noise is not None
-        var = noise[ahead.n_target:] / gp.hp.y_std**2
-        known = ~np.isnan(var)
-        if (np.maximum(var[known], NOISE_FLOOR) > AHEAD_NOISE * gp.hp.noise).any() or (
-                np.maximum(var[known], NOISE_FLOOR) < gp.hp.noise / AHEAD_NOISE).any():
+        var = noise[~np.isnan(noise)] / gp.hp.y_std**2  # model units, as _training has it
+        ratio = np.maximum(var, NOISE_FLOOR) / gp.hp.noise
+        if ((ratio > AHEAD_NOISE) | (ratio < 1 / AHEAD_NOISE)).any():
             return False
         now = np.vstack([design.to_unit(self.spec, X_target[ahead.n_target:]), P_unit])
         if len(now) != len(ahead.pending):

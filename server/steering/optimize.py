@@ -154,14 +154,10 @@ def select(scorer: Scorer, q: int, pending: np.ndarray,
     """
     fant = scorer.f
     C = fant.C.numpy()
-    for p in pending:
-        _condition(scorer, p)
-    excluded = near_any(C, pending, MIN_SEPARATION)
+    excluded = _condition_on_pending(scorer, pending)
     picks: list[Pick] = []
     for i in range(q):
-        with torch.no_grad():
-            values = scorer.candidates().numpy().copy()
-        values[excluded | ~np.isfinite(values)] = -np.inf
+        values = _candidate_values(scorer, excluded)
         if not np.isfinite(values).any():
             break
         order = np.argsort(-values, kind="stable")[:N_STARTS]
@@ -198,16 +194,27 @@ def still_best(scorer: Scorer, x: np.ndarray, pending: np.ndarray) -> float | No
         x: ``d`` normalized point.
         pending: ``p x d`` normalized pending points.
     """
-    for p in pending:
-        _condition(scorer, p)
-    C = scorer.f.C.numpy()
+    values = _candidate_values(scorer, _condition_on_pending(scorer, pending))
     with torch.no_grad():
-        values = scorer.candidates().numpy().copy()
         value = float(scorer.at(torch.as_tensor(x[None, :], dtype=DTYPE))[0])
-    values[near_any(C, pending, MIN_SEPARATION) | ~np.isfinite(values)] = -np.inf
     if not np.isfinite(value) or (np.isfinite(values).any() and value < values.max()):
         return None
     return value
+
+
+def _condition_on_pending(scorer: Scorer, pending: np.ndarray) -> np.ndarray:
+    """Condition on every pending point; returns the mask of candidates too close to one."""
+    for p in pending:
+        _condition(scorer, p)
+    return near_any(scorer.f.C.numpy(), pending, MIN_SEPARATION)
+
+
+def _candidate_values(scorer: Scorer, excluded: np.ndarray) -> np.ndarray:
+    """The acquisition on the candidate set, ``-inf`` where excluded or not finite."""
+    with torch.no_grad():
+        values = scorer.candidates().numpy().copy()
+    values[excluded | ~np.isfinite(values)] = -np.inf
+    return values
 
 
 def _condition(scorer: Scorer, x: np.ndarray) -> None:
