@@ -79,9 +79,21 @@ class _Live:
     ahead_wanted: tuple[int, np.ndarray] | None = None  # ... the newest (q, pending) ...
     ahead_running: bool = False  # ... whether a thread works them off
     ahead_lock: threading.Lock = field(default_factory=threading.Lock)  # guards those
-    asked_at: float | None = None  # monotonic time of the last ask's reply, until a tell
+    # Wall-clock time (time.time()) of the last ask's reply, until a tell: the tell may
+    # come through another API process, and then only its stored created_at says when.
+    asked_at: float | None = None
     measuring_s: float | None = None  # smoothed time from an ask's reply to the next tell
     ask_s: float | None = None  # the engine's last ask that computed its own picks
+
+    def told(self, at: float) -> None:
+        """A tell at wall time ``at`` ended the measuring of the last ask's suggestions
+        (``Settings.lookahead_room`` compares that time with an ask's)."""
+        if self.asked_at is None or at < self.asked_at:
+            return
+        gap = at - self.asked_at
+        self.measuring_s = gap if self.measuring_s is None else (
+            0.5 * self.measuring_s + 0.5 * gap)
+        self.asked_at = None
 
     @property
     def ingested_through(self) -> int:
@@ -204,7 +216,11 @@ class SteeringService:
         async with live.sync_lock:
             ms = await self._io(self.store.list_measurements, experiment_id,
                                 after_seq=live.ingested_through)
-            await self._ingest(experiment_id, live, ms)
+            new = await self._ingest(experiment_id, live, ms)
+        if new and live.asked_at is not None:  # the loop's tell went to another process
+            later = [m.created_at for m in new if m.created_at >= live.asked_at]
+            if later:  # when it was stored
+                live.told(min(later))
 
     async def _ingest(self, experiment_id: str, live: _Live,
                       ms: Sequence[MeasurementRecord]) -> list[MeasurementRecord]:
@@ -293,7 +309,7 @@ class SteeringService:
         self._asks.add(task)  # the loop holds tasks weakly
         task.add_done_callback(self._ask_done)
         pending, stored = await asyncio.shield(task)
-        live.asked_at = time.monotonic()
+        live.asked_at = time.time()
         room = self.settings.lookahead_room  # measuring / asking (q=4: 34 -> 77 ms at 0)
         if self.settings.lookahead and (room == 0 or (
                 live.measuring_s is not None and live.ask_s is not None
@@ -373,8 +389,9 @@ class SteeringService:
                 return ctx.pending, stored
             try:
                 await self._catch_up(experiment_id, live, ctx.experiment.n_measurements)
-                new = await self._cpu(self._new_suggestions, live, q, ctx)
-                stored = await self._io(self._store_and_release, lease, experiment_id, new)
+                new, ahead = await self._cpu(self._new_suggestions, live, q, ctx)
+                stored = await self._io(self._store_and_release, lease, experiment_id, new,
+                                        ahead)
                 return ctx.pending, stored
             except BaseException as exc:
                 if not lease.released:  # not reached the write, it failed, or was cancelled
@@ -431,25 +448,30 @@ class SteeringService:
             # read here never claims data the engine lacks.
             if len(live.seqs) < rec.n_measurements:
                 return lease, ctx, None
-            new = self._new_suggestions(live, q, ctx)
-            return lease, ctx, self._store_and_release(lease, experiment_id, new)
+            return lease, ctx, self._store_and_release(
+                lease, experiment_id, *self._new_suggestions(live, q, ctx))
         except BaseException as exc:
             lease.release(broken=isinstance(exc, StoreUnavailable))
             raise
 
     def _store_and_release(self, lease: _OnceLease, experiment_id: str,
-                           new: list[NewSuggestion]) -> list[SuggestionRecord]:
-        """Commit the new suggestions, then give the lock back (one thread hop). If the
-        commit fails, the caller gives the lock back (broken after
-        :class:`StoreUnavailable`: see :meth:`Lease.release`)."""
+                           new: list[NewSuggestion], ahead: bool) -> list[SuggestionRecord]:
+        """Commit the new suggestions, then give the lock back (one thread hop), then count
+        them as served from prepared picks if ``ahead``. If the commit fails, the caller
+        gives the lock back (broken after :class:`StoreUnavailable`: see
+        :meth:`Lease.release`)."""
         recs: list[SuggestionRecord] = self.store.add_suggestions(experiment_id, new)
         lease.release()
+        if ahead:
+            self.metrics.suggestions_ahead.inc(len(recs))
         return recs
 
-    def _new_suggestions(self, live: _Live, q: int, ctx: AskContext) -> list[NewSuggestion]:
+    def _new_suggestions(self, live: _Live, q: int, ctx: AskContext
+                         ) -> tuple[list[NewSuggestion], bool]:
         """The engine's ask from the context read under the locks (another process may have
-        measured or asked meanwhile). Pending suggestions past their time are left out
-        there and marked expired by the expiry loop."""
+        measured or asked meanwhile), and whether its picks were prepared ahead. Pending
+        suggestions past their time are left out there and marked expired by the expiry
+        loop."""
         names = live.spec.parameter_names
         x_pending = np.array([[s.position[k] for k in names] for s in ctx.pending],
                              dtype=float).reshape(-1, live.spec.dim)
@@ -457,16 +479,15 @@ class SteeringService:
                  if ctx.last is not None else None)
         t0 = time.perf_counter()
         candidates = live.engine.suggest(q, x_pending, start)
-        if any(c.ahead for c in candidates):
-            self.metrics.suggestions_ahead.inc(len(candidates))
-        else:
+        ahead = any(c.ahead for c in candidates)
+        if not ahead:
             live.ask_s = time.perf_counter() - t0
         ttl = live.spec.suggestion_ttl_s or self.settings.suggestion_ttl_s
         now = time.time()
         return [NewSuggestion(position=dict(zip(names, c.x, strict=True)),
                               mean=_finite_only(c.mean), std=_finite_only(c.std),
                               acquisition=_finite_or_none(c.acquisition), source=c.source,
-                              expires_at=now + ttl) for c in candidates]
+                              expires_at=now + ttl) for c in candidates], ahead
 
     async def abandon(self, experiment_id: str, suggestion_id: str) -> SuggestionRecord:
         """Give up a pending suggestion (a no-op on one already closed)."""
@@ -538,11 +559,7 @@ class SteeringService:
             await self._load(experiment_id)  # rebuilt from the store: includes these
             announce = fresh
         else:
-            if live.asked_at is not None:  # how long this loop measures (lookahead_room)
-                gap = time.monotonic() - live.asked_at
-                live.measuring_s = gap if live.measuring_s is None else (
-                    0.5 * live.measuring_s + 0.5 * gap)
-                live.asked_at = None
+            live.told(time.time())  # how long this loop measures (lookahead_room)
             async with live.sync_lock:
                 ingested = await self._ingest(experiment_id, live, stored.records)
             # fresh ones (an ask's catch-up may have ingested them first) and recovered ones

@@ -152,7 +152,9 @@ def test_prepared_asks_see_what_the_other_process_did(
         pair: tuple[ServerProcess, ServerProcess]) -> None:
     """A prepares its next ask while its suggestion is measured; the tell goes to B. A's
     next ask catches up and takes the prepared picks, unless B also handed out a
-    suggestion meanwhile: then A asks afresh and never proposes B's pending spot."""
+    suggestion meanwhile: then A asks afresh and never proposes B's pending spot. Every
+    tell goes to B (a proxy that spreads requests): A learns how long the loop measures
+    from when B stored them."""
     a, b = pair
     with httpx.Client(base_url=a.url, timeout=60) as ca, \
             httpx.Client(base_url=b.url, timeout=60) as cb:
@@ -178,8 +180,8 @@ def test_prepared_asks_see_what_the_other_process_did(
             assert r.status_code == 201, r.text
 
         first = ask(ca)
-        time.sleep(0.3)  # A learns that this loop measures for a while
-        tell(ca, first)
+        time.sleep(0.3)  # A learns that this loop measures for a while ...
+        tell(cb, first)  # ... at its next ask, from the stored time of B's tell
         for others_ask in (False, True):
             prepared = _metric(ca, "beamsteer_asks_prepared_total")
             s = ask(ca)
@@ -195,4 +197,4 @@ def test_prepared_asks_see_what_the_other_process_did(
                 assert mine["position"] != theirs["position"]
                 ca.delete(f"{url}/suggestions/{theirs['id']}")
             time.sleep(0.3)  # measured a while, as a loop A prepares for
-            tell(ca, mine)
+            tell(cb, mine)
