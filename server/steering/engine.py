@@ -130,6 +130,8 @@ class _Ahead:
     U: np.ndarray
     values: list[float | None]
     source: str
+    w: torch.Tensor  # L^{-1} K(X, U) on that posterior: the ask's posterior at U grows it
+    base: torch.Tensor  # that posterior's factor base (predict_grown needs the same)
 
 
 class GPEngine:
@@ -460,6 +462,13 @@ class GPEngine:
               and self._still_ahead(ahead, q, gp, measured[rows], noise, P_unit)
               and (checked := self._still_best(gp, ahead, P_unit, n)) is not None):
             U, values, source, from_ahead = ahead.U, checked, ahead.source, True
+            assert isinstance(gp, ExactGP)  # _still_ahead
+            with torch.no_grad():
+                grown = gp.predict_grown(torch.as_tensor(U, dtype=DTYPE), ahead.w, ahead.base)
+            if grown is not None:  # the target's posterior at the picks, from the prepared
+                mean, var = grown
+                known[self._target] = (mean.numpy() * gp.hp.y_std + gp.hp.y_mean,
+                                       var.sqrt().numpy() * gp.hp.y_std)
         else:
             U, values, source, stats = self._acquire(gp, q, P_unit, n)
             known[self._target] = stats
@@ -526,7 +535,10 @@ class GPEngine:
         P_unit = design.to_unit(self.spec, P)
         U, values, source, _ = self._acquire(gp, q, P_unit, n)
         assert gp.cache is not None  # the target's exact posterior always keeps one
-        ahead = _Ahead(q, gp.hp, gp.cache.P, n_target, P_unit, U, values, source)
+        with torch.no_grad():
+            w = gp.chol.solve(gp.k(gp.X, torch.as_tensor(U, dtype=DTYPE)))
+        ahead = _Ahead(q, gp.hp, gp.cache.P, n_target, P_unit, U, values, source, w,
+                       gp.chol.base)
         with self._lock:
             self._ahead = ahead
         return True

@@ -202,6 +202,20 @@ class GrowingCholesky:
                                            upper=False)
         return torch.cat([W1, W2], 0)
 
+    def solve_grown(self, W: Tensor, B_new: Tensor, base: Tensor) -> Tensor | None:
+        """``L^{-1} B`` from ``W = L_m^{-1} B[:m]``, solved on an earlier factor ``L_m`` of
+        ``m`` rows that this one grew from by appending rows (it had the same ``base``), and
+        ``B_new = B[m:]``: ``O(n (n - m) k)`` instead of ``O(n^2 k)``. ``None`` if the base
+        is another (a merge of the tail, or a rebuild): then solve afresh."""
+        m = W.shape[0]
+        if base is not self.base or not self.n0 <= m <= self.n:
+            return None
+        if m == self.n:
+            return W
+        rows = self.tail[m - self.n0:]  # rows m.. of L
+        W2 = torch.linalg.solve_triangular(rows[:, m:], B_new - rows[:, :m] @ W, upper=False)
+        return torch.cat([W, W2], 0)
+
     def solve_transpose(self, B: Tensor) -> Tensor:
         """``L^{-T} B`` for ``B`` of shape ``n x k``."""
         if self.n == self.n0:
@@ -472,6 +486,20 @@ class ExactGP:
             ``(mean, var)``, each of shape ``q``.
         """
         W = self.chol.solve(self.k(self.X, Xq))
+        mean = self.hp.mean_constant + W.T @ self.v
+        var = (self.hp.outputscale - W.pow(2).sum(0)).clamp_min(VAR_FLOOR)
+        return mean, var
+
+    def predict_grown(self, Xq: Tensor, W: Tensor, base: Tensor
+                      ) -> tuple[Tensor, Tensor] | None:
+        """:meth:`predict` from ``W = L^{-1} K(X, Xq)`` of an earlier posterior that this one
+        grew from by :meth:`extend` (its factor's ``chol.base`` is ``base``): ``O(N k q)``
+        for the ``k`` rows added since instead of ``O(N^2 q)``. ``None`` where the factor
+        was merged or rebuilt since."""
+        m = W.shape[0]
+        W = self.chol.solve_grown(W, self.k(self.X[m:], Xq), base)
+        if W is None:
+            return None
         mean = self.hp.mean_constant + W.T @ self.v
         var = (self.hp.outputscale - W.pow(2).sum(0)).clamp_min(VAR_FLOOR)
         return mean, var

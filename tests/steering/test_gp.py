@@ -68,6 +68,33 @@ def test_incremental_equals_scratch(monkeypatch: pytest.MonkeyPatch, tail_rows: 
     assert torch.allclose(L.T @ inc.chol.solve_transpose(B), B, atol=1e-8)
 
 
+def test_predict_grown_equals_predict_until_the_factor_is_merged(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ask's posterior at prepared picks: grown from the prepared posterior's solve by
+    the rows appended since, equal to a fresh predict; refused once the tail was merged
+    into a new base (or the posterior rebuilt), where the old solve no longer applies."""
+    monkeypatch.setattr(gpmod, "TAIL_ROWS", 8)
+    X, y = _data(40)
+    noise = torch.full((40,), 1e-3, dtype=D)
+    Xq, _ = _data(3, seed=5)
+    then = ExactGP.build(_hp(), X[:20], y[:20], noise[:20]).extend(X[20:22], y[20:22],
+                                                                  noise[20:22])
+    W = then.chol.solve(then.k(then.X, Xq))
+    now = then
+    for a, b in ((22, 23), (23, 25), (25, 28)):  # 1, 2, 3 rows: the tail holds 2 + 6 <= 8
+        now = now.extend(X[a:b], y[a:b], noise[a:b])
+        got = now.predict_grown(Xq, W, then.chol.base)
+        assert got is not None
+        for g, want in zip(got, now.predict(Xq), strict=True):
+            assert torch.allclose(g, want, rtol=1e-12, atol=1e-14)
+    assert now.predict_grown(Xq, W, then.chol.base) is not None
+    merged = now.extend(X[28:30], y[28:30], noise[28:30])  # 10 > 8 tail rows: a new base
+    assert merged.chol.base is not then.chol.base
+    assert merged.predict_grown(Xq, W, then.chol.base) is None
+    rebuilt = ExactGP.build(_hp(), X[:28], y[:28], noise[:28])
+    assert rebuilt.predict_grown(Xq, W, then.chol.base) is None
+
+
 def test_duplicates_get_jitter() -> None:
     X = torch.tensor([[0.5, 0.5]] * 4 + [[0.1, 0.2]], dtype=D)
     y = torch.tensor([1.0, 1.1, 0.9, 1.0, 0.0], dtype=D)

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from server.steering import gp as gpmod
 from server.steering.design import to_unit
 from server.steering.engine import GPEngine
 from server.steering.spec import Output
@@ -47,6 +48,24 @@ def test_prepared_picks_equal_the_asks_own(fitted: dict[str, Any], acq: str, q: 
     for g, w in zip(got, want, strict=True):
         assert g.mean["I"] == pytest.approx(w.mean["I"], abs=1e-9)
         assert g.std["I"] == pytest.approx(w.std["I"], abs=1e-9)
+
+
+@pytest.mark.parametrize("tail_rows", [256, 2])
+def test_prepared_picks_report_the_posterior_of_now(monkeypatch: pytest.MonkeyPatch,
+                                                    fitted: dict[str, Any],
+                                                    tail_rows: int) -> None:
+    """The mean and std an ask reports at prepared picks are the posterior's after the tell
+    (grown from the prepare's solve, or computed afresh where the factor was merged)."""
+    monkeypatch.setattr(gpmod, "TAIL_ROWS", tail_rows)
+    e = engine(fitted, "variance")
+    first = xs(e.suggest(3))
+    assert e.prepare(3, first)
+    e.ingest(first, f(first)[:, None] + 0.05)  # values the prepare did not know
+    got = e.suggest(3)
+    assert all(c.ahead for c in got)
+    post = e.posterior(xs(got))
+    np.testing.assert_allclose([c.mean["I"] for c in got], post.mean["I"], rtol=1e-12)
+    np.testing.assert_allclose([c.std["I"] for c in got], post.std["I"], rtol=1e-10)
 
 
 @pytest.mark.parametrize("change", ["nothing measured", "other position", "another pending",
