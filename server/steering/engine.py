@@ -39,7 +39,7 @@ from server.steering.acquisition import (
 from server.steering.errors import InvalidInput, InvalidMeasurement
 from server.steering.gp import DTYPE, NOISE_FLOOR, ExactGP, Fantasies, Hyperparameters
 from server.steering.local import CAP, CHECK_TOLERANCE, LEAF, TiledFantasies, TiledGP
-from server.steering.optimize import select, still_best
+from server.steering.optimize import select
 from server.steering.planner import order_for_travel
 from server.steering.spec import MAX_BATCH, ExperimentSpec, Goal
 from server.steering.types import Candidate, ModelStatus, OutputStatus, Posterior
@@ -458,20 +458,24 @@ class GPEngine:
             U = design.initial_design(self.spec, q, taken)
             values: list[float | None] = [None] * len(U)
             source = "initial_design"
-        elif (ahead is not None
-              and self._still_ahead(ahead, q, gp, measured[rows], noise, P_unit)
-              and (checked := self._still_best(gp, ahead, P_unit, n)) is not None):
-            U, values, source, from_ahead = ahead.U, checked, ahead.source, True
-            assert isinstance(gp, ExactGP)  # _still_ahead
-            with torch.no_grad():
-                grown = gp.predict_grown(torch.as_tensor(U, dtype=DTYPE), ahead.w, ahead.base)
-            if grown is not None:  # the target's posterior at the picks, from the prepared
-                mean, var = grown
-                known[self._target] = (mean.numpy() * gp.hp.y_std + gp.hp.y_mean,
-                                       var.sqrt().numpy() * gp.hp.y_std)
         else:
-            U, values, source, stats = self._acquire(gp, q, P_unit, n)
-            known[self._target] = stats
+            if ahead is not None and not self._still_ahead(ahead, q, gp, measured[rows],
+                                                           noise, P_unit):
+                ahead = None
+            if ahead is not None and effective_acquisition(self.spec) in AHEAD_ACQUISITIONS:
+                U, values, source, from_ahead = ahead.U, ahead.values, ahead.source, True
+                assert isinstance(gp, ExactGP)  # _still_ahead
+                with torch.no_grad():
+                    grown = gp.predict_grown(torch.as_tensor(U, dtype=DTYPE), ahead.w,
+                                             ahead.base)
+                if grown is not None:  # the target's posterior at the picks, from the prepare
+                    mean, var = grown
+                    known[self._target] = (mean.numpy() * gp.hp.y_std + gp.hp.y_mean,
+                                           var.sqrt().numpy() * gp.hp.y_std)
+            else:  # AHEAD_CHECKED: the selection tries the prepared pick first
+                U, values, source, stats, from_ahead = self._acquire(
+                    gp, q, P_unit, n, None if ahead is None else ahead.U[0])
+                known[self._target] = stats
         X = design.from_unit(self.spec, U)
         order = order_for_travel(X, [p.speed for p in self.spec.parameters],
                                  start=start, bounds=self.spec.bounds)
@@ -533,7 +537,7 @@ class GPEngine:
                 or self._initial_phase(n + len(P), n_target)):
             return False  # (gp.n < n_target: a failed update left a row out of the model)
         P_unit = design.to_unit(self.spec, P)
-        U, values, source, _ = self._acquire(gp, q, P_unit, n)
+        U, values, source, _, _ = self._acquire(gp, q, P_unit, n)
         assert gp.cache is not None  # the target's exact posterior always keeps one
         with torch.no_grad():
             w = gp.chol.solve(gp.k(gp.X, torch.as_tensor(U, dtype=DTYPE)))
@@ -584,18 +588,6 @@ class GPEngine:
             free[np.argmax(close)] = False
         return True
 
-    def _still_best(self, gp: ExactGP | TiledGP, ahead: _Ahead, P_unit: np.ndarray,
-                    n: int) -> list[float | None] | None:
-        """The prepared picks' acquisition values if they hold for the model now: as they
-        are for :data:`AHEAD_ACQUISITIONS`; for :data:`AHEAD_CHECKED` only if the pick still
-        beats every candidate under the weights of the new values (else ``None``)."""
-        if effective_acquisition(self.spec) in AHEAD_ACQUISITIONS:
-            return ahead.values
-        scorer = self._scorer(gp, n)
-        value = still_best(scorer, ahead.U[0], P_unit)
-        return None if value is None else [
-            scorer.to_output_units(value, gp.hp.y_mean, gp.hp.y_std)]
-
     def _scorer(self, gp: ExactGP | TiledGP, n: int) -> Scorer:
         """The spec's acquisition on ``gp``, bound to fresh fantasies (the weights of the
         integrated variances from the current mean and measurements)."""
@@ -625,22 +617,27 @@ class GPEngine:
         return Scorer(kind, fant, maximize=maximize, beta=spec.ucb_beta, best=best,
                       noise=hp.noise)
 
-    def _acquire(self, gp: ExactGP | TiledGP, q: int, P_unit: np.ndarray, n: int
-                 ) -> tuple[np.ndarray, list[float | None], str, tuple[np.ndarray, np.ndarray]]:
+    def _acquire(self, gp: ExactGP | TiledGP, q: int, P_unit: np.ndarray, n: int,
+                 ahead: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, list[float | None], str,
+                            tuple[np.ndarray, np.ndarray], bool]:
         """Maximize the acquisition; also returns the target's posterior ``(mean, std)`` at
-        the picks (output units), which the selection computed anyway."""
+        the picks (output units), which the selection computed anyway, and whether the pick
+        is ``ahead``, a pick :meth:`prepare` made that still beats every candidate under the
+        weights of the new values (``q = 1``; :func:`~server.steering.optimize.select`)."""
         spec, kind = self.spec, effective_acquisition(self.spec)
         d = spec.dim
         hp = gp.hp
         scorer = self._scorer(gp, n)
         picks = select(scorer, q, P_unit,
-                       lambda U: design.forbidden_mask(spec, design.from_unit(spec, U)))
+                       lambda U: design.forbidden_mask(spec, design.from_unit(spec, U)),
+                       ahead)
         U = np.array([p.x for p in picks]).reshape(-1, d)
         values: list[float | None] = [
             scorer.to_output_units(p.value, hp.y_mean, hp.y_std) for p in picks]
         mean = np.array([p.mean for p in picks]) * hp.y_std + hp.y_mean
         std = np.sqrt(np.array([p.var for p in picks])) * hp.y_std
-        return U, values, kind, (mean, std)
+        return U, values, kind, (mean, std), any(p.ahead for p in picks)
 
     # --- posterior and status ---------------------------------------------------------------
 

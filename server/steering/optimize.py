@@ -39,12 +39,14 @@ class Pick:
         value: Acquisition value (standardized units) when it was chosen.
         mean: Posterior mean at ``x`` (standardized, no fantasies).
         var: Posterior variance at ``x`` (standardized, no fantasies).
+        ahead: Whether it is the prepared pick :func:`select` was given.
     """
 
     x: np.ndarray
     value: float
     mean: float
     var: float
+    ahead: bool = False
 
 
 def polish(scorer: Scorer, starts: np.ndarray, iters: int = POLISH_ITERS,
@@ -140,7 +142,8 @@ def local_scorer(scorer: Scorer, starts: np.ndarray) -> Scorer:
 
 
 def select(scorer: Scorer, q: int, pending: np.ndarray,
-           forbidden: Callable[[np.ndarray], np.ndarray]) -> list[Pick]:
+           forbidden: Callable[[np.ndarray], np.ndarray],
+           ahead: np.ndarray | None = None) -> list[Pick]:
     """Choose ``q`` points greedily, conditioning on pending and already chosen points.
 
     Args:
@@ -148,16 +151,24 @@ def select(scorer: Scorer, q: int, pending: np.ndarray,
         q: Number of points.
         pending: ``p x d`` normalized pending points (conditioned on first).
         forbidden: Maps ``k x d`` normalized points to a boolean mask of forbidden ones.
+        ahead: ``d`` normalized point prepared for this ask before the last measurements
+            changed the acquisition (``q = 1``): it is the pick, unpolished, if it is at
+            least every candidate (``Pick.ahead``); else the selection goes on as without
+            it, from the same candidate scan.
 
     Returns:
         Up to ``q`` picks (fewer only if every candidate is excluded).
     """
+    if ahead is not None and q != 1:
+        raise ValueError("a prepared pick stands for an ask of one point")
     fant = scorer.f
     C = fant.C.numpy()
     excluded = _condition_on_pending(scorer, pending)
     picks: list[Pick] = []
     for i in range(q):
         values = _candidate_values(scorer, excluded)
+        if ahead is not None and (kept := _kept(scorer, ahead, values)) is not None:
+            return [kept]
         if not np.isfinite(values).any():
             break
         order = np.argsort(-values, kind="stable")[:N_STARTS]
@@ -184,22 +195,16 @@ def select(scorer: Scorer, q: int, pending: np.ndarray,
     return picks
 
 
-def still_best(scorer: Scorer, x: np.ndarray, pending: np.ndarray) -> float | None:
-    """The acquisition at ``x`` if it is at least that of every candidate :func:`select`
-    would consider (conditioned on ``pending`` alike), else ``None``: a pick made before the
-    last measurements changed the acquisition is kept only if no candidate beats it now.
-
-    Args:
-        scorer: The acquisition bound to a fresh :class:`~server.steering.gp.Fantasies`.
-        x: ``d`` normalized point.
-        pending: ``p x d`` normalized pending points.
-    """
-    values = _candidate_values(scorer, _condition_on_pending(scorer, pending))
+def _kept(scorer: Scorer, x: np.ndarray, values: np.ndarray) -> Pick | None:
+    """``x`` as a pick if its acquisition is at least every candidate's ``values``."""
     with torch.no_grad():
-        value = float(scorer.at(torch.as_tensor(x[None, :], dtype=DTYPE))[0])
-    if not np.isfinite(value) or (np.isfinite(values).any() and value < values.max()):
-        return None
-    return value
+        xt = torch.as_tensor(x[None, :], dtype=DTYPE)
+        value = float(scorer.at(xt)[0])
+        if not np.isfinite(value) or (np.isfinite(values).any() and value < values.max()):
+            return None
+        mean, var = scorer.f.unconditioned(xt)
+    return Pick(np.asarray(x, dtype=np.float64).copy(), value, float(mean[0]), float(var[0]),
+                ahead=True)
 
 
 def _condition_on_pending(scorer: Scorer, pending: np.ndarray) -> np.ndarray:

@@ -169,8 +169,10 @@ def test_value_weighted_picks_are_taken_only_while_nothing_beats_them(
         fitted: dict[str, Any], acq: str, surprise: float) -> None:
     """misfit/gradient_variance weight by the values: a prepared pick is taken exactly when,
     under the weights of the new values, it still beats every candidate the ask would
-    consider; otherwise the ask computes its own."""
-    from server.steering.optimize import still_best
+    consider; otherwise the ask computes its own, the same as without a prepared pick."""
+    import torch
+
+    from server.steering.gp import DTYPE
 
     e, twin = engine(fitted, acq), engine(fitted, acq)
     first = xs(e.suggest(1))
@@ -179,14 +181,19 @@ def test_value_weighted_picks_are_taken_only_while_nothing_beats_them(
     for m in (e, twin):
         m.ingest(first, f(first)[:, None] + surprise)
     (c,) = e.suggest(1)
-    gp = twin._outputs[0].gp
-    value = still_best(twin._scorer(gp, twin._n), picked, np.zeros((0, 2)))  # type: ignore[arg-type]
-    assert c.ahead == (value is not None)
+    scorer = twin._scorer(twin._outputs[0].gp, twin._n)  # type: ignore[arg-type]
+    with torch.no_grad():  # the rule, spelled out on the twin (nothing pending)
+        best = float(scorer.candidates().max())
+        value = float(scorer.at(torch.as_tensor(picked[None, :], dtype=DTYPE))[0])
+    assert c.ahead == (value >= best)
     if c.ahead:
         np.testing.assert_allclose(to_unit(e.spec, xs([c]))[0], picked, atol=1e-12)
-        best = float(twin._scorer(gp, twin._n).candidates().max())  # type: ignore[arg-type]
-        assert value is not None and value >= best
+        post = e.posterior(xs([c]))  # and reports the posterior of now there
+        assert c.mean["I"] == pytest.approx(post.mean["I"][0], rel=1e-10)
+        assert c.std["I"] == pytest.approx(post.std["I"][0], rel=1e-8)
     else:
         assert xs([c]).tolist() == xs(twin.suggest(1)).tolist()  # the ask's own pick
     if acq == "misfit_variance" and surprise:
         assert not c.ahead  # a surprise at the last spot: a candidate there wins now
+    if not surprise:
+        assert c.ahead  # the true values: here the prepared pick holds
