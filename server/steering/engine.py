@@ -473,8 +473,7 @@ class GPEngine:
                     known[self._target] = (mean.numpy() * gp.hp.y_std + gp.hp.y_mean,
                                            var.sqrt().numpy() * gp.hp.y_std)
             else:  # AHEAD_CHECKED: the selection tries the prepared pick first
-                U, values, source, stats, from_ahead = self._acquire(
-                    gp, q, P_unit, n, None if ahead is None else ahead.U[0])
+                U, values, source, stats, from_ahead = self._acquire(gp, q, P_unit, n, ahead)
                 known[self._target] = stats
         X = design.from_unit(self.spec, U)
         order = order_for_travel(X, [p.speed for p in self.spec.parameters],
@@ -618,20 +617,30 @@ class GPEngine:
                       noise=hp.noise)
 
     def _acquire(self, gp: ExactGP | TiledGP, q: int, P_unit: np.ndarray, n: int,
-                 ahead: np.ndarray | None = None
+                 ahead: _Ahead | None = None
                  ) -> tuple[np.ndarray, list[float | None], str,
                             tuple[np.ndarray, np.ndarray], bool]:
         """Maximize the acquisition; also returns the target's posterior ``(mean, std)`` at
         the picks (output units), which the selection computed anyway, and whether the pick
-        is ``ahead``, a pick :meth:`prepare` made that still beats every candidate under the
-        weights of the new values (``q = 1``; :func:`~server.steering.optimize.select`)."""
+        is ``ahead``'s, a pick :meth:`prepare` made for this state that still beats every
+        candidate under the weights of the new values (``q = 1``;
+        :func:`~server.steering.optimize.select`)."""
         spec, kind = self.spec, effective_acquisition(self.spec)
         d = spec.dim
         hp = gp.hp
         scorer = self._scorer(gp, n)
+        x_ahead = None
+        if ahead is not None and isinstance(gp, ExactGP):
+            x_ahead = ahead.U[0]
+            with torch.no_grad():  # its solve, grown from the prepare's (see predict_grown)
+                U0 = torch.as_tensor(ahead.U[:1], dtype=DTYPE)
+                m = ahead.w.shape[0]
+                w = gp.chol.solve_grown(ahead.w[:, :1], gp.k(gp.X[m:], U0), ahead.base)
+            if w is not None and isinstance(scorer.f, Fantasies):
+                scorer.f.remember(U0, w)
         picks = select(scorer, q, P_unit,
                        lambda U: design.forbidden_mask(spec, design.from_unit(spec, U)),
-                       ahead)
+                       x_ahead)
         U = np.array([p.x for p in picks]).reshape(-1, d)
         values: list[float | None] = [
             scorer.to_output_units(p.value, hp.y_mean, hp.y_std) for p in picks]

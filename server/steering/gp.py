@@ -638,6 +638,12 @@ class Fantasies:
             self._memo = (x.clone(), wx)
         return wx
 
+    def remember(self, x: Tensor, wx: Tensor) -> None:
+        """Take ``wx = L^{-1} K(X, x)`` (``N x b``) as known for the points ``x``: the next
+        :meth:`at` or :meth:`unconditioned` there skips its ``O(N^2)`` solve (the engine
+        grows it from a prepared pick's, :meth:`GrowingCholesky.solve_grown`)."""
+        self._memo = (x.clone(), wx)
+
     def unconditioned(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """Posterior mean and variance at ``x`` (``b x d``) without the fantasies; free right
         after :meth:`at` at the same points."""
