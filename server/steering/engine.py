@@ -21,6 +21,7 @@ import os
 import sys
 import threading
 import time
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import Any
@@ -131,7 +132,9 @@ class _Ahead:
     values: list[float | None]
     source: str
     w: torch.Tensor  # L^{-1} K(X, U) on that posterior: the ask's posterior at U grows it
-    base: torch.Tensor  # that posterior's factor base (predict_grown needs the same)
+    # ... if the posterior still has the same factor base; held weakly: a merged or rebuilt
+    # factor's old base (N x N) must not stay in memory for it
+    base: weakref.ref[torch.Tensor]
 
 
 class GPEngine:
@@ -467,7 +470,7 @@ class GPEngine:
                 assert isinstance(gp, ExactGP)  # _still_ahead
                 with torch.no_grad():
                     grown = gp.predict_grown(torch.as_tensor(U, dtype=DTYPE), ahead.w,
-                                             ahead.base)
+                                             ahead.base())
                 if grown is not None:  # the target's posterior at the picks, from the prepare
                     mean, var = grown
                     known[self._target] = (mean.numpy() * gp.hp.y_std + gp.hp.y_mean,
@@ -541,7 +544,7 @@ class GPEngine:
         with torch.no_grad():
             w = gp.chol.solve(gp.k(gp.X, torch.as_tensor(U, dtype=DTYPE)))
         ahead = _Ahead(q, gp.hp, gp.cache.P, n_target, P_unit, U, values, source, w,
-                       gp.chol.base)
+                       weakref.ref(gp.chol.base))
         with self._lock:
             self._ahead = ahead
         return True
@@ -635,7 +638,7 @@ class GPEngine:
             with torch.no_grad():  # its solve, grown from the prepare's (see predict_grown)
                 U0 = torch.as_tensor(ahead.U[:1], dtype=DTYPE)
                 m = ahead.w.shape[0]
-                w = gp.chol.solve_grown(ahead.w[:, :1], gp.k(gp.X[m:], U0), ahead.base)
+                w = gp.chol.solve_grown(ahead.w[:, :1], gp.k(gp.X[m:], U0), ahead.base())
             if w is not None and isinstance(scorer.f, Fantasies):
                 scorer.f.remember(U0, w)
         picks = select(scorer, q, P_unit,

@@ -202,11 +202,11 @@ class GrowingCholesky:
                                            upper=False)
         return torch.cat([W1, W2], 0)
 
-    def solve_grown(self, W: Tensor, B_new: Tensor, base: Tensor) -> Tensor | None:
+    def solve_grown(self, W: Tensor, B_new: Tensor, base: Tensor | None) -> Tensor | None:
         """``L^{-1} B`` from ``W = L_m^{-1} B[:m]``, solved on an earlier factor ``L_m`` of
         ``m`` rows that this one grew from by appending rows (it had the same ``base``), and
         ``B_new = B[m:]``: ``O(n (n - m) k)`` instead of ``O(n^2 k)``. ``None`` if the base
-        is another (a merge of the tail, or a rebuild): then solve afresh."""
+        is another or ``None`` (a merge of the tail, or a rebuild): then solve afresh."""
         m = W.shape[0]
         if base is not self.base or not self.n0 <= m <= self.n:
             return None
@@ -490,7 +490,7 @@ class ExactGP:
         var = (self.hp.outputscale - W.pow(2).sum(0)).clamp_min(VAR_FLOOR)
         return mean, var
 
-    def predict_grown(self, Xq: Tensor, W: Tensor, base: Tensor
+    def predict_grown(self, Xq: Tensor, W: Tensor, base: Tensor | None
                       ) -> tuple[Tensor, Tensor] | None:
         """:meth:`predict` from ``W = L^{-1} K(X, Xq)`` of an earlier posterior that this one
         grew from by :meth:`extend` (its factor's ``chol.base`` is ``base``): ``O(N k q)``

@@ -68,6 +68,27 @@ def test_prepared_picks_report_the_posterior_of_now(monkeypatch: pytest.MonkeyPa
     np.testing.assert_allclose([c.std["I"] for c in got], post.std["I"], rtol=1e-10)
 
 
+def test_prepared_picks_do_not_keep_an_old_factor_alive(monkeypatch: pytest.MonkeyPatch,
+                                                        fitted: dict[str, Any]) -> None:
+    """Prepared picks refer to their posterior's factor weakly: once ingests merged it into
+    a new one (or a refit rebuilt it), the old N x N factor can be freed."""
+    import gc
+    import weakref
+
+    monkeypatch.setattr(gpmod, "TAIL_ROWS", 2)
+    e = engine(fitted, "variance")
+    first = xs(e.suggest(3))
+    old = weakref.ref(e._outputs[0].gp.chol.base)  # type: ignore[union-attr]
+    assert e.prepare(3, first)
+    e.ingest(first, f(first)[:, None])  # 3 rows > 2: the tail merges into a new base
+    gc.collect()
+    assert old() is None
+    got = e.suggest(3)  # taken, with the posterior there solved afresh
+    assert all(c.ahead for c in got)
+    post = e.posterior(xs(got))
+    np.testing.assert_allclose([c.mean["I"] for c in got], post.mean["I"], rtol=1e-12)
+
+
 @pytest.mark.parametrize("change", ["nothing measured", "other position", "another pending",
                                     "refit", "other q", "target not measured"])
 def test_a_changed_state_computes_afresh(fitted: dict[str, Any], change: str) -> None:
