@@ -633,12 +633,11 @@ class GPEngine:
         hp = gp.hp
         scorer = self._scorer(gp, n)
         x_ahead = None
-        if ahead is not None and isinstance(gp, ExactGP):
+        if ahead is not None and isinstance(gp, ExactGP):  # (_still_ahead: exact)
             x_ahead = ahead.U[0]
-            with torch.no_grad():  # its solve, grown from the prepare's (see predict_grown)
-                U0 = torch.as_tensor(ahead.U[:1], dtype=DTYPE)
-                m = ahead.w.shape[0]
-                w = gp.chol.solve_grown(ahead.w[:, :1], gp.k(gp.X[m:], U0), ahead.base())
+            U0 = torch.as_tensor(ahead.U[:1], dtype=DTYPE)
+            with torch.no_grad():  # its solve, grown from the prepare's
+                w = gp.solve_grown(U0, ahead.w[:, :1], ahead.base())
             if w is not None and isinstance(scorer.f, Fantasies):
                 scorer.f.remember(U0, w)
         picks = select(scorer, q, P_unit,

@@ -485,24 +485,27 @@ class ExactGP:
         Returns:
             ``(mean, var)``, each of shape ``q``.
         """
-        W = self.chol.solve(self.k(self.X, Xq))
+        return self._mean_var(self.chol.solve(self.k(self.X, Xq)))
+
+    def _mean_var(self, W: Tensor) -> tuple[Tensor, Tensor]:
+        """Posterior mean and variance from ``W = L^{-1} K(X, Xq)``."""
         mean = self.hp.mean_constant + W.T @ self.v
         var = (self.hp.outputscale - W.pow(2).sum(0)).clamp_min(VAR_FLOOR)
         return mean, var
 
+    def solve_grown(self, Xq: Tensor, W: Tensor, base: Tensor | None) -> Tensor | None:
+        """``L^{-1} K(X, Xq)`` from ``W``, the same on an earlier posterior that this one grew
+        from by :meth:`extend` (its factor's ``chol.base`` is ``base``): ``O(N k q)`` for the
+        ``k`` rows added since instead of ``O(N^2 q)``. ``None`` where the factor was merged
+        or rebuilt since."""
+        m = W.shape[0]
+        return self.chol.solve_grown(W, self.k(self.X[m:], Xq), base)
+
     def predict_grown(self, Xq: Tensor, W: Tensor, base: Tensor | None
                       ) -> tuple[Tensor, Tensor] | None:
-        """:meth:`predict` from ``W = L^{-1} K(X, Xq)`` of an earlier posterior that this one
-        grew from by :meth:`extend` (its factor's ``chol.base`` is ``base``): ``O(N k q)``
-        for the ``k`` rows added since instead of ``O(N^2 q)``. ``None`` where the factor
-        was merged or rebuilt since."""
-        m = W.shape[0]
-        W = self.chol.solve_grown(W, self.k(self.X[m:], Xq), base)
-        if W is None:
-            return None
-        mean = self.hp.mean_constant + W.T @ self.v
-        var = (self.hp.outputscale - W.pow(2).sum(0)).clamp_min(VAR_FLOOR)
-        return mean, var
+        """:meth:`predict` by :meth:`solve_grown` (``None`` where that is ``None``)."""
+        grown = self.solve_grown(Xq, W, base)
+        return None if grown is None else self._mean_var(grown)
 
     def mean_gradient(self, Xq: Tensor) -> Tensor:
         """Gradient of the posterior mean at ``Xq`` (``q x d``), ``q x d``, analytically:
