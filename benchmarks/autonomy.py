@@ -63,6 +63,7 @@ CHECKPOINTS = (10, 15, 20, 25, 30, 35, 40, 50, 60, 70, 80, 100, 120, 140, 160, 2
 REPORT_N = (25, 50, 100, 200, 400)  # columns of the RMSE table
 THRESHOLDS = (0.05, 0.02)  # RMSE as a fraction of the map's range
 TARGET_RATIO = 0.8  # Beamsteer's N over the best peer's N, on average over the maps
+BOOTSTRAP_REPS = 2000  # seed resamples behind the verdicts' spread
 GPCAM_TRAIN_AT = (10, 20, 40, 80, 160, 320)  # plus once on the initial design
 BOTORCH_REFIT_GROWTH = 0.1  # the BoTorch loop refits once N grew 10% since its last fit
 BOTORCH_RESTARTS, BOTORCH_RAW = 10, 512  # optimize_acqf, as in ask_latency.py
@@ -89,6 +90,7 @@ class Config:
     known_noise: bool
     noise_fraction: float = NOISE_FRACTION
     acquisition: str | None = None
+    reanalyse: bool = False  # out is an earlier run's JSON: analyse it, run nothing
 
 
 @dataclass(frozen=True)
@@ -492,6 +494,59 @@ def analyse(cfg: Config, results: list[dict[str, Any]]) -> dict[str, Any]:
             "_ratios": ratios}
 
 
+def bootstrap(cfg: Config, results: list[dict[str, Any]], reps: int = BOOTSTRAP_REPS,
+              seed: int = 0) -> dict[str, Any] | None:
+    """How far the verdicts move with the seeds: resample the seeds with replacement (one
+    draw for every map and strategy, so the comparison stays paired), redo :func:`analyse`.
+
+    Returns, per threshold, the mean ratio's 5th/50th/95th percentile over the draws and
+    the share of draws that meet the target; per map and threshold, the share of draws in
+    which Beamsteer needs no more than the grid. ``None`` with fewer than 3 seeds.
+    """
+    seeds = list(cfg.seeds)
+    if len(seeds) < 3 or "beamsteer" not in cfg.strategies:
+        return None
+    by_seed = {s: [r for r in results if r["seed"] == s] for s in seeds}
+    rng = np.random.default_rng(seed)
+    means: dict[str, list[float]] = {f"{t:g}": [] for t in THRESHOLDS}
+    grid_ok: dict[str, dict[str, list[bool]]] = {m: {f"{t:g}": [] for t in THRESHOLDS}
+                                                 for m in cfg.maps}
+    for _ in range(reps):
+        draw = [r for s in rng.choice(seeds, len(seeds)) for r in by_seed[int(s)]]
+        an = analyse(cfg, draw)
+        for t, summ in an["summary"].items():
+            if summ["mean_ratio"] is not None:
+                means[t].append(summ["mean_ratio"])
+        for r in an["_ratios"]:
+            if r.grid_n is not None or r.beamsteer is not None:
+                grid_ok[r.map][f"{r.threshold:g}"].append(
+                    r.grid_n is None or (r.beamsteer is not None and r.beamsteer <= r.grid_n))
+    out: dict[str, Any] = {"reps": reps, "seeds": seeds, "mean_ratio": {}, "not_above_grid": {}}
+    for t, v in means.items():
+        if v:
+            lo, mid, hi = np.percentile(v, [5, 50, 95])
+            out["mean_ratio"][t] = {"p05": float(lo), "p50": float(mid), "p95": float(hi),
+                                    "met": float(np.mean(np.array(v) <= TARGET_RATIO))}
+    for m, per_t in grid_ok.items():
+        out["not_above_grid"][m] = {t: float(np.mean(v)) for t, v in per_t.items() if v}
+    return out
+
+
+def bootstrap_table(boot: dict[str, Any]) -> str:
+    """The markdown of :func:`bootstrap`'s result."""
+    lines = [f"### Seed bootstrap ({boot['reps']} draws of {len(boot['seeds'])} seeds with "
+             "replacement, the same draw for every map and strategy)", "",
+             "| threshold | mean ratio, median [5%-95%] | draws meeting <= "
+             f"{TARGET_RATIO} | " + " | ".join(f"{m} <= grid" for m in boot["not_above_grid"])
+             + " |", "|---:|---:|---:|" + "---:|" * len(boot["not_above_grid"])]
+    for t, q in boot["mean_ratio"].items():
+        cells = [f"{boot['not_above_grid'][m][t]:.0%}" if t in boot["not_above_grid"][m]
+                 else "-" for m in boot["not_above_grid"]]
+        lines.append(f"| {float(t):.0%} | {q['p50']:.2f} [{q['p05']:.2f}-{q['p95']:.2f}] | "
+                     f"{q['met']:.0%} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _fmt_n(v: float | None, n_max: int) -> str:
     return f"> {n_max}" if v is None else f"{v:.0f}"
 
@@ -608,6 +663,7 @@ def write_report(cfg: Config, info: dict[str, Any], results: list[dict[str, Any]
     cfg.out.parent.mkdir(parents=True, exist_ok=True)
     md, js, png = (cfg.out.with_suffix(s) for s in (".md", ".json", ".png"))
     an = analyse(cfg, results) if final else None
+    boot = bootstrap(cfg, results) if final else None
     js.write_text(json.dumps({
         "started_at": started.isoformat(), "seconds": seconds, "command": command,
         "complete": final, "machine": info,
@@ -622,8 +678,8 @@ def write_report(cfg: Config, info: dict[str, Any], results: list[dict[str, Any]
                                              "raw_samples": BOTORCH_RAW}},
         "maps": {m: {"dim": MAPS[m].dim, "axes": MAPS[m].axes,
                      "description": MAPS[m].description} for m in cfg.maps},
-        "analysis": None if an is None else {k: v for k, v in an.items()
-                                             if not k.startswith("_")},
+        "analysis": None if an is None else {**{k: v for k, v in an.items()
+                                                if not k.startswith("_")}, "bootstrap": boot},
         "results": results}, indent=1))
     if not final:
         return md, js, None
@@ -649,8 +705,9 @@ def write_report(cfg: Config, info: dict[str, Any], results: list[dict[str, Any]
             t = [r["seconds"] for r in results if r["map"] == m and r["strategy"] == s]
             cells.append(f"{np.mean(t):.0f}" if t else "-")
         cost.append(f"| {m} | " + " | ".join(cells) + " |")
-    md.write_text("\n".join(head) + report_tables(cfg, results, an) + "\n" + "\n".join(cost)
-                  + "\n")
+    spread = "" if boot is None else "\n\n" + bootstrap_table(boot)
+    md.write_text("\n".join(head) + report_tables(cfg, results, an) + spread + "\n"
+                  + "\n".join(cost) + "\n")
     plot(cfg, results, png)
     return md, js, png
 
@@ -709,7 +766,12 @@ def parse_args(argv: list[str] | None = None) -> Config:
                    help="worker processes (results do not depend on it)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT,
                    help="output path without suffix: writes .md, .json and .png")
+    p.add_argument("--reanalyse", type=Path, default=None, metavar="JSON",
+                   help="run nothing: print the tables (and the seed bootstrap) of an "
+                        "earlier run's JSON, e.g. after a change to the analysis")
     a = p.parse_args(argv)
+    if a.reanalyse is not None:
+        return _from_json(a.reanalyse)
     maps = a.maps or (QUICK_MAPS if a.quick else tuple(MAPS))
     seeds = a.seeds or ((0,) if a.quick else (0, 1, 2))
     n_max = a.max_n or (100 if a.quick else CHECKPOINTS[-1])
@@ -726,6 +788,19 @@ def parse_args(argv: list[str] | None = None) -> Config:
                   noise_fraction=a.noise_sd, acquisition=a.acquisition)
 
 
+def _from_json(path: Path) -> Config:
+    """The :class:`Config` an earlier run's JSON was made with (``out`` is that file)."""
+    try:
+        c = json.loads(path.read_text())["config"]
+    except (OSError, ValueError, KeyError) as exc:
+        sys.exit(f"--reanalyse: cannot read a run's config from {path}: {exc}")
+    return Config(maps=tuple(c["maps"]), seeds=tuple(c["seeds"]),
+                  strategies=tuple(c["strategies"]), checkpoints=tuple(c["checkpoints"]),
+                  jobs=1, out=path, quick=False, known_noise=c["noise"] == "known",
+                  noise_fraction=c["noise_fraction"], acquisition=c["acquisition"],
+                  reanalyse=True)
+
+
 COST_ORDER = {"botorch-nipv": 0, "botorch": 1, "beamsteer": 2, "gpcam": 3, "grid": 4,
               "random": 5}
 
@@ -738,6 +813,13 @@ def _worker_init() -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run every task, print the tables, write JSON (after each task), markdown and PNG."""
     cfg = parse_args(argv)
+    if cfg.reanalyse:
+        results = json.loads(cfg.out.read_text())["results"]
+        print(report_tables(cfg, results, analyse(cfg, results)))
+        boot = bootstrap(cfg, results)
+        if boot is not None:
+            print("\n" + bootstrap_table(boot))
+        return 0
     from tqdm import tqdm
 
     if any(s == "gpcam" for s in cfg.strategies):
@@ -784,6 +866,9 @@ def main(argv: list[str] | None = None) -> int:
     md, js, png = write_report(cfg, info, results, started, time.perf_counter() - t0,
                                command, True)
     print(report_tables(cfg, results, analyse(cfg, results)))
+    boot = bootstrap(cfg, results)
+    if boot is not None:
+        print("\n" + bootstrap_table(boot))
     print(f"\nwrote {md}, {js} and {png} ({(time.perf_counter() - t0) / 60:.1f} min)")
     return 0
 

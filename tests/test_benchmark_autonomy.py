@@ -55,3 +55,36 @@ def test_n_to_reach_interpolates_log_log() -> None:
     assert n_to_reach(ns, np.array([0.1, 0.01, 0.001]), 0.0316227766) == pytest.approx(31.6227766)
     assert n_to_reach(ns, np.array([0.1, 0.05, 0.04]), 0.01) is None
     assert n_to_reach(ns, np.array([0.005, 0.004, 0.003]), 0.01) == 10
+
+
+def _results(curves: dict[tuple[str, int], list[float]]) -> list[dict]:
+    return [{"map": "film-2d", "strategy": st, "seed": seed, "rmse": c}
+            for (st, seed), c in curves.items()]
+
+
+def test_seed_bootstrap_spreads_the_verdicts_over_the_seeds() -> None:
+    from benchmarks.autonomy import Config, bootstrap
+
+    ns = (10, 100, 1000)
+    cfg = Config(maps=("film-2d",), seeds=(0, 1, 2), strategies=("beamsteer", "grid"),
+                 checkpoints=ns, jobs=1, out=None, quick=False, known_noise=True)
+    # the grid reaches 5% at N=100 and 2% at 1000 on every seed; Beamsteer reaches 5% at 10
+    # on seeds 0 and 1, at 1000 on seed 2 (so a draw's mean curve may or may not cross early)
+    grid = [0.2, 0.05, 0.02]
+    curves = {("grid", s): grid for s in range(3)}
+    curves |= {("beamsteer", 0): [0.04, 0.03, 0.01], ("beamsteer", 1): [0.04, 0.03, 0.01],
+               ("beamsteer", 2): [0.3, 0.2, 0.05]}
+    boot = bootstrap(cfg, _results(curves), reps=400)
+    assert boot is not None and boot["seeds"] == [0, 1, 2]
+    five = boot["mean_ratio"]["0.05"]
+    # every draw without seed 2 crosses 5% at N=10 (ratio 0.1); with it, later
+    assert five["p05"] == pytest.approx(0.1) and five["p95"] > 0.8
+    assert 0.1 < five["met"] < 0.9  # some draws meet the target, others do not
+    assert 0.1 < boot["not_above_grid"]["film-2d"]["0.05"] < 0.9
+    # a verdict the seeds agree on does not spread
+    same = {k: (v if k[0] == "grid" else [0.04, 0.03, 0.01]) for k, v in curves.items()}
+    agreed = bootstrap(cfg, _results(same), reps=50)
+    assert agreed["mean_ratio"]["0.05"]["met"] == 1.0
+    assert agreed["not_above_grid"]["film-2d"] == {"0.05": 1.0, "0.02": 1.0}
+    assert bootstrap(cfg.__class__(**{**cfg.__dict__, "seeds": (0, 1)}),
+                     _results(curves), reps=10) is None  # too few seeds to resample
