@@ -284,7 +284,8 @@ class SteeringService:
                 return None
             live = await self._load(experiment_id)
         await self._catch_up(experiment_id, live, rec.n_measurements)
-        status = live.engine.status()
+        # on a compute thread: the engine's lock may be held by an ingest that rebuilds
+        status = await self._cpu(live.engine.status)
         if not status.refitting and live.refit is not None and not live.refit.done():
             status = dataclasses.replace(status, refitting=True)  # scheduled, not started
         return status
@@ -325,20 +326,30 @@ class SteeringService:
                       pending: Sequence[SuggestionRecord]) -> None:
         """Have the engine compute the next ask's picks while ``pending`` is measured, on
         the low-priority thread. One at a time per experiment: a request made while one
-        runs replaces any waiting one and runs next (only the newest state matters).
-        Called only where the loop measures long enough (``Settings.lookahead_room``)."""
+        runs replaces any waiting one (only the newest state matters) and runs after the
+        requests other experiments made meanwhile, so that a fast loop does not keep the
+        thread to itself. Called only where the loop measures long enough
+        (``Settings.lookahead_room``)."""
         names = live.spec.parameter_names
         P = np.array([[s.position[k] for k in names] for s in pending],
                      dtype=float).reshape(-1, live.spec.dim)
 
         def run() -> None:
-            while True:
-                with live.ahead_lock:
-                    wanted, live.ahead_wanted = live.ahead_wanted, None
-                    if wanted is None:
-                        live.ahead_running = False
-                        return
+            with live.ahead_lock:
+                wanted, live.ahead_wanted = live.ahead_wanted, None
+            if wanted is not None:
                 self._prepare(experiment_id, live, *wanted)
+            with live.ahead_lock:
+                if live.ahead_wanted is None:
+                    live.ahead_running = False
+                    return
+                # A newer request came meanwhile: it runs after what other experiments
+                # queued (one thread prepares for all of them, in turns).
+                try:
+                    live.ahead = self._ahead.submit(run)
+                except RuntimeError:  # shutting down
+                    live.ahead_wanted = None
+                    live.ahead_running = False
 
         with live.ahead_lock:
             live.ahead_wanted = (q, P)
@@ -647,9 +658,12 @@ class SteeringService:
     def wait_for_lookahead(self, timeout: float = 60.0) -> None:
         """Block until the next asks being prepared are ready (benchmarks whose simulated
         measurement takes no time; at a beamline measuring takes longer)."""
+        deadline = time.monotonic() + timeout
         for live in list(self._live.values()):
-            if live.ahead is not None:
-                live.ahead.result(timeout)
+            while (fut := live.ahead) is not None and not fut.cancelled():
+                fut.result(max(0.0, deadline - time.monotonic()))
+                if live.ahead is fut:  # no newer request was queued behind it
+                    break
 
     def wait_for_refits(self, timeout: float = 60.0) -> None:
         """Block until running refits finish (tests and orderly shutdown)."""

@@ -5,6 +5,7 @@ lock back, then count the suggestions served from prepared picks)."""
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from server.store.base import (
     NewSuggestion,
     StoreUnavailable,
     SuggestionRecord,
+    SuggestionStatus,
 )
 from server.store.sql import SQLStore
 from tests.store.factories import SPEC, suggestion
@@ -112,3 +114,85 @@ def test_a_failed_commit_counts_nothing_and_keeps_the_lock(
     assert _ahead(service) == 0.0
     assert not lease.released  # the caller gives it back (broken after StoreUnavailable)
     assert store.list_suggestions(exp_id) == []
+
+
+# --- the ahead thread: one for every experiment, in turns ----------------------------------
+
+
+def _pending() -> list[SuggestionRecord]:
+    svc_spec = ExperimentSpec.from_dict(SPEC)
+    return [SuggestionRecord(id="s", experiment_id="e", position={n: 0.5 for n in
+                                                                  svc_spec.parameter_names},
+                             mean={}, std={}, acquisition=None, source="gp",
+                             status=SuggestionStatus.pending, batch="b", rank=0,
+                             created_at=0.0, expires_at=None, closed_at=None)]
+
+
+def test_experiments_take_turns_on_the_ahead_thread(service: SteeringService) -> None:
+    """A loop that asks faster than its picks are prepared does not keep the one ahead
+    thread from another experiment's prepare (the engines' work is left out: this is the
+    queue's order)."""
+    ran: list[tuple[str, int]] = []
+    first_started, b_requested = threading.Event(), threading.Event()
+    a, b = _live(), _live()
+    service._live.update({"A": a, "B": b})
+    pending = _pending()
+
+    def prepare(eid: str, live: _Live, q: int, P: object) -> None:
+        ran.append((eid, q))
+        if eid == "A" and q == 1:
+            first_started.set()
+            assert b_requested.wait(10)
+        if eid == "A" and q < 6:  # the next ask of A arrives while this one is prepared
+            service._prepare_next("A", a, q + 1, pending)
+
+    service._prepare = prepare  # type: ignore[method-assign]
+    service._prepare_next("A", a, 1, pending)
+    assert first_started.wait(10)
+    service._prepare_next("B", b, 1, pending)
+    b_requested.set()
+    service.wait_for_lookahead(10)
+    assert ran[:3] == [("A", 1), ("B", 1), ("A", 2)]  # B's turn came after A's first
+    assert [q for e, q in ran if e == "A"] == [1, 2, 3, 4, 5, 6]  # and A lost nothing
+    assert not a.ahead_running and not b.ahead_running
+    assert a.ahead_wanted is None and b.ahead_wanted is None
+
+
+def test_waiting_for_lookahead_after_stop_does_not_raise(service: SteeringService) -> None:
+    gate = threading.Event()
+    a, b = _live(), _live()
+    service._live.update({"A": a, "B": b})
+    service._prepare = lambda *args: gate.wait(10)  # type: ignore[method-assign]
+    service._prepare_next("A", a, 1, _pending())
+    service._prepare_next("B", b, 1, _pending())  # queued behind A's: cancelled by stop()
+    asyncio.run(service.stop())
+    gate.set()
+    assert b.ahead is not None and b.ahead.cancelled()
+    service.wait_for_lookahead(10)
+
+
+def test_model_status_does_not_block_the_event_loop(service: SteeringService) -> None:
+    """The engine's lock may be held for an O(N^2)-O(N^3) update on another thread: a
+    status request waits for it on a compute thread, while the event loop serves others."""
+    exp_id = service.store.create_experiment(SPEC).id
+
+    async def scenario() -> str:
+        await service.model_status(exp_id)  # load the engine
+        live = service._live[exp_id]
+        release, held = threading.Event(), threading.Event()
+
+        def hold() -> str:
+            with live.engine._lock:
+                held.set()
+                return "released" if release.wait(10) else "timed out"
+
+        holder = asyncio.get_running_loop().run_in_executor(None, hold)
+        await asyncio.to_thread(held.wait, 10)
+        status = asyncio.ensure_future(service.model_status(exp_id))
+        await asyncio.sleep(0.2)  # the loop runs other work while the status waits
+        assert not status.done()
+        release.set()
+        await status
+        return await holder
+
+    assert asyncio.run(scenario()) == "released"
