@@ -17,6 +17,7 @@ Routers call this; it knows no HTTP. The rules it keeps:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import threading
@@ -84,6 +85,9 @@ class _Live:
     asked_at: float | None = None
     measuring_s: float | None = None  # smoothed time from an ask's reply to the next tell
     ask_s: float | None = None  # the engine's last ask that computed its own picks
+    # perf_counter() when the prepare running now began (None: none runs), and its q
+    ahead_started: float | None = None
+    ahead_q: int = 0
 
     def told(self, at: float) -> None:
         """A tell at wall time ``at`` ended the measuring of the last ask's suggestions
@@ -107,6 +111,9 @@ class _Live:
 # An uncontended ask lock is taken at once; a compute thread tries this long (PostgreSQL's
 # lock_timeout is in whole milliseconds) before the ask waits on an I/O thread instead.
 LOCK_TRY_S = 0.001
+# An ask joins a prepare running for it for as long as the prepare should still take, plus
+# this share of an ask (the ahead thread runs at a lower priority).
+JOIN_SLACK = 0.25
 
 
 class _Contended(Exception):
@@ -365,11 +372,14 @@ class SteeringService:
     def _prepare(self, experiment_id: str, live: _Live, q: int, P: np.ndarray) -> None:
         """Ahead thread: one :meth:`GPEngine.prepare`; never raises."""
         t0 = time.perf_counter()
+        live.ahead_q, live.ahead_started = q, t0
         try:
             done = live.engine.prepare(q, P)
         except Exception:
             log.exception("next ask not prepared", extra={"experiment_id": experiment_id})
             return
+        finally:
+            live.ahead_started = None
         if done:  # what an ask would cost now (N grows while asks take prepared picks)
             live.ask_s = time.perf_counter() - t0
             self.metrics.asks_prepared.inc()
@@ -386,6 +396,7 @@ class SteeringService:
         # milliseconds when the cores are busy). Only an engine that is behind the store
         # (another API process measured) comes back to the event loop to catch up.
         async with live.ask_lock:  # this process's asks, then every process's
+            await self._join_prepare(live, q)
             try:
                 lease, ctx, stored = await self._held(self._cpu(
                     self._ask_in_one_hop, experiment_id, live, q, None))
@@ -408,6 +419,20 @@ class SteeringService:
                 if not lease.released:  # not reached the write, it failed, or was cancelled
                     await self._io(lease.release, isinstance(exc, StoreUnavailable))
                 raise
+
+    @staticmethod
+    async def _join_prepare(live: _Live, q: int) -> None:
+        """If the picks of an ask of ``q`` are being prepared right now, wait for them, up
+        to the time they should still take (plus :data:`JOIN_SLACK` of an ask): computing
+        beside them would take an ask's whole time, and slow both down. The engine then
+        decides whether they hold for this ask (:meth:`GPEngine.suggest`)."""
+        started, fut, ask_s = live.ahead_started, live.ahead, live.ask_s
+        if started is None or fut is None or fut.done() or live.ahead_q != q or ask_s is None:
+            return
+        left = max(0.0, ask_s - (time.perf_counter() - started)) + JOIN_SLACK * ask_s
+        with contextlib.suppress(TimeoutError):  # late: the ask computes its own picks
+            # shielded: a timeout must not cancel the prepare's future
+            await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(fut)), left)
 
     @staticmethod
     async def _held(hop: Awaitable[_H]) -> _H:

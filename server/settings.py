@@ -99,8 +99,9 @@ class Settings(BaseSettings):
     lookahead: bool = True
     # ... only when a loop's measuring time (an ask's reply to the next tell) is at least
     # this many times an ask's own computation (0: after every ask; a second thread then
-    # fights back-to-back asks for the GIL and the cores).
-    lookahead_room: float = Field(2.0, ge=0)
+    # fights back-to-back asks for the GIL and the cores). An ask that comes while its
+    # picks are still being prepared waits for them (SteeringService._join_prepare).
+    lookahead_room: float = Field(1.0, ge=0)
 
     @field_validator("database_url")
     @classmethod

@@ -64,8 +64,8 @@ def _tell(client: httpx.Client, exp: dict, batch: list[dict]) -> None:
 
 def _ask_prepared(client: httpx.Client, exp: dict) -> dict:
     """Ask one position, wait until the server prepared the next ask, and "measure" a
-    while longer: the server prepares only for loops that measure at least twice as long
-    as an ask computes (on a loaded machine the low-priority preparing is slow too)."""
+    while longer: the server prepares only for loops that measure at least as long as an
+    ask computes (on a loaded machine the low-priority preparing is slow too)."""
     prepared = _counter(client, "beamsteer_asks_prepared_total")
     (s,) = _ask(client, exp, 1)
     _wait("prepared", lambda: _counter(client, "beamsteer_asks_prepared_total") > prepared)

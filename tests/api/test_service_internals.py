@@ -9,6 +9,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from server.service import SteeringService, _Live, _OnceLease
@@ -196,3 +197,43 @@ def test_model_status_does_not_block_the_event_loop(service: SteeringService) ->
         return await holder
 
     assert asyncio.run(scenario()) == "released"
+
+
+def test_an_ask_joins_the_prepare_running_for_it(service: SteeringService) -> None:
+    """An ask that arrives while its picks are still being prepared waits for them (up to
+    the time they should still take) instead of computing its own beside them."""
+    service.settings.lookahead_room = 0  # prepare after every ask
+
+    async def scenario() -> tuple[float, bool]:
+        exp_id = (await service.create_experiment({**SPEC, "acquisition": "variance"})).id
+        rng = np.random.default_rng(3)
+        await service.measure(exp_id, [
+            {"position": {"x": float(x), "y": float(y)}, "values": {"intensity": float(x - y)}}
+            for x, y in zip(rng.uniform(0, 10, 20), rng.uniform(-5, 5, 20), strict=True)])
+        await asyncio.to_thread(service.wait_for_refits)
+        live = service._live[exp_id]
+        real_acquire, go = live.engine._acquire, threading.Event()
+
+        def slow_acquire(*args: object, **kw: object) -> object:
+            # the prepare has read the state it prepares for; it is still computing when
+            # the tell and the next ask come
+            if threading.current_thread().name.startswith("beamsteer-ahead"):
+                assert go.wait(10)
+            return real_acquire(*args, **kw)
+
+        live.engine._acquire = slow_acquire  # type: ignore[method-assign]
+        (s,) = await service.suggest(exp_id, 1)
+        await service.measure(exp_id, [{"position": s.position, "values": {"intensity": 1.0},
+                                        "suggestion_id": s.id}])
+        await asyncio.to_thread(service.wait_for_refits)
+        live.ask_s = 30.0  # an ask takes long here: worth waiting for the prepare
+        ask = asyncio.ensure_future(service.suggest(exp_id, 1))
+        await asyncio.sleep(0.3)
+        waited = not ask.done()
+        go.set()
+        await ask
+        return _ahead(service), waited
+
+    served_ahead, waited = asyncio.run(scenario())
+    assert waited  # the ask did not compute beside the prepare ...
+    assert served_ahead == 1.0  # ... and took its pick
