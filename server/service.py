@@ -17,7 +17,6 @@ Routers call this; it knows no HTTP. The rules it keeps:
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import logging
 import threading
@@ -291,8 +290,9 @@ class SteeringService:
                 return None
             live = await self._load(experiment_id)
         await self._catch_up(experiment_id, live, rec.n_measurements)
-        # on a compute thread: the engine's lock may be held by an ingest that rebuilds
-        status = await self._cpu(live.engine.status)
+        # on an I/O thread: the engine's lock may be held by an ingest that rebuilds or by
+        # a refit's update, and a wait for a lock must not hold a compute thread
+        status = await self._io(live.engine.status)
         if not status.refitting and live.refit is not None and not live.refit.done():
             status = dataclasses.replace(status, refitting=True)  # scheduled, not started
         return status
@@ -426,13 +426,16 @@ class SteeringService:
         to the time they should still take (plus :data:`JOIN_SLACK` of an ask): computing
         beside them would take an ask's whole time, and slow both down. The engine then
         decides whether they hold for this ask (:meth:`GPEngine.suggest`)."""
-        started, fut, ask_s = live.ahead_started, live.ahead, live.ask_s
-        if started is None or fut is None or fut.done() or live.ahead_q != q or ask_s is None:
-            return
+        # the future first: a prepare that runs when `started` is read is then its own
+        fut = live.ahead
+        started, ask_s = live.ahead_started, live.ask_s
+        if (started is None or fut is None or fut.done() or live.ahead_q != q
+                or ask_s is None or live.ahead_wanted is not None):
+            return  # (a newer request is queued: the running prepare is out of date)
         left = max(0.0, ask_s - (time.perf_counter() - started)) + JOIN_SLACK * ask_s
-        with contextlib.suppress(TimeoutError):  # late: the ask computes its own picks
-            # shielded: a timeout must not cancel the prepare's future
-            await asyncio.wait_for(asyncio.shield(asyncio.wrap_future(fut)), left)
+        # asyncio.wait neither raises on a timeout (the ask then computes its own picks)
+        # nor cancels the prepare's future, nor raises if stop() cancelled it
+        await asyncio.wait([asyncio.wrap_future(fut)], timeout=left)
 
     @staticmethod
     async def _held(hop: Awaitable[_H]) -> _H:

@@ -199,9 +199,12 @@ def test_model_status_does_not_block_the_event_loop(service: SteeringService) ->
     assert asyncio.run(scenario()) == "released"
 
 
-def test_an_ask_joins_the_prepare_running_for_it(service: SteeringService) -> None:
+@pytest.mark.parametrize("newer_queued", [False, True])
+def test_an_ask_joins_the_prepare_running_for_it(service: SteeringService,
+                                                 newer_queued: bool) -> None:
     """An ask that arrives while its picks are still being prepared waits for them (up to
-    the time they should still take) instead of computing its own beside them."""
+    the time they should still take) instead of computing its own beside them; not if a
+    newer request is queued behind that prepare (its picks are out of date)."""
     service.settings.lookahead_room = 0  # prepare after every ask
 
     async def scenario() -> tuple[float, bool]:
@@ -227,13 +230,17 @@ def test_an_ask_joins_the_prepare_running_for_it(service: SteeringService) -> No
                                         "suggestion_id": s.id}])
         await asyncio.to_thread(service.wait_for_refits)
         live.ask_s = 30.0  # an ask takes long here: worth waiting for the prepare
+        if newer_queued:
+            live.ahead_wanted = (1, np.zeros((0, 2)))
         ask = asyncio.ensure_future(service.suggest(exp_id, 1))
-        await asyncio.sleep(0.3)
-        waited = not ask.done()
+        done, _ = await asyncio.wait([ask], timeout=5.0 if newer_queued else 0.3)
         go.set()
         await ask
-        return _ahead(service), waited
+        return _ahead(service), not done
 
     served_ahead, waited = asyncio.run(scenario())
-    assert waited  # the ask did not compute beside the prepare ...
-    assert served_ahead == 1.0  # ... and took its pick
+    if newer_queued:  # computed its own picks at once
+        assert not waited and served_ahead == 0.0
+    else:
+        assert waited  # the ask did not compute beside the prepare ...
+        assert served_ahead == 1.0  # ... and took its pick
