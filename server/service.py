@@ -76,7 +76,8 @@ class _Live:
     sync_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # guards engine + seqs
     refit: Future[ModelStatus] | None = None
     ahead: Future[None] | None = None  # the engine preparing the next ask's picks ...
-    ahead_wanted: tuple[int, np.ndarray] | None = None  # ... the newest (q, pending) ...
+    # ... the newest (q, pending, measurements ingested when it was asked for) ...
+    ahead_wanted: tuple[int, np.ndarray, int] | None = None
     ahead_running: bool = False  # ... whether a thread works them off
     ahead_lock: threading.Lock = field(default_factory=threading.Lock)  # guards those
     # Wall-clock time (time.time()) of the last ask's reply, until a tell: the tell may
@@ -359,7 +360,7 @@ class SteeringService:
                     live.ahead_running = False
 
         with live.ahead_lock:
-            live.ahead_wanted = (q, P)
+            live.ahead_wanted = (q, P, len(live.seqs))
             if live.ahead_running:
                 return  # the running one takes it next
             try:
@@ -369,8 +370,14 @@ class SteeringService:
                 return
             live.ahead_running = True
 
-    def _prepare(self, experiment_id: str, live: _Live, q: int, P: np.ndarray) -> None:
-        """Ahead thread: one :meth:`GPEngine.prepare`; never raises."""
+    def _prepare(self, experiment_id: str, live: _Live, q: int, P: np.ndarray,
+                 n_seen: int) -> None:
+        """Ahead thread: one :meth:`GPEngine.prepare`; never raises. Nothing to do if a
+        measurement was ingested since the request (``n_seen`` were): the pending
+        suggestions were told, or something else was measured, and the next ask could not
+        take picks prepared now (the thread's turn goes to the next experiment)."""
+        if len(live.seqs) != n_seen:
+            return
         t0 = time.perf_counter()
         live.ahead_q, live.ahead_started = q, t0
         try:

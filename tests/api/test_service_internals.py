@@ -139,7 +139,7 @@ def test_experiments_take_turns_on_the_ahead_thread(service: SteeringService) ->
     service._live.update({"A": a, "B": b})
     pending = _pending()
 
-    def prepare(eid: str, live: _Live, q: int, P: object) -> None:
+    def prepare(eid: str, live: _Live, q: int, P: object, n_seen: int) -> None:
         ran.append((eid, q))
         if eid == "A" and q == 1:
             first_started.set()
@@ -244,3 +244,31 @@ def test_an_ask_joins_the_prepare_running_for_it(service: SteeringService,
     else:
         assert waited  # the ask did not compute beside the prepare ...
         assert served_ahead == 1.0  # ... and took its pick
+
+
+def test_a_prepare_the_next_tell_overtook_is_skipped(service: SteeringService) -> None:
+    """A prepare that waited its turn until after the tell of its pending suggestion can
+    not serve the next ask: it is skipped, and the thread goes on to other work."""
+    service.settings.lookahead_room = 0  # prepare after every ask
+
+    async def scenario() -> tuple[object, object]:
+        exp_id = (await service.create_experiment({**SPEC, "acquisition": "variance"})).id
+        rng = np.random.default_rng(4)
+        await service.measure(exp_id, [
+            {"position": {"x": float(x), "y": float(y)}, "values": {"intensity": float(x - y)}}
+            for x, y in zip(rng.uniform(0, 10, 20), rng.uniform(-5, 5, 20), strict=True)])
+        await asyncio.to_thread(service.wait_for_refits)
+        live = service._live[exp_id]
+        busy = threading.Event()
+        service._ahead.submit(busy.wait, 10)  # another experiment's turn, until released
+        (s,) = await service.suggest(exp_id, 1)  # its prepare queues behind that turn
+        await service.measure(exp_id, [{"position": s.position, "values": {"intensity": 1.0},
+                                        "suggestion_id": s.id}])
+        await asyncio.to_thread(service.wait_for_refits)
+        before = live.engine._ahead
+        busy.set()
+        await asyncio.to_thread(service.wait_for_lookahead, 10)
+        return before, live.engine._ahead
+
+    before, after = asyncio.run(scenario())
+    assert before is None and after is None  # nothing was prepared for the told state
