@@ -653,9 +653,14 @@ class SteeringService:
         that arrived in the gap between a refit's last check and its end is not left
         waiting for the next tell.
         """
+        if self._stopping or (live.refit is not None and not live.refit.done()):
+            return
+        # Outside the guard, which every experiment shares: the engine's lock may be held
+        # by this experiment's ingest (an O(N^2) update) while another's tell needs the guard.
+        if not live.engine.needs_refit():
+            return
         with self._refit_guard:
-            if (self._stopping or (live.refit is not None and not live.refit.done())
-                    or not live.engine.needs_refit()):
+            if self._stopping or (live.refit is not None and not live.refit.done()):
                 return
             try:
                 fut = self._refits.submit(self._run_refit, experiment_id, live)

@@ -272,3 +272,30 @@ def test_a_prepare_the_next_tell_overtook_is_skipped(service: SteeringService) -
 
     before, after = asyncio.run(scenario())
     assert before is None and after is None  # nothing was prepared for the told state
+
+
+def test_a_refit_check_waiting_for_one_engine_does_not_hold_up_another(
+        service: SteeringService) -> None:
+    """Scheduling refits takes one guard for every experiment: the check of one engine,
+    waiting for that engine's lock (held by an ingest's update), must not hold it."""
+    a, b = _live(), _live()
+    held, release = threading.Event(), threading.Event()
+
+    def hold_a() -> None:
+        with a.engine._lock:
+            held.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold_a)
+    holder.start()
+    assert held.wait(10)
+    waiting = threading.Thread(target=service._maybe_refit, args=("A", a))
+    waiting.start()  # blocks on A's engine lock
+    other = threading.Thread(target=service._maybe_refit, args=("B", b))
+    other.start()
+    other.join(5)
+    done_meanwhile = not other.is_alive()
+    release.set()
+    for t in (holder, waiting, other):
+        t.join(10)
+    assert done_meanwhile
