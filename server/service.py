@@ -80,20 +80,18 @@ class _Live:
     ahead_wanted: tuple[int, np.ndarray, int] | None = None
     ahead_running: bool = False  # ... whether a thread works them off
     ahead_lock: threading.Lock = field(default_factory=threading.Lock)  # guards those
-    # perf_counter() of the last ask's reply, until the next ask of this process arrives:
-    # the loop's time between them is what the next ask's picks can be prepared in. Both
-    # ends are on this process's clock, wherever the tells in between went.
+    # Wall-clock time (time.time()) of the last ask's reply, until a tell: the tell may
+    # come through another API process, and then only its stored created_at says when.
     asked_at: float | None = None
-    measuring_s: float | None = None  # smoothed time from an ask's reply to the next ask
+    measuring_s: float | None = None  # smoothed time from an ask's reply to the next tell
     ask_s: float | None = None  # the engine's last ask that computed its own picks
     # perf_counter() when the prepare running now began (None: none runs), and its q
     ahead_started: float | None = None
     ahead_q: int = 0
 
-    def asked(self, at: float) -> None:
-        """An ask arrived at ``at`` (``perf_counter``): the time since the last ask's reply
-        is how long this loop measures (``Settings.lookahead_room`` compares it with an
-        ask's computation). Smoothed, half the weight to the newest."""
+    def told(self, at: float) -> None:
+        """A tell at wall time ``at`` ended the measuring of the last ask's suggestions
+        (``Settings.lookahead_room`` compares that time with an ask's)."""
         if self.asked_at is None or at < self.asked_at:
             return
         gap = at - self.asked_at
@@ -225,7 +223,11 @@ class SteeringService:
         async with live.sync_lock:
             ms = await self._io(self.store.list_measurements, experiment_id,
                                 after_seq=live.ingested_through)
-            await self._ingest(experiment_id, live, ms)
+            new = await self._ingest(experiment_id, live, ms)
+        if new and live.asked_at is not None:  # the loop's tell went to another process
+            later = [m.created_at for m in new if m.created_at >= live.asked_at]
+            if later:  # when it was stored
+                live.told(min(later))
 
     async def _ingest(self, experiment_id: str, live: _Live,
                       ms: Sequence[MeasurementRecord]) -> list[MeasurementRecord]:
@@ -306,7 +308,6 @@ class SteeringService:
         """
         t0 = time.perf_counter()
         live = await self._load(experiment_id)
-        live.asked(t0)  # how long this loop measured (lookahead_room)
         q = live.spec.batch_size if n is None else n
         if not 1 <= q <= self.settings.max_suggestions:
             raise InvalidInput("n", f"must be in [1, {self.settings.max_suggestions}]")
@@ -317,7 +318,7 @@ class SteeringService:
         self._asks.add(task)  # the loop holds tasks weakly
         task.add_done_callback(self._ask_done)
         pending, stored = await asyncio.shield(task)
-        live.asked_at = time.perf_counter()
+        live.asked_at = time.time()
         room = self.settings.lookahead_room  # measuring / asking (q=4: 34 -> 77 ms at 0)
         if self.settings.lookahead and (room == 0 or (
                 live.measuring_s is not None and live.ask_s is not None
@@ -604,6 +605,7 @@ class SteeringService:
             await self._load(experiment_id)  # rebuilt from the store: includes these
             announce = fresh
         else:
+            live.told(time.time())  # how long this loop measures (lookahead_room)
             async with live.sync_lock:
                 ingested = await self._ingest(experiment_id, live, stored.records)
             # fresh ones (an ask's catch-up may have ingested them first) and recovered ones

@@ -97,7 +97,7 @@ class Settings(BaseSettings):
     # acquisitions and states: engine.AHEAD_ACQUISITIONS / AHEAD_CHECKED); off: every ask
     # computes its own.
     lookahead: bool = True
-    # ... only when a loop's measuring time (an ask's reply to its next ask) is at least
+    # ... only when a loop's measuring time (an ask's reply to the next tell) is at least
     # this many times an ask's own computation (0: after every ask; a second thread then
     # fights back-to-back asks for the GIL and the cores). An ask that comes while its
     # picks are still being prepared waits for them (SteeringService._join_prepare).

@@ -1,7 +1,6 @@
-"""Parts of ``SteeringService`` tested on their own: ``_Live.asked`` (the smoothed time from
-an ask's reply to the next ask), ``_store_and_release`` (commit, give the lock back, then
-count the suggestions served from prepared picks), the ahead thread's turns, the ask's join
-of a running prepare, and what must not wait on the event loop or on a shared guard."""
+"""Two small parts of ``SteeringService`` tested on their own: ``_Live.told`` (the smoothed
+time from an ask's reply to the next tell) and ``_store_and_release`` (commit, give the
+lock back, then count the suggestions served from prepared picks)."""
 
 from __future__ import annotations
 
@@ -36,26 +35,26 @@ def _live() -> _Live:
     return _Live(spec, GPEngine(spec), asyncio.Lock())
 
 
-def test_the_measuring_time_is_the_first_gap_then_an_average() -> None:
+def test_told_sets_the_first_gap_then_averages() -> None:
     live = _live()
     live.asked_at = 100.0
-    live.asked(102.0)
+    live.told(102.0)
     assert live.measuring_s == 2.0 and live.asked_at is None
     live.asked_at = 200.0
-    live.asked(206.0)
+    live.told(206.0)
     assert live.measuring_s == 0.5 * 2.0 + 0.5 * 6.0
     assert live.asked_at is None
 
 
-def test_an_ask_without_a_reply_before_it_changes_nothing() -> None:
+def test_told_ignores_a_tell_without_an_ask_or_older_than_it() -> None:
     live = _live()
-    live.asked(50.0)  # the first ask
+    live.told(50.0)  # no ask yet
     assert live.measuring_s is None and live.asked_at is None
     live.asked_at = 100.0
-    live.asked(99.0)  # a clock that went back: ignored
+    live.told(99.0)  # e.g. another process's tell, stored before this ask's reply
     assert live.measuring_s is None and live.asked_at == 100.0
-    live.asked(103.0)
-    live.asked(110.0)  # a second ask before the first one's reply (concurrent asks)
+    live.told(103.0)
+    live.told(110.0)  # a second tell after the same ask
     assert live.measuring_s == 3.0 and live.asked_at is None
 
 
