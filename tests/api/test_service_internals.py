@@ -22,7 +22,6 @@ from server.store.base import (
     NewSuggestion,
     StoreUnavailable,
     SuggestionRecord,
-    SuggestionStatus,
 )
 from server.store.sql import SQLStore
 from tests.store.factories import SPEC, suggestion
@@ -120,13 +119,28 @@ def test_a_failed_commit_counts_nothing_and_keeps_the_lock(
 # --- the ahead thread: one for every experiment, in turns ----------------------------------
 
 
-def _pending() -> list[SuggestionRecord]:
-    svc_spec = ExperimentSpec.from_dict(SPEC)
-    return [SuggestionRecord(id="s", experiment_id="e", position={n: 0.5 for n in
-                                                                  svc_spec.parameter_names},
-                             mean={}, std={}, acquisition=None, source="gp",
-                             status=SuggestionStatus.pending, batch="b", rank=0,
-                             created_at=0.0, expires_at=None, closed_at=None)]
+def _pending(service: SteeringService) -> list[SuggestionRecord]:
+    """One suggestion, stored as pending (what an ask hands to the prepare)."""
+    exp_id = service.store.create_experiment(SPEC).id
+    return service.store.add_suggestions(exp_id, [suggestion(5.0)])
+
+
+async def _fitted_experiment(service: SteeringService, seed: int) -> str:
+    """A ``variance`` experiment with 20 measurements, fitted, no refit running."""
+    exp_id = (await service.create_experiment({**SPEC, "acquisition": "variance"})).id
+    rng = np.random.default_rng(seed)
+    await service.measure(exp_id, [
+        {"position": {"x": float(x), "y": float(y)}, "values": {"intensity": float(x - y)}}
+        for x, y in zip(rng.uniform(0, 10, 20), rng.uniform(-5, 5, 20), strict=True)])
+    await asyncio.to_thread(service.wait_for_refits)
+    return exp_id
+
+
+async def _tell(service: SteeringService, exp_id: str, s: SuggestionRecord) -> None:
+    """Measure suggestion ``s`` and wait for a refit it may have scheduled."""
+    await service.measure(exp_id, [{"position": s.position, "values": {"intensity": 1.0},
+                                    "suggestion_id": s.id}])
+    await asyncio.to_thread(service.wait_for_refits)
 
 
 def test_experiments_take_turns_on_the_ahead_thread(service: SteeringService) -> None:
@@ -137,7 +151,7 @@ def test_experiments_take_turns_on_the_ahead_thread(service: SteeringService) ->
     first_started, b_requested = threading.Event(), threading.Event()
     a, b = _live(), _live()
     service._live.update({"A": a, "B": b})
-    pending = _pending()
+    pending = _pending(service)
 
     def prepare(eid: str, live: _Live, q: int, P: object, n_seen: int) -> None:
         ran.append((eid, q))
@@ -164,8 +178,8 @@ def test_waiting_for_lookahead_after_stop_does_not_raise(service: SteeringServic
     a, b = _live(), _live()
     service._live.update({"A": a, "B": b})
     service._prepare = lambda *args: gate.wait(10)  # type: ignore[method-assign]
-    service._prepare_next("A", a, 1, _pending())
-    service._prepare_next("B", b, 1, _pending())  # queued behind A's: cancelled by stop()
+    service._prepare_next("A", a, 1, _pending(service))
+    service._prepare_next("B", b, 1, _pending(service))  # queued behind A's: cancelled by stop()
     asyncio.run(service.stop())
     gate.set()
     assert b.ahead is not None and b.ahead.cancelled()
@@ -208,12 +222,7 @@ def test_an_ask_joins_the_prepare_running_for_it(service: SteeringService,
     service.settings.lookahead_room = 0  # prepare after every ask
 
     async def scenario() -> tuple[float, bool]:
-        exp_id = (await service.create_experiment({**SPEC, "acquisition": "variance"})).id
-        rng = np.random.default_rng(3)
-        await service.measure(exp_id, [
-            {"position": {"x": float(x), "y": float(y)}, "values": {"intensity": float(x - y)}}
-            for x, y in zip(rng.uniform(0, 10, 20), rng.uniform(-5, 5, 20), strict=True)])
-        await asyncio.to_thread(service.wait_for_refits)
+        exp_id = await _fitted_experiment(service, 3)
         live = service._live[exp_id]
         real_acquire, go = live.engine._acquire, threading.Event()
 
@@ -226,9 +235,7 @@ def test_an_ask_joins_the_prepare_running_for_it(service: SteeringService,
 
         live.engine._acquire = slow_acquire  # type: ignore[method-assign]
         (s,) = await service.suggest(exp_id, 1)
-        await service.measure(exp_id, [{"position": s.position, "values": {"intensity": 1.0},
-                                        "suggestion_id": s.id}])
-        await asyncio.to_thread(service.wait_for_refits)
+        await _tell(service, exp_id, s)
         live.ask_s = 30.0  # an ask takes long here: worth waiting for the prepare
         if newer_queued:
             live.ahead_wanted = (1, np.zeros((0, 2)))
@@ -252,19 +259,12 @@ def test_a_prepare_the_next_tell_overtook_is_skipped(service: SteeringService) -
     service.settings.lookahead_room = 0  # prepare after every ask
 
     async def scenario() -> tuple[object, object]:
-        exp_id = (await service.create_experiment({**SPEC, "acquisition": "variance"})).id
-        rng = np.random.default_rng(4)
-        await service.measure(exp_id, [
-            {"position": {"x": float(x), "y": float(y)}, "values": {"intensity": float(x - y)}}
-            for x, y in zip(rng.uniform(0, 10, 20), rng.uniform(-5, 5, 20), strict=True)])
-        await asyncio.to_thread(service.wait_for_refits)
+        exp_id = await _fitted_experiment(service, 4)
         live = service._live[exp_id]
         busy = threading.Event()
         service._ahead.submit(busy.wait, 10)  # another experiment's turn, until released
         (s,) = await service.suggest(exp_id, 1)  # its prepare queues behind that turn
-        await service.measure(exp_id, [{"position": s.position, "values": {"intensity": 1.0},
-                                        "suggestion_id": s.id}])
-        await asyncio.to_thread(service.wait_for_refits)
+        await _tell(service, exp_id, s)
         before = live.engine._ahead
         busy.set()
         await asyncio.to_thread(service.wait_for_lookahead, 10)
