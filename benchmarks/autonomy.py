@@ -547,6 +547,15 @@ def bootstrap_table(boot: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def analysed(cfg: Config, results: list[dict[str, Any]]
+             ) -> tuple[dict[str, Any], dict[str, Any] | None, str]:
+    """:func:`analyse`, :func:`bootstrap` and their markdown tables (what is printed and
+    what the report holds), computed once."""
+    an, boot = analyse(cfg, results), bootstrap(cfg, results)
+    text = report_tables(cfg, results, an)
+    return an, boot, text if boot is None else text + "\n\n" + bootstrap_table(boot)
+
+
 def _fmt_n(v: float | None, n_max: int) -> str:
     return f"> {n_max}" if v is None else f"{v:.0f}"
 
@@ -658,12 +667,12 @@ def _uptime() -> str:
 
 def write_report(cfg: Config, info: dict[str, Any], results: list[dict[str, Any]],
                  started: datetime, seconds: float, command: str, final: bool
-                 ) -> tuple[Path, Path, Path | None]:
-    """Write ``<out>.json`` (every raw curve) and, when ``final``, ``.md`` and ``.png``."""
+                 ) -> tuple[Path, Path, Path | None, str]:
+    """Write ``<out>.json`` (every raw curve) and, when ``final``, ``.md`` and ``.png``;
+    returns their paths and, when ``final``, the tables (:func:`analysed`)."""
     cfg.out.parent.mkdir(parents=True, exist_ok=True)
     md, js, png = (cfg.out.with_suffix(s) for s in (".md", ".json", ".png"))
-    an = analyse(cfg, results) if final else None
-    boot = bootstrap(cfg, results) if final else None
+    an, boot, tables = analysed(cfg, results) if final else (None, None, "")
     js.write_text(json.dumps({
         "started_at": started.isoformat(), "seconds": seconds, "command": command,
         "complete": final, "machine": info,
@@ -682,7 +691,7 @@ def write_report(cfg: Config, info: dict[str, Any], results: list[dict[str, Any]
                                                 if not k.startswith("_")}, "bootstrap": boot},
         "results": results}, indent=1))
     if not final:
-        return md, js, None
+        return md, js, None, ""
     v = info["versions"]
     head = [f"# Sample efficiency ({started:%Y-%m-%d %H:%M} UTC, {seconds / 60:.1f} min)", "",
             f"`{command}`", "",
@@ -705,11 +714,9 @@ def write_report(cfg: Config, info: dict[str, Any], results: list[dict[str, Any]
             t = [r["seconds"] for r in results if r["map"] == m and r["strategy"] == s]
             cells.append(f"{np.mean(t):.0f}" if t else "-")
         cost.append(f"| {m} | " + " | ".join(cells) + " |")
-    spread = "" if boot is None else "\n\n" + bootstrap_table(boot)
-    md.write_text("\n".join(head) + report_tables(cfg, results, an) + spread + "\n"
-                  + "\n".join(cost) + "\n")
+    md.write_text("\n".join(head) + tables + "\n" + "\n".join(cost) + "\n")
     plot(cfg, results, png)
-    return md, js, png
+    return md, js, png, tables
 
 
 # --- main -----------------------------------------------------------------------------------
@@ -814,11 +821,7 @@ def main(argv: list[str] | None = None) -> int:
     """Run every task, print the tables, write JSON (after each task), markdown and PNG."""
     cfg = parse_args(argv)
     if cfg.reanalyse:
-        results = json.loads(cfg.out.read_text())["results"]
-        print(report_tables(cfg, results, analyse(cfg, results)))
-        boot = bootstrap(cfg, results)
-        if boot is not None:
-            print("\n" + bootstrap_table(boot))
+        print(analysed(cfg, json.loads(cfg.out.read_text())["results"])[2])
         return 0
     from tqdm import tqdm
 
@@ -863,12 +866,9 @@ def main(argv: list[str] | None = None) -> int:
     results.sort(key=lambda r: order[(r["map"], r["seed"], r["strategy"])])
     info["loadavg_end"] = list(os.getloadavg())
     info["uptime_end"] = _uptime()
-    md, js, png = write_report(cfg, info, results, started, time.perf_counter() - t0,
-                               command, True)
-    print(report_tables(cfg, results, analyse(cfg, results)))
-    boot = bootstrap(cfg, results)
-    if boot is not None:
-        print("\n" + bootstrap_table(boot))
+    md, js, png, tables = write_report(cfg, info, results, started,
+                                       time.perf_counter() - t0, command, True)
+    print(tables)
     print(f"\nwrote {md}, {js} and {png} ({(time.perf_counter() - t0) / 60:.1f} min)")
     return 0
 
