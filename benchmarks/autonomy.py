@@ -69,6 +69,9 @@ BOTORCH_REFIT_GROWTH = 0.1  # the BoTorch loop refits once N grew 10% since its 
 BOTORCH_RESTARTS, BOTORCH_RAW = 10, 512  # optimize_acqf, as in ask_latency.py
 NIPV_POINTS = 512  # Monte-Carlo integration points of qNIPV
 OUTPUT = "value"
+# a plan that stops on the server's estimated map error trusts it from 10 d points on
+# (clients.bluesky.autonomous_scan's default min_points)
+STOP_MIN_POINTS_PER_DIM = 10
 DEFAULT_OUT = ROOT / "benchmarks" / "out" / "autonomy"
 QUICK_MAPS = ("film-2d", "phase-3d")
 
@@ -181,6 +184,11 @@ def run_beamsteer(p: Problem, checkpoints: Sequence[int], tick: Tick) -> dict[st
 
     names = [a[0] for a in p.map.axes]
     rmse, sources, fitted = [], {}, []
+    # the server's own estimate of its map error after every tell, and where a plan that
+    # stops on it (clients.bluesky.autonomous_scan's target_error) would have stopped
+    estimate: list[float | None] = []
+    stops: dict[str, dict[str, float]] = {}
+    trust_from = STOP_MIN_POINTS_PER_DIM * p.map.dim
     with tempfile.TemporaryDirectory() as tmp:
         # lookahead_room=0: prepare after every ask, as for a beamline whose measurement
         # outlasts the preparing (this loop "measures" in no time, then waits for it)
@@ -199,17 +207,26 @@ def run_beamsteer(p: Problem, checkpoints: Sequence[int], tick: Tick) -> dict[st
                                noise=noise, suggestion=s)
                 live.service.wait_for_refits(300)
                 tick(1)
-                if i + 1 in checkpoints:
+                now = client.get_experiment(exp)
+                err = now.map_error
+                estimate.append(None if err is None else err.relative)
+                due = [t for t in THRESHOLDS if f"{t:g}" not in stops and i + 1 >= trust_from
+                       and err is not None and err.relative is not None
+                       and err.relative <= t]
+                true_now = None
+                if due or i + 1 in checkpoints:
                     post = client.posterior(exp, points=p.T.tolist())
-                    rmse.append(p.rmse([np.nan if v is None else v
-                                        for v in post.mean(OUTPUT)]))
-                    model = client.get_experiment(exp).model
-                    fitted.append(None if model is None
-                                  else model.outputs[OUTPUT].fitted_n)
+                    true_now = p.rmse([np.nan if v is None else v for v in post.mean(OUTPUT)])
+                for t in due:
+                    stops[f"{t:g}"] = {"n": i + 1, "rmse": true_now}
+                if i + 1 in checkpoints:
+                    rmse.append(true_now)
+                    fitted.append(None if now.model is None
+                                  else now.model.outputs[OUTPUT].fitted_n)
             ahead = live.service.metrics.registry.get_sample_value(
                 "beamsteer_suggestions_ahead_total")
     return {"rmse": rmse, "suggestion_sources": sources, "fitted_n": fitted,
-            "suggestions_ahead": ahead}
+            "suggestions_ahead": ahead, "estimate": estimate, "stops": stops}
 
 
 # --- gpCAM ----------------------------------------------------------------------------------
@@ -547,13 +564,83 @@ def bootstrap_table(boot: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def stopping(cfg: Config, results: list[dict[str, Any]], an: dict[str, Any]
+             ) -> dict[str, Any] | None:
+    """How a plan that stops on the server's own error estimate would have done.
+
+    Per map and threshold, over the seeds: the N at which the estimate (RMS posterior std
+    over the measured range) first fell to the threshold from ``10 d`` points on, the true
+    RMSE of the map there, and how often that RMSE met the threshold; beside them the N
+    the seed-mean curve needed (an oracle that knows the truth) and the grid's. Per map,
+    the estimate over the true RMSE at the checkpoints from ``10 d`` on. ``None`` for runs
+    without the estimate (before it existed)."""
+    runs = [r for r in results if r["strategy"] == "beamsteer" and "stops" in r]
+    if not runs:
+        return None
+    ns = list(cfg.checkpoints)
+    rows, calibration = [], {}
+    for m in cfg.maps:
+        mine = [r for r in runs if r["map"] == m]
+        if not mine:
+            continue
+        trust_from = STOP_MIN_POINTS_PER_DIM * MAPS[m].dim
+        ratios = [est / true for r in mine for n, true in zip(ns, r["rmse"], strict=True)
+                  if n >= trust_from and n <= len(r["estimate"])
+                  and (est := r["estimate"][n - 1]) is not None and true and true > 0]
+        if ratios:
+            lo, mid, hi = np.percentile(ratios, [5, 50, 95])
+            calibration[m] = {"p05": float(lo), "p50": float(mid), "p95": float(hi),
+                              "checkpoints": len(ratios)}
+        for t in THRESHOLDS:
+            key = f"{t:g}"
+            fired = [r["stops"][key] for r in mine if key in r["stops"]]
+            reach = an["reach"].get(m, {})
+            rows.append({
+                "map": m, "threshold": t, "runs": len(mine), "stopped": len(fired),
+                "n": [f["n"] for f in fired], "rmse": [f["rmse"] for f in fired],
+                "met": sum(f["rmse"] <= t for f in fired),
+                "oracle_n": reach.get("beamsteer", {}).get(key),
+                "grid_n": reach.get("grid", {}).get(key)})
+    return {"rows": rows, "calibration": calibration}
+
+
+def stopping_table(stop: dict[str, Any], n_max: int) -> str:
+    """The markdown of :func:`stopping`'s result."""
+    lines = ["### Stopping on the model's own error estimate (a plan with `target_error` = "
+             "the threshold, trusted from 10 d points on)", "",
+             "| map | threshold | runs stopped | N at the stop, mean [min-max] | true RMSE "
+             "there, % of range, mean [max] | stops whose map met the threshold | N the "
+             "seed-mean curve needed (knowing the truth) | grid N |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in stop["rows"]:
+        n, e = np.array(r["n"], dtype=float), np.array(r["rmse"], dtype=float) * 100
+        lines.append(
+            f"| {r['map']} | {r['threshold']:.0%} | {r['stopped']}/{r['runs']} | "
+            + (f"{n.mean():.0f} [{n.min():.0f}-{n.max():.0f}] | "
+               f"{e.mean():.2f} [{e.max():.2f}] | {r['met']}/{r['stopped']}"
+               if len(n) else "- | - | -")
+            + f" | {_fmt_n(r['oracle_n'], n_max)} | {_fmt_n(r['grid_n'], n_max)} |")
+    lines += ["", "| map | estimate / true RMSE at the checkpoints from 10 d on: median "
+              "[5%-95%] | checkpoints |", "|---|---:|---:|"]
+    for m, c in stop["calibration"].items():
+        lines.append(f"| {m} | {c['p50']:.2f} [{c['p05']:.2f}-{c['p95']:.2f}] | "
+                     f"{c['checkpoints']} |")
+    return "\n".join(lines)
+
+
 def analysed(cfg: Config, results: list[dict[str, Any]]
              ) -> tuple[dict[str, Any], dict[str, Any] | None, str]:
     """:func:`analyse`, :func:`bootstrap` and their markdown tables (what is printed and
     what the report holds), computed once."""
     an, boot = analyse(cfg, results), bootstrap(cfg, results)
     text = report_tables(cfg, results, an)
-    return an, boot, text if boot is None else text + "\n\n" + bootstrap_table(boot)
+    if boot is not None:
+        text += "\n\n" + bootstrap_table(boot)
+    stop = stopping(cfg, results, an)
+    if stop is not None:
+        an["stopping"] = stop
+        text += "\n\n" + stopping_table(stop, cfg.checkpoints[-1])
+    return an, boot, text
 
 
 def _fmt_n(v: float | None, n_max: int) -> str:

@@ -12,6 +12,7 @@ from clients.http import (
     ConnectionFailed,
     Event,
     Experiment,
+    MapError,
     Measurement,
     Measurements,
     NotFound,
@@ -24,6 +25,6 @@ from clients.http import (
 
 __all__ = [
     "AsyncClient", "BeamsteerError", "Client", "ConflictError", "ConnectionFailed", "Event",
-    "Experiment", "Measurement", "Measurements", "NotFound", "Posterior", "Retry",
+    "Experiment", "MapError", "Measurement", "Measurements", "NotFound", "Posterior", "Retry",
     "ServerError", "Suggestion", "ValidationError",
 ]

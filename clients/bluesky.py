@@ -60,9 +60,24 @@ def max_std(client: Client, exp: Experiment, points_per_axis: int = 20) -> float
     return max(s for s in std if s is not None)
 
 
+def _good_enough(client: Client, exp: Experiment, target_std: float | None,
+                 target_error: float | None, trust_from: int) -> str | None:
+    """Why the map is good enough to stop now (see :func:`autonomous_scan`), or ``None``."""
+    if target_std is not None and (worst := max_std(client, exp)) < target_std:
+        return f"largest posterior std {worst:.4g} < target_std {target_std:g}"
+    if target_error is not None:
+        err = client.get_experiment(exp).map_error
+        if (err is not None and err.relative is not None and err.n >= trust_from
+                and err.relative <= target_error):
+            return (f"estimated map error {err.relative:.4g} of the measured range "
+                    f"<= target_error {target_error:g} (N={err.n})")
+    return None
+
+
 def autonomous_scan(detectors: Sequence[Any], motors: Mapping[str, Any] | Sequence[Any],
                     client: Client, experiment_id: str, *, max_points: int, reduce: Reduce,
-                    target_std: float | None = None, batch: int = 1,
+                    target_std: float | None = None, target_error: float | None = None,
+                    min_points: int | None = None, batch: int = 1,
                     md: Mapping[str, Any] | None = None
                     ) -> Generator[Msg, Any, str]:
     """Measure where Beamsteer suggests until ``max_points`` or the map is good enough.
@@ -92,6 +107,15 @@ def autonomous_scan(detectors: Sequence[Any], motors: Mapping[str, Any] | Sequen
         target_std: Stop once the largest posterior std of the steering output, on a
             20 x 20 grid over the first two parameters, falls below this (checked after
             each batch).
+        target_error: Stop once the server's estimate of the map's error falls to this
+            fraction of the measured range (e.g. ``0.02``): the RMS posterior std of the
+            steering output over the whole allowed region (``Experiment.map_error``),
+            checked after each batch once ``min_points`` are measured. The stop
+            document's ``reason`` records the estimate. How it compares with the true
+            error: ``benchmarks/README.md``, "Stopping on the model's own error".
+        min_points: Points measured before ``target_error`` is trusted (default ``10 *
+            d``: with fewer, the fitted lengthscales, and with them the estimate, are
+            unreliable).
         batch: Positions per ask.
         md: Extra metadata for the start document.
 
@@ -101,7 +125,10 @@ def autonomous_scan(detectors: Sequence[Any], motors: Mapping[str, Any] | Sequen
     """
     if max_points < 1 or batch < 1:
         raise ValueError("max_points and batch must be >= 1")
+    if target_error is not None and not 0 < target_error < 1:
+        raise ValueError("target_error must be a fraction of the range in (0, 1)")
     exp = client.get_experiment(experiment_id)
+    trust_from = 10 * len(exp.parameter_names) if min_points is None else min_points
     motor_of = _motor_map(motors, exp)
     devices = [*detectors, *[m for m in motor_of.values() if m not in detectors]]
     _md: dict[str, Any] = {
@@ -110,7 +137,8 @@ def autonomous_scan(detectors: Sequence[Any], motors: Mapping[str, Any] | Sequen
         "motors": [m.name for m in motor_of.values()],
         "num_points": max_points,
         "plan_args": {"experiment_id": exp.id, "max_points": max_points, "batch": batch,
-                      "target_std": target_std},
+                      "target_std": target_std, "target_error": target_error,
+                      "min_points": trust_from},
         "beamsteer": {"url": client.url, "experiment_id": exp.id, "experiment": exp.name,
                       "target": exp.target},
         "hints": {"dimensions": [([f for m in motor_of.values()
@@ -135,6 +163,7 @@ def autonomous_scan(detectors: Sequence[Any], motors: Mapping[str, Any] | Sequen
         uid: str = yield from bps.open_run(md=_md)
         seq = 0
         pending: list[Suggestion] = []
+        reason = None
         try:
             while seq < max_points:
                 pending = client.suggest(exp, min(batch, max_points - seq))
@@ -142,7 +171,8 @@ def autonomous_scan(detectors: Sequence[Any], motors: Mapping[str, Any] | Sequen
                     seq += 1  # the seq_num of the event trigger_and_read emits
                     yield from measure_one(uid, seq, pending[0])
                     pending.pop(0)
-                if target_std is not None and max_std(client, exp) < target_std:
+                if (reason := _good_enough(client, exp, target_std, target_error,
+                                           trust_from)) is not None:
                     break
         finally:
             for s in pending:  # never leave suggestions that nobody will measure
@@ -150,7 +180,7 @@ def autonomous_scan(detectors: Sequence[Any], motors: Mapping[str, Any] | Sequen
                     client.abandon(exp, s)
                 except BeamsteerError:
                     pass
-        yield from bps.close_run()
+        yield from bps.close_run(reason=reason or f"max_points {max_points} measured")
         return uid
 
     uid: str = yield from bpp.stage_wrapper(scan(), devices)

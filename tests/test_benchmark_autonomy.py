@@ -88,3 +88,40 @@ def test_seed_bootstrap_spreads_the_verdicts_over_the_seeds() -> None:
     assert agreed["not_above_grid"]["film-2d"] == {"0.05": 1.0, "0.02": 1.0}
     assert bootstrap(cfg.__class__(**{**cfg.__dict__, "seeds": (0, 1)}),
                      _results(curves), reps=10) is None  # too few seeds to resample
+
+
+def test_stopping_on_the_estimate_reports_where_and_how_good() -> None:
+    """The stop table takes each run's stop (N and the true RMSE there) and the estimate's
+    ratio to the true RMSE from 10 d points on, beside the oracle and grid N."""
+    from benchmarks.autonomy import Config, analyse, stopping, stopping_table
+
+    ns = (10, 20, 40)
+    cfg = Config(maps=("film-2d",), seeds=(0, 1), strategies=("beamsteer", "grid"),
+                 checkpoints=ns, jobs=1, out=None, quick=False, known_noise=True)
+    est = [None] * 9 + [0.2] * 10 + [0.06] * 10 + [0.03] * 11  # 40 tells; 10 d = 20
+    results = _results({("grid", 0): [0.2, 0.1, 0.04], ("grid", 1): [0.2, 0.1, 0.04],
+                        ("beamsteer", 0): [0.1, 0.05, 0.02],
+                        ("beamsteer", 1): [0.1, 0.05, 0.02]})
+    for r in results:
+        if r["strategy"] == "beamsteer":
+            r["estimate"] = est
+            # seed 0 stopped at 5% on N=30 with a true RMSE of 4%; seed 1 at 40 with 6%
+            r["stops"] = {"0.05": {"n": 30, "rmse": 0.04} if r["seed"] == 0
+                          else {"n": 40, "rmse": 0.06}}
+    stop = stopping(cfg, results, analyse(cfg, results))
+    assert stop is not None
+    five, two = stop["rows"]
+    assert five["n"] == [30, 40] and five["met"] == 1 and five["stopped"] == 2
+    assert five["oracle_n"] == pytest.approx(20)
+    assert five["grid_n"] == pytest.approx(20 * 2 ** (math.log(2) / math.log(2.5)))  # log-log
+    assert two["stopped"] == 0 and two["oracle_n"] == 40
+    # from N=20 on: the estimate after the 20th tell is 0.06 (true 0.05: 1.2x), after the
+    # 40th 0.03 (true 0.02: 1.5x); N=10 is before 10 d
+    c = stop["calibration"]["film-2d"]
+    assert c["checkpoints"] == 4 and c["p50"] == pytest.approx(1.35)
+    table = stopping_table(stop, 40)
+    assert "| film-2d | 5% | 2/2 | 35 [30-40] | 5.00 [6.00] | 1/2 |" in table
+    assert "| film-2d | 2% | 0/2 | - | - | - |" in table
+    # runs from before the estimate existed: no table
+    assert stopping(cfg, _results({("beamsteer", 0): [0.1, 0.05, 0.02]}),
+                    analyse(cfg, results)) is None

@@ -14,6 +14,7 @@ from clients.http.errors import (
 from clients.http.models import (
     Event,
     Experiment,
+    MapError,
     Measurement,
     Measurements,
     Posterior,
@@ -24,7 +25,7 @@ from clients.http.sync import Client, EventStream
 
 __all__ = [
     "AsyncClient", "AsyncEventStream", "AuthenticationError", "BeamsteerError", "Client",
-    "ConflictError", "ConnectionFailed", "Event", "EventStream", "Experiment", "Measurement",
-    "Measurements", "NotFound", "PermissionDenied", "Posterior", "Retry", "ServerError",
-    "Suggestion", "ValidationError",
+    "ConflictError", "ConnectionFailed", "Event", "EventStream", "Experiment", "MapError",
+    "Measurement", "Measurements", "NotFound", "PermissionDenied", "Posterior", "Retry",
+    "ServerError", "Suggestion", "ValidationError",
 ]

@@ -18,8 +18,20 @@ class _Wire(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
 
+class MapError(_Wire):
+    """How well the steering output is mapped, by the model's own account: the RMS of the
+    posterior std over the allowed region (``rms_std``, output units), as a fraction of the
+    measured range (``relative``), on ``n`` measurements."""
+
+    rms_std: float
+    measured_range: float
+    relative: float | None = None
+    n: int
+
+
 class OutputModel(_Wire):
-    """One output's GP: how many points it holds, and how many its hyperparameters saw."""
+    """One output's GP: how many points it holds, and how many its hyperparameters saw;
+    the steering output's estimated map error."""
 
     n: int
     fitted_n: int
@@ -28,6 +40,7 @@ class OutputModel(_Wire):
     last_fit_seconds: float | None = None
     fit_failures: int = 0
     last_error: str | None = None
+    map_error: MapError | None = None
 
 
 class ModelState(_Wire):
@@ -69,6 +82,13 @@ class Experiment(_Wire):
     def target(self) -> str:
         """The output that steers."""
         return str(self.spec.get("target") or self.output_names[0])
+
+    @property
+    def map_error(self) -> MapError | None:
+        """The steering output's estimated map error (``None`` before it has a model, or
+        from a server that does not report it)."""
+        out = None if self.model is None else self.model.outputs.get(self.target)
+        return None if out is None else out.map_error
 
 
 class Suggestion(_Wire):

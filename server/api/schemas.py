@@ -68,6 +68,18 @@ class ExperimentCreate(_Strict):
         examples=[{"ring_prob": {"model": "tagger", "output": "ring"}}])
 
 
+class MapErrorPublic(BaseModel):
+    """How well the steering output is mapped, by the model's own account."""
+
+    rms_std: float = Field(description="Root-mean-square latent posterior std over the "
+                                       "allowed region, output units: the model's estimate "
+                                       "of its map's RMSE against the truth")
+    measured_range: float = Field(description="Largest minus smallest measured value")
+    relative: float | None = Field(description="rms_std / measured_range: stop a map when "
+                                               "this is small enough (e.g. 0.02)")
+    n: int = Field(description="Measurements behind the posterior")
+
+
 class OutputModelPublic(BaseModel):
     """One output's GP."""
 
@@ -78,6 +90,9 @@ class OutputModelPublic(BaseModel):
     last_fit_seconds: float | None
     fit_failures: int
     last_error: str | None
+    map_error: MapErrorPublic | None = Field(
+        None, description="The steering output's estimated map error (null for the other "
+                          "outputs, and before a posterior exists)")
 
 
 class ModelPublic(BaseModel):

@@ -43,7 +43,7 @@ from server.steering.local import CAP, CHECK_TOLERANCE, LEAF, TiledFantasies, Ti
 from server.steering.optimize import select
 from server.steering.planner import order_for_travel
 from server.steering.spec import MAX_BATCH, ExperimentSpec, Goal
-from server.steering.types import Candidate, ModelStatus, OutputStatus, Posterior
+from server.steering.types import Candidate, MapError, ModelStatus, OutputStatus, Posterior
 
 MIN_FIT_POINTS = 3  # an output is fitted once it has this many measurements
 MAX_FIT_POINTS = 1500  # above this, hyperparameters are fitted on a seeded random subset
@@ -705,6 +705,27 @@ class GPEngine:
                     n=len(self._rows(j)), fitted_n=0 if o.hp is None else o.hp.fitted_n,
                     hyperparameters={} if o.hp is None else hyper.to_dict(self.spec, o.hp),
                     last_fit_at=o.last_fit_at, last_fit_seconds=o.last_fit_seconds,
-                    fit_failures=o.failures, last_error=o.last_error)
+                    fit_failures=o.failures, last_error=o.last_error,
+                    map_error=self._map_error(j, o) if j == self._target else None)
                 for j, o in enumerate(self._outputs)}
             return ModelStatus(n=self._n, outputs=outputs, refitting=self._refitting)
+
+    def _map_error(self, j: int, out: _Output) -> MapError | None:
+        """:class:`MapError` of output ``j`` from its posterior's variance at the fixed
+        candidate set (uniform over the allowed region; the point cache keeps it current,
+        so this costs O(candidates)); lock held. ``None`` without a posterior."""
+        gp = out.gp
+        if gp is None:
+            return None
+        if isinstance(gp, TiledGP):  # each tile caches the candidates in its box
+            parts = [g.cache.var[:g.cache.M] for g in gp.gps if g.cache is not None]
+            var = torch.cat(parts) if parts else None
+        else:
+            var = None if gp.cache is None else gp.cache.var[:gp.cache.M]
+        if var is None or var.numel() == 0:
+            return None
+        rms = float(var.clamp_min(0.0).mean().sqrt()) * gp.hp.y_std
+        y = self._Y[self._rows(j)[:gp.n], j]  # the rows the posterior holds
+        span = float(y.max() - y.min()) if y.size else 0.0
+        return MapError(rms_std=rms, measured_range=span,
+                        relative=rms / span if span > 0 else None, n=gp.n)

@@ -45,8 +45,32 @@ class Posterior:
 
 
 @dataclass(frozen=True)
+class MapError:
+    """How well the steering output is mapped, by the model's own account.
+
+    The error a scientist can read before deciding to stop: the root-mean-square of the
+    latent posterior std over the whole allowed region (a fixed scrambled-Sobol set, uniform
+    over the box less the forbidden boxes), which estimates the RMSE of the posterior mean
+    against the truth when the model fits the data. ``benchmarks/autonomy.py`` measures how
+    it compares with the true error on maps with a known truth.
+
+    Args:
+        rms_std: That root-mean-square std, in output units.
+        measured_range: Largest minus smallest measured value of the output.
+        relative: ``rms_std / measured_range`` (``None`` while the range is 0).
+        n: Measurements of the output behind the posterior.
+    """
+
+    rms_std: float
+    measured_range: float
+    relative: float | None
+    n: int
+
+
+@dataclass(frozen=True)
 class OutputStatus:
-    """State of one output's GP."""
+    """State of one output's GP; ``map_error`` for the steering output once it has a
+    posterior (``None`` for the others)."""
 
     n: int
     fitted_n: int
@@ -55,6 +79,7 @@ class OutputStatus:
     last_fit_seconds: float | None
     fit_failures: int
     last_error: str | None
+    map_error: MapError | None = None
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,27 @@ def test_suggestions_are_pending_and_distinct(client: httpx.Client, experiment: 
     assert {s["id"] for s in pending.json()["suggestions"]} == {s["id"] for s in first + second}
 
 
+def test_the_model_reports_its_map_error(client: httpx.Client, experiment: dict) -> None:
+    """What a scientist reads to decide when a map is good enough (engine tests check the
+    number itself)."""
+    told = []
+    for _ in range(3):
+        batch = client.post(_url(experiment, "/suggestions"), json={"n": 3}).json()["suggestions"]
+        told += [_f(**s["position"]) for s in batch]
+        _measure(client, experiment, [
+            {"position": s["position"], "values": {"intensity": _f(**s["position"])},
+             "suggestion_id": s["id"]} for s in batch])
+    _wait_fitted(client, experiment)
+    out = client.get(_url(experiment)).json()["model"]["outputs"]["intensity"]
+    err = out["map_error"]
+    assert err["n"] == out["n"] == 9
+    assert err["measured_range"] == pytest.approx(max(told) - min(told))
+    assert err["rms_std"] > 0
+    assert err["relative"] == pytest.approx(err["rms_std"] / err["measured_range"])
+    schema = client.get("/openapi.json").json()["components"]["schemas"]
+    assert "relative" in schema["MapErrorPublic"]["properties"]
+
+
 def test_suggestions_after_the_model_takes_over(client: httpx.Client, experiment: dict) -> None:
     for _ in range(3):
         batch = client.post(_url(experiment, "/suggestions"), json={"n": 3}).json()["suggestions"]

@@ -113,3 +113,38 @@ def test_stops_when_the_map_is_good_enough(live_server: LiveServer,
                            target_std=1e9, reduce=reduce))
         # stops at the first check after a fit: after batch 1 if the fit was that quick
         assert client.get_experiment(exp).n_measurements in (4, 8)
+
+
+@pytest.mark.parametrize("live_server", ["sqlite"], indirect=True)
+def test_stops_on_the_servers_map_error_estimate(live_server: LiveServer,
+                                                 beamline: tuple[Any, ...]) -> None:
+    """``target_error``: the plan stops once the server's estimated map error is at most
+    5% of the measured range, not before ``10 d`` points, and says why in the stop
+    document; the map it leaves is that good against the truth (within 2x)."""
+    x, y, det = beamline
+    docs: list[tuple[str, dict[str, Any]]] = []
+    RE = RunEngine({})
+    with Client(live_server.url) as client:
+        exp = client.create_experiment(SPEC, name="bluesky-error")
+        readings: list[float] = []
+
+        def reduce(r: dict[str, Any]) -> dict[str, float]:
+            if readings and len(readings) % 4 == 0:  # each batch sees the refitted model,
+                client.wait_for_fit(exp)  # as it would behind a slower detector
+            readings.append(r["det"])
+            return {"intensity": r["det"]}
+
+        RE(autonomous_scan([det], [x, y], client, exp.id, max_points=120, batch=4,
+                           target_error=0.05, reduce=reduce),
+           lambda name, doc: docs.append((name, doc)))
+        n = client.get_experiment(exp).n_measurements
+        post = client.posterior(exp, grid={"x": 30, "y": 30})
+    stop = docs[-1][1]
+    assert stop["reason"].startswith("estimated map error") and f"(N={n})" in stop["reason"]
+    assert docs[0][1]["plan_args"]["min_points"] == 20
+    assert 20 <= n < 120
+    truth_at = [truth(px, py) for px, py in post.points]
+    span = max(truth_at) - min(truth_at)
+    rmse = math.sqrt(sum((m - t) ** 2 for m, t in zip(post.mean(), truth_at, strict=True))
+                     / len(truth_at))
+    assert rmse / span < 2 * 0.05
