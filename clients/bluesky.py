@@ -66,9 +66,8 @@ def _good_enough(client: Client, exp: Experiment, target_std: float | None,
     if target_std is not None and (worst := max_std(client, exp)) < target_std:
         return f"largest posterior std {worst:.4g} < target_std {target_std:g}"
     if target_error is not None:
-        err = client.get_experiment(exp).map_error
-        if (err is not None and err.relative is not None and err.n >= trust_from
-                and err.relative <= target_error):
+        now = client.get_experiment(exp)
+        if now.map_good_enough(target_error, trust_from) and (err := now.map_error):
             return (f"estimated map error {err.relative:.4g} of the measured range "
                     f"<= target_error {target_error:g} (N={err.n})")
     return None

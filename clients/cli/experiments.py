@@ -98,6 +98,11 @@ def describe(exp: Experiment) -> str:
                                           ).splitlines()]
         if exp.model.refitting:
             lines.append("  (refitting now)")
+        err = exp.map_error
+        if err is not None:
+            share = "" if err.relative is None else f", {err.relative:.2%} of the measured range"
+            lines.append(f"  estimated map error of {exp.target}: {err.rms_std:.4g} rms"
+                         f"{share} (on {err.n} points)")
     if s.get("forbidden"):
         lines.append(f"  forbidden: {fmt(s['forbidden'])}")
     return "\n".join(lines)

@@ -33,6 +33,11 @@ def register(sub: Any) -> None:
                         "for the server to reduce (tagger ring probability, q-range mean)")
     p.add_argument("--detector-size", type=int, default=64,
                    help="image edge in pixels with --images (default 64)")
+    p.add_argument("--target-error", type=float, default=None, metavar="FRACTION",
+                   help="stop the steered scan once the server's estimated map error is at "
+                        "most this fraction of the measured range (e.g. 0.02), from 10 d "
+                        "points on; --points is then the most it may take, and the grid and "
+                        "random scans get as many as it took")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=command(simulate))
 
@@ -50,9 +55,12 @@ def simulate(args: argparse.Namespace, client: Client) -> int:
     if args.points < 4 or args.batch < 1:
         print("--points must be >= 4 and --batch >= 1", file=sys.stderr)
         return USAGE
+    if args.target_error is not None and not 0 < args.target_error < 1:
+        print("--target-error must be a fraction in (0, 1)", file=sys.stderr)
+        return USAGE
     report = compare(client, SAMPLES[args.sample](), args.points, batch=args.batch,
                      seed=args.seed, exposure=args.exposure, images=args.images,
-                     detector_size=args.detector_size,
+                     detector_size=args.detector_size, target_error=args.target_error,
                      progress=not args.no_progress and not args.json,
                      log=lambda s: print(s, file=sys.stderr, flush=True))
     if args.json:

@@ -90,6 +90,16 @@ class Experiment(_Wire):
         out = None if self.model is None else self.model.outputs.get(self.target)
         return None if out is None else out.map_error
 
+    def map_good_enough(self, target_error: float, min_points: int | None = None) -> bool:
+        """Whether the server's estimated map error (:attr:`map_error`) is at most
+        ``target_error`` of the measured range, on at least ``min_points`` measurements
+        (default ``10 d``: with fewer, the fitted lengthscales, and with them the estimate,
+        are unreliable). The stopping rule of the Bluesky plan and ``beamsteer simulate``."""
+        err = self.map_error
+        least = 10 * len(self.parameter_names) if min_points is None else min_points
+        return (err is not None and err.relative is not None and err.n >= least
+                and err.relative <= target_error)
+
 
 class Suggestion(_Wire):
     """A position to measure; ``mean``/``std`` are the posterior there when asked."""

@@ -102,12 +102,20 @@ def _progress(total: int, enabled: bool) -> Callable[[int], None]:
 
 
 def run_steered(client: Client, beamline: Beamline, experiment: Experiment, points: int, *,
-                batch: int = 1, progress: bool = False) -> int:
+                batch: int = 1, progress: bool = False, target_error: float | None = None,
+                min_points: int | None = None) -> int:
     """Ask ``batch`` positions, move and measure each in the order given, tell them in one
-    request, until ``points`` are measured. Returns how many were measured."""
+    request, until ``points`` are measured or, with ``target_error``, the server's estimated
+    map error is that small (:meth:`Experiment.map_good_enough`, checked after each batch
+    once the refit the batch may have started is done, as a slower detector would see it).
+    Returns how many were measured."""
     done = 0
     tick = _progress(points, progress)
     while done < points:
+        if target_error is not None and done:
+            now = client.wait_for_fit(experiment)
+            if now.map_good_enough(target_error, min_points):
+                break
         q = min(batch, points - done)
         sugs = client.suggest(experiment, q)
         read = beamline.collect([s.position for s in sugs])
@@ -176,13 +184,16 @@ def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
 
 def compare(client: Client, sample: Sample, points: int, *, batch: int = 1, seed: int = 0,
             exposure: float = 1.0, progress: bool = False, images: bool = False,
-            detector_size: int = 64, log: Callable[[str], None] = lambda s: None) -> Report:
+            detector_size: int = 64, target_error: float | None = None,
+            log: Callable[[str], None] = lambda s: None) -> Report:
     """Steered, grid and random scans of ``points`` each; the RMSE of each map.
 
     Args:
         client: Of the live server.
         sample: The virtual sample.
-        points: Measurements per scan (the grid takes the largest grid that fits).
+        points: Measurements per scan (the grid takes the largest grid that fits). With
+            ``target_error``, the most the steered scan may take; the grid and random
+            scans then get as many as it took.
         batch: Positions per ask in the steered scan.
         seed: Of the steering, the random scan and the counting noise.
         exposure: Counting seconds per point.
@@ -191,6 +202,8 @@ def compare(client: Client, sample: Sample, points: int, *, batch: int = 1, seed
             server reduce them (tagger ``ring`` probability, steered on; ring q-range mean)
             instead of posting scalars reduced here.
         detector_size: Image edge in pixels (with ``images``).
+        target_error: Stop the steered scan once the server's estimated map error is at
+            most this fraction of the measured range (from ``10 d`` points on).
         log: Where to say what is happening.
     """
     def beamline() -> Beamline:
@@ -208,7 +221,14 @@ def compare(client: Client, sample: Sample, points: int, *, batch: int = 1, seed
     exp = client.create_experiment(spec_for(sample, outputs, target, name=f"{tag}-steered",
                                             batch=batch, seed=seed, reductions=reductions))
     log(f"steered: experiment {exp.id}, {points} points in batches of {batch}")
-    n = run_steered(client, bl, exp, points, batch=batch, progress=progress)
+    n = run_steered(client, bl, exp, points, batch=batch, progress=progress,
+                    target_error=target_error)
+    if n < points:
+        err = client.get_experiment(exp).map_error
+        log(f"steered: stopped at {n} points, the estimated map error "
+            f"{'?' if err is None or err.relative is None else f'{err.relative:.3g}'} of "
+            f"the measured range <= {target_error:g}; the grid and random scans get {n} too")
+        points = n
     # the server refits when the data grew by 25%: 0.75 n is the most an incremental
     # run can be sure of
     client.wait_for_fit(exp, min_fitted=int(0.75 * n))

@@ -99,6 +99,14 @@ def test_create_show_suggest_measure_export(live_server: LiveServer, tmp_path: P
     r = run(capsys, "measure", eid, "--file", str(out), "--url", url)
     assert r.returncode == 0 and "stored 0 measurements (3 already stored" in r.stdout, r.stderr
 
+    with Client(url) as c:  # the first fit runs in the background
+        err = c.wait_for_fit(eid).map_error
+    assert err is not None
+    r = run(capsys, "experiments", "show", eid, "--url", url)
+    assert r.returncode == 0 and (f"estimated map error of intensity: {err.rms_std:.4g} rms, "
+                                  f"{err.relative:.2%} of the measured range (on 3 points)"
+                                  ) in r.stdout, r.stdout
+
     r = run(capsys, "experiments", "close", eid, "--url", url)
     assert r.returncode == 0 and "closed" in r.stdout
 

@@ -86,3 +86,27 @@ def test_cli_simulate_images(live_server: LiveServer, capsys: pytest.CaptureFixt
     assert code == 0, out
     assert "steering on ring_prob" in out and "RMSE ring_prob: steered/grid" in out
     assert all(m in out for m in ("steered", "grid", "random"))
+
+
+@pytest.mark.parametrize("live_server", ["sqlite"], indirect=True)
+def test_cli_simulate_stops_on_the_estimated_map_error(
+        live_server: LiveServer, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--target-error``: the steered scan stops once the server's estimated map error is
+    small enough (not before 10 d points), and the grid and random scans get as many."""
+    import json
+
+    from clients.cli.main import main
+
+    code = main(["simulate", "--server", live_server.url, "--points", "150", "--batch", "4",
+                 "--target-error", "0.05", "--no-progress", "--json"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    runs = {r["method"]: r for r in json.loads(out.out)["results"]}
+    n = runs["steered"]["n"]
+    assert 20 <= n < 150, out.err
+    assert f"stopped at {n} points" in out.err
+    assert runs["random"]["n"] == n and runs["grid"]["n"] <= n
+    with Client(live_server.url) as c:
+        exp = c.get_experiment(runs["steered"]["experiment_id"])
+    assert exp.map_good_enough(0.05) and exp.n_measurements == n
+    assert main(["simulate", "--server", live_server.url, "--target-error", "2"]) == 2
