@@ -4,9 +4,11 @@ live, creates one from the form, and leaves a screenshot to look at."""
 from __future__ import annotations
 
 import math
+import re
 import time
 
 import httpx
+import pytest
 
 from tests.api.conftest import LiveServer
 from tests.dashboard.conftest import ARTIFACTS, Page
@@ -152,8 +154,19 @@ def test_screenshot_of_an_experiment_view(page: Page, api: httpx.Client,
     p.wait_for_function("() => document.querySelector('[data-testid=n-measurements]')"
                         ".textContent === '36'", timeout=10_000)
     p.wait_for_function("() => (document.querySelector('[data-ref=acq]').data || []).length > 0")
-    # the refresh after the last refit has recorded N = 36 on the convergence plot
+    # the refresh after the last refit has recorded N = 36 on the convergence plot, with the
+    # server's map error estimate beside the grid's std
     p.wait_for_function("() => document.querySelector('[data-ref=conv]').data[0].x.at(-1) === 36")
+    p.wait_for_function("() => document.querySelector('[data-ref=conv]').data[2].x.at(-1) === 36")
+    err = api.get(f"/api/v1/experiments/{eid}").json()["model"]["outputs"]["intensity"][
+        "map_error"]
+    est = p.evaluate("() => document.querySelector('[data-ref=conv]').data[2].y.at(-1)")
+    assert est == err["rms_std"] and err["n"] == 36
+    cell = p.locator("[data-testid=map-error-intensity]").inner_text()
+    shown = re.fullmatch(r"(\S+) counts \((\S+)% of range\)", cell)  # 3 and 2 digits
+    assert shown is not None, cell
+    assert float(shown[1]) == pytest.approx(err["rms_std"], rel=5e-3)
+    assert float(shown[2]) == pytest.approx(100 * err["relative"], rel=5e-2)
     p.wait_for_timeout(300)  # let Plotly finish drawing
     ARTIFACTS.mkdir(exist_ok=True)
     path = ARTIFACTS / "experiment.png"

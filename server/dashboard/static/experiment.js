@@ -203,13 +203,16 @@ export function experimentView(root, id) {
       xTitle: "measurements N", yTitle: `posterior std${units}`,
       series: [{ name: "max on the grid", x: hist.map((r) => r[0]), y: hist.map((r) => r[1]) },
         { name: "mean on the grid", x: hist.map((r) => r[0]), y: hist.map((r) => r[2]) },
+        { name: "map error estimate (RMS, whole domain)", x: hist.filter((r) => r[3] != null).map((r) => r[0]),
+          y: hist.filter((r) => r[3] != null).map((r) => r[3]) },
         { name: "at each suggestion, when asked", mode: "markers",
           x: st.asked.map((a) => a.n), y: st.asked.map((a) => a.std[output.name]) }],
     });
     const slice = st.exp.spec.parameters.length > 2 ? " on the shown slice" : "";
     el.convNote.textContent = `Grid max/mean: ${st.exp.spec.parameters.length > 1 ? `${GRID_2D}×${GRID_2D}` : GRID_1D}`
       + ` grid${slice}, outside forbidden regions, recorded by this browser while the page is`
-      + " open. Suggestions: the std"
+      + " open. Map error estimate: the server's RMS posterior std over the whole allowed"
+      + " region (steering output only; what a plan with target_error stops on). Suggestions: the std"
       + " the engine reported where it chose to measure, for the whole run.";
     const ask = st.metrics && histogramMean(st.metrics, "beamsteer_suggest_seconds");
     const tell = st.metrics && histogramMean(st.metrics, "beamsteer_measure_seconds");
@@ -233,6 +236,8 @@ export function experimentView(root, id) {
     const head = h("tr", {}, h("th", {}, "output"), h("th", {}, "kernel"),
       params.map((p) => h("th", {}, `lengthscale ${label(p)}`)),
       h("th", {}, "signal std"), h("th", {}, "noise std"), h("th", {}, "fitted on / N"),
+      h("th", { title: "RMS posterior std over the allowed region, and its share of the measured range (steering output)" },
+        "map error (est.)"),
       h("th", {}, "last refit"), h("th", {}, "failures"));
     const rows = Object.entries(model.outputs).map(([name, o]) => {
       const hp = o.hyperparameters || {};
@@ -246,6 +251,9 @@ export function experimentView(root, id) {
         h("td", { class: "num" }, sq(hp.outputscale)),
         h("td", { class: "num" }, `${sq(hp.noise_variance)}${hp.noise_model ? ` (${hp.noise_model})` : ""}`),
         h("td", { class: "num" }, `${o.fitted_n} / ${o.n}`),
+        h("td", { class: "num", "data-testid": `map-error-${name}` }, o.map_error
+          ? `${fmt(o.map_error.rms_std, 3)}${u}${o.map_error.relative == null ? ""
+            : ` (${fmt(100 * o.map_error.relative, 2)}% of range)`}` : "—"),
         h("td", {}, o.last_fit_at ? `${ago(o.last_fit_at)} (${fmt(o.last_fit_seconds, 2)} s)` : "not yet"),
         h("td", { class: o.fit_failures ? "num bad" : "num", title: o.last_error || "" },
           o.fit_failures ? `${o.fit_failures}: ${o.last_error || ""}` : "0"));
@@ -319,6 +327,11 @@ export function experimentView(root, id) {
     return { x: g.axes[px.name], ...g.outputs[output.name] };
   }
 
+  function mapError(name) {
+    const o = st.exp && st.exp.model && st.exp.model.outputs[name];
+    return (o && o.map_error) || null;
+  }
+
   function convergenceKey() {
     const v = st.view;
     return JSON.stringify([v.output, v.ax, v.ay, v.at]);
@@ -331,7 +344,9 @@ export function experimentView(root, id) {
     if (!s || !n) return;
     const key = convergenceKey();
     const hist = (st.conv[key] || []).filter((r) => r[0] !== n);
-    hist.push([n, s.max, s.mean]);
+    // the server's estimate over the whole allowed region (the steering output only)
+    const err = mapError(st.view.output);
+    hist.push([n, s.max, s.mean, err && err.n === n ? err.rms_std : null]);
     hist.sort((a, b) => a[0] - b[0]);
     st.conv[key] = hist.slice(-1000);
     saveConvergence(id, st.conv);
