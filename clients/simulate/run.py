@@ -111,10 +111,13 @@ def run_steered(client: Client, beamline: Beamline, experiment: Experiment, poin
     Returns how many were measured."""
     done = 0
     tick = _progress(points, progress)
+    least = 10 * len(experiment.parameter_names) if min_points is None else min_points
     while done < points:
-        if target_error is not None and done:
+        # (not before `least` points: the rule would not trust the estimate, and fewer
+        # than 3 points have no fit to wait for)
+        if target_error is not None and done >= max(least, 3):
             now = client.wait_for_fit(experiment)
-            if now.map_good_enough(target_error, min_points):
+            if now.map_good_enough(target_error, least):
                 break
         q = min(batch, points - done)
         sugs = client.suggest(experiment, q)
