@@ -53,6 +53,7 @@ if str(ROOT) not in sys.path:  # run as a script from a checkout: make `server` 
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.maps import MAPS, NOISE_FRACTION, TEST_POINTS, SampleMap  # noqa: E402
+from clients.http.models import MAP_ERROR_MIN_POINTS_PER_DIM  # noqa: E402
 
 STRATEGIES = ("beamsteer", "gpcam", "botorch", "random", "grid")
 OPTIONAL_STRATEGIES = ("botorch-nipv",)
@@ -69,9 +70,6 @@ BOTORCH_REFIT_GROWTH = 0.1  # the BoTorch loop refits once N grew 10% since its 
 BOTORCH_RESTARTS, BOTORCH_RAW = 10, 512  # optimize_acqf, as in ask_latency.py
 NIPV_POINTS = 512  # Monte-Carlo integration points of qNIPV
 OUTPUT = "value"
-# a plan that stops on the server's estimated map error trusts it from 10 d points on
-# (clients.bluesky.autonomous_scan's default min_points)
-STOP_MIN_POINTS_PER_DIM = 10
 DEFAULT_OUT = ROOT / "benchmarks" / "out" / "autonomy"
 QUICK_MAPS = ("film-2d", "phase-3d")
 
@@ -188,7 +186,7 @@ def run_beamsteer(p: Problem, checkpoints: Sequence[int], tick: Tick) -> dict[st
     # stops on it (clients.bluesky.autonomous_scan's target_error) would have stopped
     estimate: list[float | None] = []
     stops: dict[str, dict[str, float]] = {}
-    trust_from = STOP_MIN_POINTS_PER_DIM * p.map.dim
+    trust_from = MAP_ERROR_MIN_POINTS_PER_DIM * p.map.dim  # the clients' default
     with tempfile.TemporaryDirectory() as tmp:
         # lookahead_room=0: prepare after every ask, as for a beamline whose measurement
         # outlasts the preparing (this loop "measures" in no time, then waits for it)
@@ -583,7 +581,7 @@ def stopping(cfg: Config, results: list[dict[str, Any]], an: dict[str, Any]
         mine = [r for r in runs if r["map"] == m]
         if not mine:
             continue
-        trust_from = STOP_MIN_POINTS_PER_DIM * MAPS[m].dim
+        trust_from = MAP_ERROR_MIN_POINTS_PER_DIM * MAPS[m].dim
         ratios = [est / true for r in mine for n, true in zip(ns, r["rmse"], strict=True)
                   if n >= trust_from and n <= len(r["estimate"])
                   and (est := r["estimate"][n - 1]) is not None and true and true > 0]

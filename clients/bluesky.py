@@ -127,7 +127,7 @@ def autonomous_scan(detectors: Sequence[Any], motors: Mapping[str, Any] | Sequen
     if target_error is not None and not 0 < target_error < 1:
         raise ValueError("target_error must be a fraction of the range in (0, 1)")
     exp = client.get_experiment(experiment_id)
-    trust_from = 10 * len(exp.parameter_names) if min_points is None else min_points
+    trust_from = exp.map_error_min_points if min_points is None else min_points
     motor_of = _motor_map(motors, exp)
     devices = [*detectors, *[m for m in motor_of.values() if m not in detectors]]
     _md: dict[str, Any] = {

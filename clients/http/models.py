@@ -12,6 +12,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 ExperimentStatus = Literal["active", "paused", "closed"]
+# measurements per dimension before a stop rule trusts the map error estimate: with fewer,
+# the fitted lengthscales, and with them the estimate, are unreliable
+MAP_ERROR_MIN_POINTS_PER_DIM = 10
 
 
 class _Wire(BaseModel):
@@ -90,13 +93,19 @@ class Experiment(_Wire):
         out = None if self.model is None else self.model.outputs.get(self.target)
         return None if out is None else out.map_error
 
+    @property
+    def map_error_min_points(self) -> int:
+        """Measurements before :meth:`map_good_enough` trusts the estimate by default
+        (:data:`MAP_ERROR_MIN_POINTS_PER_DIM` per dimension)."""
+        return MAP_ERROR_MIN_POINTS_PER_DIM * len(self.parameter_names)
+
     def map_good_enough(self, target_error: float, min_points: int | None = None) -> bool:
         """Whether the server's estimated map error (:attr:`map_error`) is at most
         ``target_error`` of the measured range, on at least ``min_points`` measurements
-        (default ``10 d``: with fewer, the fitted lengthscales, and with them the estimate,
-        are unreliable). The stopping rule of the Bluesky plan and ``beamsteer simulate``."""
+        (default :attr:`map_error_min_points`). The stopping rule of the Bluesky plan and
+        ``beamsteer simulate``."""
         err = self.map_error
-        least = 10 * len(self.parameter_names) if min_points is None else min_points
+        least = self.map_error_min_points if min_points is None else min_points
         return (err is not None and err.relative is not None and err.n >= least
                 and err.relative <= target_error)
 

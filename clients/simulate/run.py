@@ -111,7 +111,7 @@ def run_steered(client: Client, beamline: Beamline, experiment: Experiment, poin
     Returns how many were measured."""
     done = 0
     tick = _progress(points, progress)
-    least = 10 * len(experiment.parameter_names) if min_points is None else min_points
+    least = experiment.map_error_min_points if min_points is None else min_points
     while done < points:
         # (not before `least` points: the rule would not trust the estimate, and fewer
         # than 3 points have no fit to wait for)
