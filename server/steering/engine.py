@@ -172,6 +172,7 @@ class GPEngine:
         self._target = spec.output_names.index(spec.target)  # type: ignore[arg-type]
         self._points = self._candidate_points(dense=True)
         self._points_large_n: tuple[torch.Tensor, int] | None = None  # made when first needed
+        self._points_once = threading.Lock()  # ... by one thread (refits and asks race there)
         self._ahead: _Ahead | None = None  # see prepare()
         for name, data in (hyperparameters or {}).items():
             if name not in spec.output_names:
@@ -202,9 +203,10 @@ class GPEngine:
         its points as it grows by ingests, and the next refit builds on the right set)."""
         if n <= INTEGRATION_DENSE_UP_TO:
             return self._points
-        if self._points_large_n is None:
-            self._points_large_n = self._candidate_points(dense=False)
-        return self._points_large_n
+        with self._points_once:
+            if self._points_large_n is None:
+                self._points_large_n = self._candidate_points(dense=False)
+            return self._points_large_n
 
     def _build(self, j: int, hp: Hyperparameters, Xt: torch.Tensor, yt: torch.Tensor,
                nt: torch.Tensor) -> ExactGP | TiledGP:
