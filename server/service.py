@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
 
 import numpy as np
@@ -689,10 +689,14 @@ class SteeringService:
             log.exception("could not save model state", extra={"experiment_id": experiment_id})
         self.events.publish(experiment_id, "refit", {
             "seconds": seconds, "n": status.n, "failed": failures,
-            "outputs": {k: {"hyperparameters": o.hyperparameters, "last_error": o.last_error}
+            "outputs": {k: {"hyperparameters": o.hyperparameters, "last_error": o.last_error,
+                            "map_error": None if o.map_error is None else asdict(o.map_error)}
                         for k, o in status.outputs.items()}})
+        error = next((o.map_error.relative for o in status.outputs.values()
+                      if o.map_error is not None), None)
         log.info("refit", extra={"experiment_id": experiment_id, "n": status.n,
-                                 "seconds": round(seconds, 3), "failed": failures})
+                                 "seconds": round(seconds, 3), "failed": failures,
+                                 "map_error": None if error is None else round(error, 5)})
         return status
 
     def wait_for_lookahead(self, timeout: float = 60.0) -> None:

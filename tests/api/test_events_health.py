@@ -30,6 +30,9 @@ def test_events_follow_the_experiment(live_server: LiveServer, client: httpx.Cli
         assert len(ev["data"]["measurements"]) == 9
         ev = recv_until(ws, "refit")  # 9 points: the first fit runs in the background
         assert ev["data"]["n"] == 9 and "intensity" in ev["data"]["outputs"]
+        err = ev["data"]["outputs"]["intensity"]["map_error"]  # the refitted model's
+        assert err["n"] == 9 and err["measured_range"] == pytest.approx(13)  # x + y: -2..11
+        assert err["relative"] == pytest.approx(err["rms_std"] / 13)
         client.delete(f"{url}/suggestions/{batch[0]['id']}")
         ev = recv_until(ws, "suggestion_closed")
         assert ev["data"] == {"id": batch[0]["id"], "status": "abandoned"}
