@@ -45,6 +45,7 @@ from benchmarks.autonomy import (  # noqa: E402
     n_to_reach,
 )
 from benchmarks.maps import SampleMap, validation_maps  # noqa: E402
+from clients.http.models import MAP_ERROR_MIN_POINTS_PER_DIM  # noqa: E402
 
 CHECKPOINTS = (10, 15, 20, 25, 30, 35, 40, 50, 60, 70, 80, 100, 120, 140, 160, 200)
 
@@ -119,7 +120,8 @@ def run_loop(p: Problem, checkpoints: tuple[int, ...]) -> dict[str, Any]:
 
     ahead = p.extra.pop("lookahead", 1)  # as the service: prepare while x is measured
     engine = GPEngine(ExperimentSpec.from_dict(p.spec()))
-    rmse = []
+    rmse: list[float] = []
+    estimate: list[float | None] = []  # the engine's own map error estimate (relative)
     for i in range(max(checkpoints)):
         (c,) = engine.suggest(1)
         x = np.array([c.x])
@@ -131,7 +133,9 @@ def run_loop(p: Problem, checkpoints: tuple[int, ...]) -> dict[str, Any]:
             engine.refit()
         if i + 1 in checkpoints:
             rmse.append(p.rmse(engine.posterior(p.T).mean[OUTPUT]))
-    return {"rmse": rmse}
+            err = engine.status().outputs[OUTPUT].map_error
+            estimate.append(None if err is None else err.relative)
+    return {"rmse": rmse, "estimate": estimate}
 
 
 def run_grid(p: Problem, checkpoints: tuple[int, ...]) -> dict[str, Any]:
@@ -216,6 +220,38 @@ def summarize(results: list[dict[str, Any]], variants: list[str], maps: list[str
     return "\n".join(lines)
 
 
+def map_error_table(results: list[dict[str, Any]], variants: list[str],
+                    cps: tuple[int, ...]) -> str:
+    """Markdown: how the engine's map error estimate compares with the true RMSE, per
+    variant, at the checkpoints from ``10 d`` points on, and how a plan stopping on it (at
+    checkpoint resolution) would have done."""
+    lines = ["| variant | estimate / true RMSE: median [5%-95%] | stops at 5%: reached, met, "
+             "worst true / 5% | stops at 2%: reached, met, worst true / 2% |",
+             "|---|---:|---:|---:|"]
+    for v in variants:
+        runs = [r for r in results if r["variant"] == v and "estimate" in r]
+        if not runs:
+            continue
+        ratios, cells = [], []
+        for r in runs:
+            least = MAP_ERROR_MIN_POINTS_PER_DIM * int(r["map"].split("-")[1][0])
+            ratios += [e / t for n, e, t in zip(cps, r["estimate"], r["rmse"], strict=True)
+                       if n >= least and e is not None and t > 0]
+        for thr in THRESHOLDS:
+            stops = []
+            for r in runs:
+                least = MAP_ERROR_MIN_POINTS_PER_DIM * int(r["map"].split("-")[1][0])
+                stops += [next((t for n, e, t in zip(cps, r["estimate"], r["rmse"],
+                                                     strict=True)
+                                if n >= least and e is not None and e <= thr), None)]
+            hit = [t for t in stops if t is not None]
+            cells.append(f"{len(hit)}/{len(stops)}, {sum(t <= thr for t in hit)}, "
+                         + (f"{max(hit) / thr:.2f}" if hit else "-"))
+        lo, mid, hi = np.percentile(ratios, [5, 50, 95]) if ratios else (np.nan,) * 3
+        lines.append(f"| {v} | {mid:.2f} [{lo:.2f}-{hi:.2f}] | {cells[0]} | {cells[1]} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--variants", nargs="+", required=True)
@@ -254,6 +290,9 @@ def main(argv: list[str] | None = None) -> int:
     table = summarize(results, names, maps, cps)
     print(f"noise {a.noise}, maps {maps}, seeds {seeds}, N <= {a.n_max}, "
           f"{time.perf_counter() - t0:.0f} s")
+    errors = map_error_table(results, names, cps)
+    if errors.count("\n") > 1:
+        table += "\n\nThe engine's map error estimate (from 10 d points on):\n\n" + errors
     print(table)
     a.out.mkdir(parents=True, exist_ok=True)
     stem = a.out / f"tune-{a.noise}{'-' + a.tag if a.tag else ''}"
