@@ -7,6 +7,7 @@ as any Bluesky-readable detector and movable motor.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable, Generator, Mapping, Sequence
 from typing import Any
 
@@ -61,13 +62,19 @@ def max_std(client: Client, exp: Experiment, points_per_axis: int = 20) -> float
 
 
 def _good_enough(client: Client, exp: Experiment, target_std: float | None,
-                 target_error: float | None, trust_from: int) -> str | None:
-    """Why the map is good enough to stop now (see :func:`autonomous_scan`), or ``None``."""
+                 target_error: float | None, trust_from: int, measured: int) -> str | None:
+    """Why the map is good enough to stop now (see :func:`autonomous_scan`), or ``None``.
+    ``measured``: the experiment's measurements now (the estimate is not read before
+    ``trust_from``: it would not be trusted)."""
     if target_std is not None and (worst := max_std(client, exp)) < target_std:
         return f"largest posterior std {worst:.4g} < target_std {target_std:g}"
-    if target_error is not None:
+    if target_error is not None and measured >= trust_from:
         now = client.get_experiment(exp)
-        if now.map_good_enough(target_error, trust_from) and (err := now.map_error):
+        if now.reports_map_error is False:
+            warnings.warn(f"{client.url} reports no map error estimate (a server older "
+                          "than the estimate): target_error cannot stop this scan",
+                          RuntimeWarning, stacklevel=2)
+        elif now.map_good_enough(target_error, trust_from) and (err := now.map_error):
             return (f"estimated map error {err.relative:.4g} of the measured range "
                     f"<= target_error {target_error:g} (N={err.n})")
     return None
@@ -109,9 +116,11 @@ def autonomous_scan(detectors: Sequence[Any], motors: Mapping[str, Any] | Sequen
         target_error: Stop once the server's estimate of the map's error falls to this
             fraction of the measured range (e.g. ``0.02``): the RMS posterior std of the
             steering output over the whole allowed region (``Experiment.map_error``),
-            checked after each batch once ``min_points`` are measured. The stop
-            document's ``reason`` records the estimate. How it compares with the true
-            error: ``benchmarks/README.md``, "Stopping on the model's own error".
+            checked after each batch once ``min_points`` are measured and while no refit
+            runs. The stop document's ``reason`` records the estimate. How it compares
+            with the true error: ``benchmarks/README.md``, "Stopping on the model's own
+            error". A server that does not report the estimate gets a ``RuntimeWarning``
+            after each batch, and the scan runs to ``max_points``.
         min_points: Points measured before ``target_error`` is trusted (default ``10 *
             d``: with fewer, the fitted lengthscales, and with them the estimate, are
             unreliable).
@@ -171,7 +180,7 @@ def autonomous_scan(detectors: Sequence[Any], motors: Mapping[str, Any] | Sequen
                     yield from measure_one(uid, seq, pending[0])
                     pending.pop(0)
                 if (reason := _good_enough(client, exp, target_std, target_error,
-                                           trust_from)) is not None:
+                                           trust_from, exp.n_measurements + seq)) is not None:
                     break
         finally:
             for s in pending:  # never leave suggestions that nobody will measure

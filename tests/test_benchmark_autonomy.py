@@ -125,3 +125,22 @@ def test_stopping_on_the_estimate_reports_where_and_how_good() -> None:
     # runs from before the estimate existed: no table
     assert stopping(cfg, _results({("beamsteer", 0): [0.1, 0.05, 0.02]}),
                     analyse(cfg, results)) is None
+
+
+def test_the_beamsteer_run_records_the_estimate_after_every_tell_and_its_stops() -> None:
+    """A short real run (the service over HTTP): one estimate per tell, and a stop at the
+    first tell from 10 d on whose estimate met the threshold, with the true RMSE there."""
+    from benchmarks.autonomy import Problem, run_beamsteer
+
+    p = Problem(MAPS["gradient-film-2d"], seed=0, n_max=24)
+    out = run_beamsteer(p, (10, 20, 24), lambda n: None)
+    est = out["estimate"]
+    assert len(est) == 24 and est[0] is None  # no posterior after one point
+    assert all(e is not None and e > 0 for e in est[3:])
+    assert "0.05" in out["stops"]  # this map's estimate is below 5% by N = 20
+    for key, stop in out["stops"].items():
+        n, t = stop["n"], float(key)
+        assert n >= 20 and est[n - 1] <= t
+        assert all(e > t for e in est[19:n - 1])  # the first from 10 d on
+        if n in (20, 24):
+            assert stop["rmse"] == out["rmse"][(10, 20, 24).index(n)]

@@ -102,12 +102,24 @@ class Experiment(_Wire):
     def map_good_enough(self, target_error: float, min_points: int | None = None) -> bool:
         """Whether the server's estimated map error (:attr:`map_error`) is at most
         ``target_error`` of the measured range, on at least ``min_points`` measurements
-        (default :attr:`map_error_min_points`). The stopping rule of the Bluesky plan and
-        ``beamsteer simulate``."""
+        (default :attr:`map_error_min_points`), with no refit running (the estimate then
+        rests on hyperparameters fitted to most of the data, as where it was measured:
+        ``benchmarks/README.md``). The stopping rule of the Bluesky plan and ``beamsteer
+        simulate``."""
         err = self.map_error
         least = self.map_error_min_points if min_points is None else min_points
         return (err is not None and err.relative is not None and err.n >= least
-                and err.relative <= target_error)
+                and err.relative <= target_error
+                and self.model is not None and not self.model.refitting)
+
+    @property
+    def reports_map_error(self) -> bool | None:
+        """Whether the server reports :attr:`map_error` (``None`` until the steering output
+        has a fitted model, when a server that does would have sent it)."""
+        out = None if self.model is None else self.model.outputs.get(self.target)
+        if out is None or out.fitted_n == 0:
+            return None
+        return out.map_error is not None
 
 
 class Suggestion(_Wire):

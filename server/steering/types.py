@@ -51,8 +51,10 @@ class MapError:
     The error a scientist can read before deciding to stop: the root-mean-square of the
     latent posterior std over the whole allowed region (a fixed scrambled-Sobol set, uniform
     over the box less the forbidden boxes), which estimates the RMSE of the posterior mean
-    against the truth when the model fits the data. ``benchmarks/autonomy.py`` measures how
-    it compares with the true error on maps with a known truth.
+    against the truth when the model fits the data. The set is the candidate set the
+    acquisition searches, so measured points sit near some of its points (a slight bias
+    low against an independent set). ``benchmarks/autonomy.py`` measures how it compares
+    with the true error on maps with a known truth.
 
     Args:
         rms_std: That root-mean-square std, in output units.

@@ -101,3 +101,27 @@ def test_map_error_on_tiles(monkeypatch: pytest.MonkeyPatch) -> None:
     err = e.status().outputs["I"].map_error
     assert err is not None and err.n == 900
     assert err.rms_std == pytest.approx(recomputed_rms_std(e, "I"), rel=1e-6)
+
+
+def test_map_error_counts_only_the_rows_where_the_target_was_measured() -> None:
+    """Rows without the steering output (NaN) are neither in its posterior nor in its
+    measured range; a constant output has no range, so no relative error."""
+    spec = two_outputs()
+    X = uniform(spec, 30, seed=7)
+    Y = np.c_[smooth(X), 2.0 * X[:, 0]]
+    Y[::3, 0] = np.nan  # I not measured on every third row
+    Y[1, 0] = 50.0  # ... and an outlier where it was, which the range must see
+    e = GPEngine(spec)
+    e.ingest(X, Y)
+    e.refit()
+    err = e.status().outputs["I"].map_error
+    measured = Y[:, 0][~np.isnan(Y[:, 0])]
+    assert err is not None and err.n == len(measured) == 20
+    assert err.measured_range == pytest.approx(np.ptp(measured))
+
+    flat = ExperimentSpec(name="t", parameters=spec.parameters, outputs=(Output("I"),))
+    e = GPEngine(flat)
+    e.ingest(X[:10], np.full((10, 1), 3.0))
+    e.refit()
+    err = e.status().outputs["I"].map_error
+    assert err is not None and err.measured_range == 0 and err.relative is None
