@@ -598,7 +598,7 @@ def stopping(cfg: Config, results: list[dict[str, Any]], an: dict[str, Any]
                 "n": [f["n"] for f in fired], "rmse": [f["rmse"] for f in fired],
                 "met": sum(f["rmse"] <= t for f in fired),
                 "oracle_n": reach.get("beamsteer", {}).get(key),
-                "grid_n": reach.get("grid", {}).get(key)})
+                "grid_n": reach.get("grid", {}).get(key), "grid_run": "grid" in reach})
     return {"rows": rows, "calibration": calibration}
 
 
@@ -617,7 +617,8 @@ def stopping_table(stop: dict[str, Any], n_max: int) -> str:
             + (f"{n.mean():.0f} [{n.min():.0f}-{n.max():.0f}] | "
                f"{e.mean():.2f} [{e.max():.2f}] | {r['met']}/{r['stopped']}"
                if len(n) else "- | - | -")
-            + f" | {_fmt_n(r['oracle_n'], n_max)} | {_fmt_n(r['grid_n'], n_max)} |")
+            + f" | {_fmt_n(r['oracle_n'], n_max)} | "
+            + (f"{_fmt_n(r['grid_n'], n_max)} |" if r.get("grid_run", True) else "- |"))
     lines += ["", "| map | estimate / true RMSE at the checkpoints from 10 d on: median "
               "[5%-95%] | checkpoints |", "|---|---:|---:|"]
     for m, c in stop["calibration"].items():
@@ -674,7 +675,8 @@ def report_tables(cfg: Config, results: list[dict[str, Any]], an: dict[str, Any]
     for r in an["_ratios"]:
         cells = [_fmt_n(an["reach"][r.map].get(s, {}).get(f"{r.threshold:g}"), n_max)
                  for s in cfg.strategies]
-        grid_ok = ("-" if r.grid_n is None and r.beamsteer is None else
+        grid_ok = ("-" if "grid" not in cfg.strategies
+                   or (r.grid_n is None and r.beamsteer is None) else
                    "yes" if r.grid_n is None or (r.beamsteer is not None
                                                  and r.beamsteer <= r.grid_n) else "no")
         lines.append(f"| {r.map} | {r.threshold:.0%} | " + " | ".join(cells)

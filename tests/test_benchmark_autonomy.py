@@ -122,6 +122,11 @@ def test_stopping_on_the_estimate_reports_where_and_how_good() -> None:
     table = stopping_table(stop, 40)
     assert "| film-2d | 5% | 2/2 | 35 [30-40] | 5.00 [6.00] | 1/2 |" in table
     assert "| film-2d | 2% | 0/2 | - | - | - |" in table
+    # a run without the grid says nothing about it (not "> 40")
+    alone = [r for r in results if r["strategy"] == "beamsteer"]
+    cfg_alone = Config(**{**cfg.__dict__, "strategies": ("beamsteer",)})
+    table = stopping_table(stopping(cfg_alone, alone, analyse(cfg_alone, alone)), 40)
+    assert "| film-2d | 5% | 2/2 | 35 [30-40] | 5.00 [6.00] | 1/2 | 20 | - |" in table
     # runs from before the estimate existed: no table
     assert stopping(cfg, _results({("beamsteer", 0): [0.1, 0.05, 0.02]}),
                     analyse(cfg, results)) is None
