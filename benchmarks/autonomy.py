@@ -92,6 +92,7 @@ class Config:
     noise_fraction: float = NOISE_FRACTION
     acquisition: str | None = None
     reanalyse: bool = False  # out is an earlier run's JSON: analyse it, run nothing
+    batch: int = 1  # Beamsteer's positions per ask
 
 
 @dataclass(frozen=True)
@@ -105,6 +106,7 @@ class Task:
     known_noise: bool = True
     noise_fraction: float = NOISE_FRACTION
     acquisition: str | None = None
+    batch: int = 1
 
 
 def initial_design_size(d: int) -> int:
@@ -122,14 +124,15 @@ class Problem:
         known_noise: Tell every strategy the noise variance (gpCAM always gets it).
         noise_fraction: Noise sd as a fraction of the map's range.
         acquisition: Beamsteer's acquisition (``None``: the ``map`` goal's default).
+        batch: Beamsteer's positions per ask.
         noise_key: Seed of the noise draws (default: the seed and the map's index).
     """
 
     def __init__(self, m: SampleMap, seed: int, n_max: int, known_noise: bool = True,
                  noise_fraction: float = NOISE_FRACTION, acquisition: str | None = None,
-                 noise_key: Sequence[int] | None = None) -> None:
+                 noise_key: Sequence[int] | None = None, batch: int = 1) -> None:
         self.map, self.seed, self.n_max, self.known_noise = m, seed, n_max, known_noise
-        self.acquisition = acquisition
+        self.acquisition, self.batch = acquisition, batch
         self.T = m.test_points()
         self.truth_T = m.truth(self.T)
         self.range = float(self.truth_T.max() - self.truth_T.min())
@@ -195,29 +198,38 @@ def run_beamsteer(p: Problem, checkpoints: Sequence[int], tick: Tick) -> dict[st
                             lookahead_room=0)
         with LiveServer(settings) as live, Client(live.url, timeout=300) as client:
             exp = client.create_experiment(p.spec())
-            for i in range(p.n_max):
-                (s,) = client.suggest(exp, 1)
-                sources[s.source] = sources.get(s.source, 0) + 1
+            n = 0
+            while n < p.n_max:
+                # a batch ends on every checkpoint (the RMSE is taken at exactly N; with
+                # --batch the checkpoints are multiples of it), and at p.n_max
+                q = min(p.batch, min(c for c in (*checkpoints, p.n_max) if c > n) - n)
+                batch = client.suggest(exp, q)
+                for s in batch:
+                    sources[s.source] = sources.get(s.source, 0) + 1
                 live.service.wait_for_lookahead(300)  # a measurement outlasts it
-                x = np.array([[s.position[n] for n in names]])
+                X = np.array([[s.position[a] for a in names] for s in batch])
+                Y = p.measure(X, n)
                 noise = {OUTPUT: p.noise_sd**2} if p.known_noise else None
-                client.measure(exp, s.position, {OUTPUT: float(p.measure(x, i)[0])},
-                               noise=noise, suggestion=s)
+                client.measure(exp, [{"position": s.position, "values": {OUTPUT: float(v)},
+                                      "noise": noise, "suggestion": s}
+                                     for s, v in zip(batch, Y, strict=True)])
+                n += len(batch)
                 live.service.wait_for_refits(300)
-                tick(1)
+                tick(len(batch))
                 now = client.get_experiment(exp)
                 err = now.map_error
-                estimate.append(None if err is None else err.relative)
-                due = [t for t in THRESHOLDS if f"{t:g}" not in stops and i + 1 >= trust_from
+                # read after each batch, as a plan reads it: None inside a batch
+                estimate += [None] * (len(batch) - 1) + [None if err is None else err.relative]
+                due = [t for t in THRESHOLDS if f"{t:g}" not in stops and n >= trust_from
                        and err is not None and err.relative is not None
                        and err.relative <= t]
                 true_now = None
-                if due or i + 1 in checkpoints:
+                if due or n in checkpoints:
                     post = client.posterior(exp, points=p.T.tolist())
                     true_now = p.rmse([np.nan if v is None else v for v in post.mean(OUTPUT)])
                 for t in due:
-                    stops[f"{t:g}"] = {"n": i + 1, "rmse": true_now}
-                if i + 1 in checkpoints:
+                    stops[f"{t:g}"] = {"n": n, "rmse": true_now}
+                if n in checkpoints:
                     rmse.append(true_now)
                     fitted.append(None if now.model is None
                                   else now.model.outputs[OUTPUT].fitted_n)
@@ -404,7 +416,7 @@ def run_task(task: Task, progress: bool = False) -> dict[str, Any]:
     warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.*",
                             category=DeprecationWarning)
     p = Problem(MAPS[task.map], task.seed, max(task.checkpoints), task.known_noise,
-                task.noise_fraction, task.acquisition)
+                task.noise_fraction, task.acquisition, batch=task.batch)
     bar = None
     if progress:
         from tqdm import tqdm
@@ -767,6 +779,7 @@ def write_report(cfg: Config, info: dict[str, Any], results: list[dict[str, Any]
                    "checkpoints": cfg.checkpoints, "thresholds": THRESHOLDS,
                    "noise": "known" if cfg.known_noise else "learned",
                    "noise_fraction": cfg.noise_fraction, "acquisition": cfg.acquisition,
+                   "batch": cfg.batch,
                    "test_points": TEST_POINTS,
                    "gpcam_train_at": GPCAM_TRAIN_AT,
                    "botorch_refit_growth": BOTORCH_REFIT_GROWTH,
@@ -856,6 +869,10 @@ def parse_args(argv: list[str] | None = None) -> Config:
                    choices=("integrated_variance", "gradient_variance", "misfit_variance",
                             "variance"),
                    help="Beamsteer's acquisition (default: the map goal's default)")
+    p.add_argument("--batch", type=int, default=1,
+                   help="Beamsteer's positions per ask (ask q, measure them, tell them "
+                        "together; the checkpoints are rounded up to multiples of q); "
+                        "only with --strategies beamsteer")
     p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
                    help="worker processes (results do not depend on it)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT,
@@ -876,10 +893,15 @@ def parse_args(argv: list[str] | None = None) -> Config:
         p.error("--jobs must be >= 1")
     if not 0 < a.noise_sd < 1:
         p.error("--noise-sd must be a fraction of the range in (0, 1)")
+    if a.batch < 1 or (a.batch > 1 and tuple(a.strategies) != ("beamsteer",)):
+        p.error("--batch must be >= 1, and above 1 only with --strategies beamsteer")
+    if a.batch > 1:  # checkpoints on whole batches: each rounded up to a multiple of q
+        checkpoints = tuple(sorted({c for c in (-(-n // a.batch) * a.batch
+                                                for n in checkpoints) if c <= n_max}))
     out = a.out.with_suffix("") if a.out.suffix in (".md", ".json", ".png") else a.out
     return Config(maps=maps, seeds=seeds, strategies=a.strategies, checkpoints=checkpoints,
                   jobs=a.jobs, out=out, quick=a.quick, known_noise=a.noise == "known",
-                  noise_fraction=a.noise_sd, acquisition=a.acquisition)
+                  noise_fraction=a.noise_sd, acquisition=a.acquisition, batch=a.batch)
 
 
 def _from_json(path: Path) -> Config:
@@ -892,7 +914,7 @@ def _from_json(path: Path) -> Config:
                   strategies=tuple(c["strategies"]), checkpoints=tuple(c["checkpoints"]),
                   jobs=1, out=path, quick=False, known_noise=c["noise"] == "known",
                   noise_fraction=c["noise_fraction"], acquisition=c["acquisition"],
-                  reanalyse=True)
+                  reanalyse=True, batch=c.get("batch", 1))
 
 
 COST_ORDER = {"botorch-nipv": 0, "botorch": 1, "beamsteer": 2, "gpcam": 3, "grid": 4,
@@ -923,7 +945,7 @@ def main(argv: list[str] | None = None) -> int:
                + " ".join(sys.argv[1:] if argv is None else argv)).strip()
     # the slow strategies and high dimensions first, so the workers finish together
     tasks = sorted((Task(m, s, st, cfg.checkpoints, cfg.known_noise, cfg.noise_fraction,
-                         cfg.acquisition) for m in cfg.maps
+                         cfg.acquisition, cfg.batch) for m in cfg.maps
                     for s in cfg.seeds for st in cfg.strategies),
                    key=lambda t: (COST_ORDER[t.strategy], -MAPS[t.map].dim, t.seed))
     results: list[dict[str, Any]] = []

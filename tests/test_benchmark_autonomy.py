@@ -149,3 +149,14 @@ def test_the_beamsteer_run_records_the_estimate_after_every_tell_and_its_stops()
         assert all(e > t for e in est[19:n - 1])  # the first from 10 d on
         if n in (20, 24):
             assert stop["rmse"] == out["rmse"][(10, 20, 24).index(n)]
+
+
+def test_batches_run_beamsteer_alone_on_whole_batch_checkpoints() -> None:
+    from benchmarks.autonomy import parse_args
+
+    cfg = parse_args(["--strategies", "beamsteer", "--batch", "4"])
+    assert cfg.batch == 4 and all(c % 4 == 0 for c in cfg.checkpoints)
+    assert cfg.checkpoints[:4] == (12, 16, 20, 28) and cfg.checkpoints[-1] == 400
+    assert parse_args([]).batch == 1
+    with pytest.raises(SystemExit):  # the peers ask one point at a time
+        parse_args(["--batch", "4"])
