@@ -119,8 +119,8 @@ def autonomous_scan(detectors: Sequence[Any], motors: Mapping[str, Any] | Sequen
             checked after each batch once ``min_points`` are measured and while no refit
             runs. The stop document's ``reason`` records the estimate. How it compares
             with the true error: ``benchmarks/README.md``, "Stopping on the model's own
-            error". A server that does not report the estimate gets a ``RuntimeWarning``
-            after each batch, and the scan runs to ``max_points``.
+            error". With a server that does not report the estimate the plan warns
+            (``RuntimeWarning``) and the scan runs to ``max_points``.
         min_points: Points measured before ``target_error`` is trusted (default ``10 *
             d``: with fewer, the fitted lengthscales, and with them the estimate, are
             unreliable).

@@ -86,11 +86,14 @@ class Experiment(_Wire):
         """The output that steers."""
         return str(self.spec.get("target") or self.output_names[0])
 
+    def _steering_model(self) -> OutputModel | None:
+        return None if self.model is None else self.model.outputs.get(self.target)
+
     @property
     def map_error(self) -> MapError | None:
         """The steering output's estimated map error (``None`` before it has a model, or
         from a server that does not report it)."""
-        out = None if self.model is None else self.model.outputs.get(self.target)
+        out = self._steering_model()
         return None if out is None else out.map_error
 
     @property
@@ -116,7 +119,7 @@ class Experiment(_Wire):
     def reports_map_error(self) -> bool | None:
         """Whether the server reports :attr:`map_error` (``None`` until the steering output
         has a fitted model, when a server that does would have sent it)."""
-        out = None if self.model is None else self.model.outputs.get(self.target)
+        out = self._steering_model()
         if out is None or out.fitted_n == 0:
             return None
         return out.map_error is not None

@@ -148,3 +148,23 @@ def test_stops_on_the_servers_map_error_estimate(live_server: LiveServer,
     rmse = math.sqrt(sum((m - t) ** 2 for m, t in zip(post.mean(), truth_at, strict=True))
                      / len(truth_at))
     assert rmse / span < 2 * 0.05
+
+
+@pytest.mark.parametrize("live_server", ["sqlite"], indirect=True)
+def test_the_estimate_is_not_read_before_min_points(live_server: LiveServer,
+                                                    beamline: tuple[Any, ...]) -> None:
+    """Below ``min_points`` (10 d = 20 here) the plan does not ask the server for the
+    estimate after its batches: the experiment is read once, when the plan starts."""
+    x, y, det = beamline
+    docs: list[tuple[str, dict[str, Any]]] = []
+    route = {"method": "GET", "route": "/api/v1/experiments/{experiment_id}", "status": "2xx"}
+    metrics = live_server.service.metrics.registry
+    with Client(live_server.url) as client:
+        exp = client.create_experiment(SPEC, name="bluesky-early")
+        before = metrics.get_sample_value("beamsteer_http_requests_total", route) or 0.0
+        RunEngine({})(autonomous_scan([det], [x, y], client, exp.id, max_points=8, batch=4,
+                                      target_error=0.5, reduce=lambda r: {"intensity": r["det"]}),
+                      lambda name, doc: docs.append((name, doc)))
+        reads = metrics.get_sample_value("beamsteer_http_requests_total", route) - before
+    assert reads == 1
+    assert docs[-1][1]["reason"] == "max_points 8 measured"

@@ -50,35 +50,28 @@ def test_an_older_server_is_recognized() -> None:
     assert experiment(None, older=True, fitted_n=0).reports_map_error is None  # cannot tell
 
 
-class _Server:
-    """What the plan reads between batches: the experiment as a server sends it."""
+class _OlderServer:
+    """What a server from before the estimate answers between batches. The shipped server
+    always sends ``map_error``, so this one case cannot be played by it; the plan against
+    the real server is in ``test_bluesky.py``."""
 
     url = "http://beamline:8000"
 
     def __init__(self, exp: Experiment) -> None:
-        self.exp, self.reads = exp, 0
+        self.exp = exp
 
     def get_experiment(self, _: object) -> Experiment:
-        self.reads += 1
         return self.exp
 
 
-def test_the_plan_stops_says_why_and_warns_when_the_server_cannot_say() -> None:
+def test_the_plan_warns_when_the_server_cannot_say() -> None:
     pytest.importorskip("bluesky")
     from clients.bluesky import _good_enough
 
-    good = _Server(experiment(err(0.015, n=30)))
-    reason = _good_enough(good, good.exp, None, 0.02, 20, 30)  # type: ignore[arg-type]
-    assert reason == ("estimated map error 0.015 of the measured range <= target_error 0.02 "
-                      "(N=30)")
-    assert _good_enough(good, good.exp, None, 0.01, 20, 30) is None  # type: ignore[arg-type]
-    reads = good.reads
-    assert _good_enough(good, good.exp, None, 0.02, 20, 19) is None  # type: ignore[arg-type]
-    assert good.reads == reads  # not read before it would be trusted
-    old = _Server(experiment(None, older=True))
+    old = _OlderServer(experiment(None, older=True))
     with pytest.warns(RuntimeWarning, match="reports no map error estimate"):
         assert _good_enough(old, old.exp, None, 0.02, 20, 30) is None  # type: ignore[arg-type]
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a server that has not fitted yet: no warning
-        early = _Server(experiment(None, older=True, fitted_n=0))
+        early = _OlderServer(experiment(None, older=True, fitted_n=0))
         assert _good_enough(early, early.exp, None, 0.02, 20, 30) is None  # type: ignore[arg-type]
