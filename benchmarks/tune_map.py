@@ -150,6 +150,11 @@ def run_grid(p: Problem, checkpoints: tuple[int, ...]) -> dict[str, Any]:
     return {"rmse": rmse}
 
 
+def _dim(map_name: str) -> int:
+    """A validation map's dimension, from its name (``val-3d-1``)."""
+    return int(map_name.split("-")[1].rstrip("d"))
+
+
 def task(args: tuple[str, int, str, str, dict[str, Any], bool, int, tuple[int, ...]]
          ) -> dict[str, Any]:
     """One (map, seed, variant) run, in a worker process."""
@@ -158,7 +163,7 @@ def task(args: tuple[str, int, str, str, dict[str, Any], bool, int, tuple[int, .
     torch.set_num_threads(1)
     map_name, seed, variant, acq, knobs, known, index, cps = args
     apply_knobs(knobs)
-    m = validation_maps(range(index % 100 + 1), (int(map_name.split("-")[1][0]),))[map_name]
+    m = validation_maps(range(index % 100 + 1), (_dim(map_name),))[map_name]
     p = ValProblem(m, seed, max(cps), known, None if acq == "grid" else acq, index)
     p.extra = {k: v if isinstance(v, str) else int(v) for k, v in knobs.items()
                if k.islower()}
@@ -229,21 +234,16 @@ def map_error_table(results: list[dict[str, Any]], variants: list[str],
              "worst true / 5% | stops at 2%: reached, met, worst true / 2% |",
              "|---|---:|---:|---:|"]
     for v in variants:
-        runs = [r for r in results if r["variant"] == v and "estimate" in r]
-        if not runs:
+        # per run, (estimate, true RMSE) at the checkpoints where the estimate is trusted
+        trusted = [[(e, t) for n, e, t in zip(cps, r["estimate"], r["rmse"], strict=True)
+                    if n >= MAP_ERROR_MIN_POINTS_PER_DIM * _dim(r["map"]) and e is not None]
+                   for r in results if r["variant"] == v and "estimate" in r]
+        if not trusted:
             continue
-        ratios, cells = [], []
-        for r in runs:
-            least = MAP_ERROR_MIN_POINTS_PER_DIM * int(r["map"].split("-")[1][0])
-            ratios += [e / t for n, e, t in zip(cps, r["estimate"], r["rmse"], strict=True)
-                       if n >= least and e is not None and t > 0]
+        ratios = [e / t for run in trusted for e, t in run if t > 0]
+        cells = []
         for thr in THRESHOLDS:
-            stops = []
-            for r in runs:
-                least = MAP_ERROR_MIN_POINTS_PER_DIM * int(r["map"].split("-")[1][0])
-                stops += [next((t for n, e, t in zip(cps, r["estimate"], r["rmse"],
-                                                     strict=True)
-                                if n >= least and e is not None and e <= thr), None)]
+            stops = [next((t for e, t in run if e <= thr), None) for run in trusted]
             hit = [t for t in stops if t is not None]
             cells.append(f"{len(hit)}/{len(stops)}, {sum(t <= thr for t in hit)}, "
                          + (f"{max(hit) / thr:.2f}" if hit else "-"))
