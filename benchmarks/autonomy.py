@@ -189,7 +189,6 @@ def run_beamsteer(p: Problem, checkpoints: Sequence[int], tick: Tick) -> dict[st
     # stops on it (clients.bluesky.autonomous_scan's target_error) would have stopped
     estimate: list[float | None] = []
     stops: dict[str, dict[str, float]] = {}
-    trust_from = MAP_ERROR_MIN_POINTS_PER_DIM * p.map.dim  # the clients' default
     with tempfile.TemporaryDirectory() as tmp:
         # lookahead_room=0: prepare after every ask, as for a beamline whose measurement
         # outlasts the preparing (this loop "measures" in no time, then waits for it)
@@ -220,9 +219,9 @@ def run_beamsteer(p: Problem, checkpoints: Sequence[int], tick: Tick) -> dict[st
                 err = now.map_error
                 # read after each batch, as a plan reads it: None inside a batch
                 estimate += [None] * (len(batch) - 1) + [None if err is None else err.relative]
-                due = [t for t in THRESHOLDS if f"{t:g}" not in stops and n >= trust_from
-                       and err is not None and err.relative is not None
-                       and err.relative <= t]
+                # the clients' own rule (Experiment.map_good_enough), default min_points
+                due = [t for t in THRESHOLDS if f"{t:g}" not in stops
+                       and now.map_good_enough(t)]
                 true_now = None
                 if due or n in checkpoints:
                     post = client.posterior(exp, points=p.T.tolist())
