@@ -196,6 +196,7 @@ export function experimentView(root, id) {
     if (!st.exp) return;
     const key = convergenceKey();
     const hist = st.conv[key] || [];
+    const est = hist.filter((r) => r[3] != null); // N where the server's estimate was recorded
     const { output } = axes();
     const units = output.units ? ` (${output.units})` : "";
     drawLines(el.conv, {
@@ -203,8 +204,7 @@ export function experimentView(root, id) {
       xTitle: "measurements N", yTitle: `posterior std${units}`,
       series: [{ name: "max on the grid", x: hist.map((r) => r[0]), y: hist.map((r) => r[1]) },
         { name: "mean on the grid", x: hist.map((r) => r[0]), y: hist.map((r) => r[2]) },
-        { name: "map error estimate (RMS, whole domain)", x: hist.filter((r) => r[3] != null).map((r) => r[0]),
-          y: hist.filter((r) => r[3] != null).map((r) => r[3]) },
+        { name: "map error estimate (RMS, whole domain)", x: est.map((r) => r[0]), y: est.map((r) => r[3]) },
         { name: "at each suggestion, when asked", mode: "markers",
           x: st.asked.map((a) => a.n), y: st.asked.map((a) => a.std[output.name]) }],
     });
