@@ -32,6 +32,7 @@ import json  # noqa: E402
 import math  # noqa: E402
 import multiprocessing  # noqa: E402
 import platform  # noqa: E402
+import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -78,6 +79,7 @@ class Config:
     seed: int
     torch_threads: int
     measure_s: float = 0.1
+    server: str = "process"
 
 
 @dataclass
@@ -317,6 +319,57 @@ def _live_server(data_dir: Path):  # -> server.live.LiveServer
                                data_dir=data_dir, log_json=False, log_level="warning"))
 
 
+class ServeProcess:
+    """``beamsteer serve`` in a child process, on SQLite in ``data_dir``: the server as it
+    is deployed, with an interpreter (and GIL) of its own, not shared with the client.
+
+    ``with ServeProcess(data_dir) as server:`` serves at ``server.url`` until the block
+    ends. The child inherits this process's environment (one BLAS thread).
+    """
+
+    def __init__(self, data_dir: Path) -> None:
+        from server.live import free_port
+
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def __enter__(self) -> ServeProcess:
+        import httpx
+
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "clients.cli", "serve", "--port", str(self.port),
+             "--data-dir", str(self.data_dir), "--log-level", "warning"],
+            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                err = self.proc.stderr.read().decode() if self.proc.stderr else ""
+                raise RuntimeError(f"beamsteer serve exited ({self.proc.returncode}): "
+                                   f"{err[-2000:]}")
+            with suppress(httpx.HTTPError):
+                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
+                    return self
+            time.sleep(0.1)
+        self.__exit__()
+        raise RuntimeError("beamsteer serve did not answer /health within 120 s")
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def _server(cfg: Config, data_dir: Path) -> Any:
+    """The server the HTTP rows talk to (``--server``)."""
+    return ServeProcess(data_dir) if cfg.server == "process" else _live_server(data_dir)
+
+
 def _positions(X: np.ndarray, rows: range) -> list[dict[str, Any]]:
     return [{"position": {f"x{k + 1}": float(v) for k, v in enumerate(X[i])}} for i in rows]
 
@@ -382,7 +435,7 @@ def bench_http(cfg: Config, X: np.ndarray, y: np.ndarray, n: int,
     rows: list[Row] = []
     progress.start(f"N={n} d={d} http: load and fit")
     with tempfile.TemporaryDirectory(prefix="beamsteer-bench-") as tmp, \
-            _live_server(Path(tmp)) as server, \
+            _server(cfg, Path(tmp)) as server, \
             httpx.Client(base_url=server.url, timeout=600) as client:
         eid, stored = _loaded_experiment(client, "variance", X, y, n)
         base = f"/api/v1/experiments/{eid}"
@@ -426,19 +479,34 @@ def bench_http(cfg: Config, X: np.ndarray, y: np.ndarray, n: int,
         for acq, exp_id in exps.items():
             for q in (1, 4):
                 progress.start(f"N={n} d={d} http loop {acq} n={q}")
-                rows.append(Row(
-                    stored, d, f"http ask n={q} after a tell, {cfg.measure_s * 1e3:g} ms "
-                               f"measuring ({acq})", f"ask{q}-loop",
-                    _loop(client, f"/api/v1/experiments/{exp_id}", q, cfg),
-                    note=f"POST suggestions n={q} right after the tell of the last {q}; "
-                         "the measuring time (sleep) and the tell are untimed"))
+                wall, server_s = _loop(client, f"/api/v1/experiments/{exp_id}", q, cfg)
+                what = f"http ask n={q} after a tell, {cfg.measure_s * 1e3:g} ms measuring ({acq})"
+                rows.append(Row(stored, d, what, f"ask{q}-loop", wall,
+                                note=f"POST suggestions n={q} right after the tell of the last "
+                                     f"{q}; the measuring time (sleep) and the tell are untimed"))
+                rows.append(Row(stored, d, f"  of which the server (Server-Timing, {acq})",
+                                f"ask{q}-loop-server", server_s,
+                                note="the server's own time to the reply's start, from its "
+                                     "Server-Timing header; the rest is the client, the "
+                                     "loopback and the reply's body"))
                 progress.done()
     return rows
 
 
-def _loop(client: Any, base: str, q: int, cfg: Config) -> list[float]:
-    """Wall times of the asks of an ask -> measure -> tell loop (each grows N by ``q``)."""
+def server_seconds(response: Any) -> float:
+    """The server's own time of a request, from its ``Server-Timing: app;dur=ms`` header."""
+    for part in response.headers.get("server-timing", "").split(","):
+        name, _, rest = part.strip().partition(";")
+        if name == "app" and rest.startswith("dur="):
+            return float(rest[4:]) / 1e3
+    raise RuntimeError("the server sent no Server-Timing header")
+
+
+def _loop(client: Any, base: str, q: int, cfg: Config) -> tuple[list[float], list[float]]:
+    """Wall times of the asks of an ask -> measure -> tell loop (each grows N by ``q``), and
+    the server's part of each."""
     batch = client.post(f"{base}/suggestions", json={"n": q}).json()["suggestions"]
+    server: list[float] = []
 
     def step() -> float:
         nonlocal batch
@@ -456,11 +524,13 @@ def _loop(client: Any, base: str, q: int, cfg: Config) -> list[float]:
         elapsed = time.perf_counter() - t0
         r.raise_for_status()
         batch = r.json()["suggestions"]
+        server.append(server_seconds(r))
         return elapsed
 
     try:
         # the first step teaches the server how long this loop measures (lookahead_room)
-        return collect(step, cfg.repeats, cfg.row_budget_s, warmup=1)
+        wall = collect(step, cfg.repeats, cfg.row_budget_s, warmup=1)
+        return wall, server[-len(wall):]
     finally:
         for s in batch:
             client.delete(f"{base}/suggestions/{s['id']}")
@@ -634,8 +704,6 @@ def _gpcam_default_threads(cfg: Config, X: np.ndarray, y: np.ndarray, noise: np.
     """gpCAM's ask as a user gets it out of the box: in a fresh process with numpy's
     default BLAS threads (this benchmark pins one thread for every contender, which is
     gpCAM's best setting on a 2-core machine: 3-5x faster there)."""
-    import subprocess
-
     n, d = X.shape
     what = "gpcam ask n=1 (variance), numpy's default BLAS threads"
     env = {k: v for k, v in os.environ.items()
@@ -668,6 +736,24 @@ def add_ratios(rows: list[Row]) -> None:
         ref = refs.get(r.op)
         if r.p50_ms is not None and ref:
             r.ratio = r.p50_ms / ref
+
+
+def headline(rows: list[Row]) -> str | None:
+    """gpCAM's ask over Beamsteer's HTTP ask in a beamline's loop (q=1, variance, the
+    acquisition gpCAM's ask runs), or ``None`` when a row is missing."""
+    loop = next((r for r in rows if r.op == "ask1-loop" and r.what.endswith("(variance)")),
+                None)
+    pinned = next((r for r in rows if r.op == "ask1" and r.what.startswith("gpcam")), None)
+    default = next((r for r in rows if r.op == "ask1-default"), None)
+    if loop is None or pinned is None or not loop.p50_ms or not pinned.p50_ms:
+        return None
+    text = (f"gpCAM ask / Beamsteer's HTTP loop ask (q=1, variance): "
+            f"**{pinned.p50_ms / loop.p50_ms:.1f}x** with one BLAS thread "
+            f"({pinned.p50_ms:.1f} / {loop.p50_ms:.2f} ms)")
+    if default is not None and default.p50_ms:
+        text += (f", {default.p50_ms / loop.p50_ms:.1f}x with numpy's default BLAS threads "
+                 f"({default.p50_ms:.0f} ms)")
+    return text
 
 
 def _fmt(v: float | None) -> str:
@@ -732,16 +818,21 @@ def write_report(cfg: Config, info: dict[str, Any], scenarios: list[list[Row]],
              f"{info['torch_threads']}, OPENBLAS_NUM_THREADS={info['OPENBLAS_NUM_THREADS']}, "
              f"OMP_WAIT_POLICY={info['OMP_WAIT_POLICY']}, load average at start "
              f"{info['loadavg_start'][0]:.2f}; torch {v['torch']}, botorch {v['botorch']}, "
-             f"gpytorch {v['gpytorch']}, gpCAM {v['gpcam']}.", ""]
+             f"gpytorch {v['gpytorch']}, gpCAM {v['gpcam']}. HTTP rows: "
+             + ("`beamsteer serve` in its own process." if cfg.server == "process" else
+                "uvicorn in a thread of the benchmark's process."), ""]
     for rows in scenarios:
         lines += [f"## N = {rows[0].n}, d = {rows[0].d}", "", table(rows, markdown=True), ""]
+        if (text := headline(rows)) is not None:
+            lines += [text + ".", ""]
     md_path.write_text("\n".join(lines))
     json_path.write_text(json.dumps({
         "started_at": started.isoformat(), "seconds": seconds, "command": command,
         "machine": info,
         "config": {"sizes": cfg.sizes, "dims": cfg.dims, "repeats": cfg.repeats,
                    "row_budget_s": cfg.row_budget_s, "peer_limit_s": cfg.peer_limit_s,
-                   "http": cfg.http, "peers": cfg.peers, "seed": cfg.seed},
+                   "http": cfg.http, "peers": cfg.peers, "seed": cfg.seed,
+                   "server": cfg.server, "measure_s": cfg.measure_s},
         "rows": [r.to_json() for rows in scenarios for r in rows]}, indent=2))
     return md_path, json_path
 
@@ -784,6 +875,10 @@ def parse_args(argv: list[str] | None = None) -> Config:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--measure-ms", type=float, default=100.0,
                    help="measuring time of the HTTP loop rows (motors and detector)")
+    p.add_argument("--server", choices=("process", "thread"), default="process",
+                   help="the HTTP rows' server: `beamsteer serve` in its own process, as "
+                        "deployed, or uvicorn in a thread of this process (it then shares "
+                        "the interpreter with the client)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT,
                    help="output path without suffix: writes .md and .json")
     a = p.parse_args(argv)
@@ -795,7 +890,8 @@ def parse_args(argv: list[str] | None = None) -> Config:
     return Config(sizes=sizes, dims=dims, repeats=repeats, row_budget_s=budget,
                   peer_limit_s=a.peer_limit, http=not a.no_http, peers=not a.no_peers,
                   out=a.out.with_suffix("") if a.out.suffix in (".md", ".json") else a.out,
-                  seed=a.seed, torch_threads=a.torch_threads, measure_s=a.measure_ms / 1e3)
+                  seed=a.seed, torch_threads=a.torch_threads, measure_s=a.measure_ms / 1e3,
+                  server=a.server)
 
 
 def run_scenario(cfg: Config, n: int, d: int, progress: Progress) -> list[Row]:
@@ -848,6 +944,8 @@ def main(argv: list[str] | None = None) -> int:
                 rows = run_scenario(cfg, n, d, progress)
                 scenarios.append(rows)
                 progress.write(f"\nN = {n}, d = {d}\n{table(rows, markdown=False)}")
+                if (text := headline(rows)) is not None:
+                    progress.write(text.replace("**", ""))
     finally:
         progress.close()
     info["loadavg_end"] = list(os.getloadavg())

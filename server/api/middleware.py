@@ -16,7 +16,10 @@ log = logging.getLogger("beamsteer.access")
 
 
 class RequestContext:
-    """Give each HTTP request an id (``X-Request-ID``, or a new one), log it, count it."""
+    """Give each HTTP request an id (``X-Request-ID``, or a new one), log it, count it, and
+    say how long the server took until its reply started (``Server-Timing: app;dur=ms``,
+    which a browser's developer tools show, and which separates the server's time from the
+    network's and the client's)."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
@@ -37,8 +40,10 @@ class RequestContext:
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message.setdefault("headers", [])
+                ms = 1000 * (time.perf_counter() - t0)
                 message["headers"] = list(message["headers"]) + [
-                    (b"x-request-id", rid.encode("latin-1"))]
+                    (b"x-request-id", rid.encode("latin-1")),
+                    (b"server-timing", f"app;dur={ms:.3f}".encode("latin-1"))]
             await send(message)
 
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import httpx
 import pytest
@@ -67,3 +68,27 @@ def test_health_metrics_docs(client: httpx.Client, experiment: dict) -> None:
 def test_errors_carry_request_id(client: httpx.Client) -> None:
     r = client.get("/api/v1/experiments/nope", headers={"x-request-id": "rid-1"})
     assert r.status_code == 404 and r.json()["request_id"] == "rid-1"
+
+
+def _server_ms(response: httpx.Response) -> float:
+    (part,) = [p for p in response.headers["server-timing"].split(",")
+               if p.strip().startswith("app;")]
+    name, dur = part.strip().split(";")
+    assert dur.startswith("dur=")
+    return float(dur[4:])
+
+
+def test_server_timing_says_how_long_the_server_took(client: httpx.Client,
+                                                      experiment: dict) -> None:
+    """Every reply, errors included, carries ``Server-Timing: app;dur=<ms>``: the server's
+    own time, which is part of what the client waited."""
+    url = f"/api/v1/experiments/{experiment['id']}/suggestions"
+    t0 = time.perf_counter()
+    r = client.post(url, json={"n": 1})
+    wall_ms = 1000 * (time.perf_counter() - t0)
+    assert r.status_code == 201, r.text
+    assert 0 < _server_ms(r) <= wall_ms
+    bad = client.post(url, json={"n": 0})
+    assert bad.status_code == 422 and _server_ms(bad) > 0
+    missing = client.get("/api/v1/experiments/nope")
+    assert missing.status_code == 404 and _server_ms(missing) > 0
