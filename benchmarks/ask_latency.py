@@ -484,7 +484,7 @@ def bench_http(cfg: Config, X: np.ndarray, y: np.ndarray, n: int,
                 rows.append(Row(stored, d, what, f"ask{q}-loop", wall,
                                 note=f"POST suggestions n={q} right after the tell of the last "
                                      f"{q}; the measuring time (sleep) and the tell are untimed"))
-                rows.append(Row(stored, d, f"  of which the server (Server-Timing, {acq})",
+                rows.append(Row(stored, d, f"  of which the server (Server-Timing), n={q} ({acq})",
                                 f"ask{q}-loop-server", server_s,
                                 note="the server's own time to the reply's start, from its "
                                      "Server-Timing header; the rest is the client, the "
