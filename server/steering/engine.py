@@ -403,6 +403,8 @@ class GPEngine:
                 design.to_unit(self.spec, X[fit_rows]), y[fit_rows],
                 yvar[fit_rows] if known else None, self.spec.kernel.value,  # type: ignore[union-attr]
                 seed=design.mix_seed(self.spec.seed, len(X), j),
+                lengthscale_prior=(fit.MAP_LENGTHSCALE_PRIOR if self.spec.goal == Goal.map
+                                   else fit.BOTORCH_LENGTHSCALE_PRIOR),
                 **({"init": init, "maxiter": WARM_MAXITER} if warm else {}))
             hp = replace(hp, fitted_n=len(rows))
             with self._lock:

@@ -1,15 +1,23 @@
 """Hyperparameter fitting of one output's GP with BoTorch (``SingleTaskGP`` + ``fit_gpytorch_mll``).
 
-The model mirrors BoTorch's default ``SingleTaskGP``: an ARD kernel with the dimension-scaled
-LogNormal lengthscale prior of Hvarfner et al. (2024) (``get_covar_module_with_dim_scaled_prior``)
-and no outputscale (outputs are standardized), a constant mean, and either a learned Gaussian
-noise with BoTorch's LogNormal(-4, 1) prior or fixed per-point noise (``train_Yvar``). Inputs
-arrive normalized to the unit cube; outputs are standardized here.
+The model mirrors BoTorch's default ``SingleTaskGP``: an ARD kernel with a dimension-scaled
+LogNormal lengthscale prior and no outputscale (outputs are standardized), a constant mean, and
+either a learned Gaussian noise with BoTorch's LogNormal(-4, 1) prior or fixed per-point noise
+(``train_Yvar``). Inputs arrive normalized to the unit cube; outputs are standardized here.
+
+The lengthscale prior is BoTorch's (Hvarfner et al. 2024,
+``get_covar_module_with_dim_scaled_prior``: median ``exp(sqrt(2)) sqrt(d)``, about 5.8 in 2-D,
+log-sd ``sqrt(3)``), made for optimization in many dimensions, unless the caller passes
+another: a ``map`` experiment uses
+:data:`MAP_LENGTHSCALE_PRIOR` (median 0.5 in 2-D, scaled by ``sqrt(d / 2)`` alike, log-sd 1),
+which keeps the first fits of a map, on a few dozen points, at the scale of the features a
+sample map has (benchmarks/README.md, "Sixth pass").
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -27,14 +35,41 @@ MIN_LENGTHSCALE = 2.5e-2  # BoTorch's constraint on the dim-scaled prior, for st
 MAXITER = 200  # L-BFGS-B iterations; fits converge well before on these small problems
 
 
-def covar_module(kernel: str, d: int) -> Kernel:
-    """The ARD kernel with BoTorch's dimension-scaled LogNormal lengthscale prior.
+@dataclass(frozen=True)
+class LengthscalePrior:
+    """A LogNormal prior of each ARD lengthscale (unit-cube units), scaled with the dimension.
+
+    Args:
+        median_2d: The prior's median in 2-D; in ``d`` dimensions ``median_2d * sqrt(d / 2)``.
+        log_sd: Standard deviation of the log-lengthscale.
+    """
+
+    median_2d: float
+    log_sd: float
+
+    def prior(self, d: int) -> LogNormalPrior:
+        """The prior in ``d`` dimensions."""
+        return LogNormalPrior(loc=math.log(self.median_2d) + 0.5 * math.log(d / 2),
+                              scale=self.log_sd)
+
+
+#: BoTorch's dimension-scaled prior: loc ``sqrt(2) + log(d) / 2``, scale ``sqrt(3)``.
+BOTORCH_LENGTHSCALE_PRIOR = LengthscalePrior(math.exp(math.sqrt(2) + 0.5 * math.log(2)),
+                                             math.sqrt(3))
+#: A ``map`` experiment's prior (tuned on held-out validation films, not the benchmark's).
+MAP_LENGTHSCALE_PRIOR = LengthscalePrior(0.5, 1.0)
+
+
+def covar_module(kernel: str, d: int,
+                 lengthscale_prior: LengthscalePrior = BOTORCH_LENGTHSCALE_PRIOR) -> Kernel:
+    """The ARD kernel with a dimension-scaled LogNormal lengthscale prior.
 
     Args:
         kernel: ``"matern52"``, ``"matern32"`` or ``"rbf"``.
         d: Input dimension.
+        lengthscale_prior: The prior (default BoTorch's); the optimizer starts at its mode.
     """
-    prior = LogNormalPrior(loc=math.sqrt(2) + 0.5 * math.log(d), scale=math.sqrt(3))
+    prior = lengthscale_prior.prior(d)
     kw = dict(ard_num_dims=d, lengthscale_prior=prior,
               lengthscale_constraint=GreaterThan(MIN_LENGTHSCALE, transform=None,
                                                  initial_value=prior.mode))
@@ -71,7 +106,9 @@ def warm_start(model: SingleTaskGP, init: Hyperparameters, y_mean: float, y_std:
 
 def fit_hyperparameters(X: np.ndarray, y: np.ndarray, yvar: np.ndarray | None, kernel: str,
                         *, seed: int = 0, init: Hyperparameters | None = None,
-                        maxiter: int = MAXITER) -> Hyperparameters:
+                        maxiter: int = MAXITER,
+                        lengthscale_prior: LengthscalePrior = BOTORCH_LENGTHSCALE_PRIOR
+                        ) -> Hyperparameters:
     """Fit one output's hyperparameters by maximizing the marginal likelihood.
 
     Args:
@@ -83,6 +120,7 @@ def fit_hyperparameters(X: np.ndarray, y: np.ndarray, yvar: np.ndarray | None, k
         init: Warm start: the optimizer starts from these hyperparameters (converted to this
             fit's standardization) instead of the priors' modes.
         maxiter: Most L-BFGS-B iterations.
+        lengthscale_prior: The lengthscales' prior (default BoTorch's).
 
     Returns:
         The fitted hyperparameters (model space), with ``fitted_n = n``.
@@ -100,7 +138,8 @@ def fit_hyperparameters(X: np.ndarray, y: np.ndarray, yvar: np.ndarray | None, k
                                 dtype=torch.float64).unsqueeze(-1)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
-        model = SingleTaskGP(tX, tY, train_Yvar=tYvar, covar_module=covar_module(kernel, d),
+        model = SingleTaskGP(tX, tY, train_Yvar=tYvar,
+                             covar_module=covar_module(kernel, d, lengthscale_prior),
                              outcome_transform=None)
         if init is not None and init.kernel == kernel and len(init.lengthscale) == d:
             warm_start(model, init, y_mean, y_std, learned_noise=tYvar is None)
