@@ -7,6 +7,8 @@ A *variant* is an acquisition plus module-level knobs of ``server.steering.acqui
 
     python benchmarks/tune_map.py --variants iv:integrated_variance \\
         mv:misfit_variance:MISFIT_SHARE=0.8 --noise learned
+    python benchmarks/tune_map.py --dims 2 --variants base:misfit_variance \\
+        wide:misfit_variance:fit.MAP_LENGTHSCALE_PRIOR=5.8/1.732   # BoTorch's prior
 
 Reported per variant: the geometric mean over maps, seeds and checkpoints of its RMSE over
 the first variant's, and the N to reach 5% and 2% of the range (seed-mean curves) per map,
@@ -67,6 +69,18 @@ class ValProblem(Problem):
 _DEFAULTS: dict[str, Any] = {}
 
 
+def _knob_value(now: Any, v: Any) -> Any:
+    """A module knob's new value from the command line's, in the type of its current one:
+    a tuple takes "+"-separated names (``engine.AHEAD_ACQUISITIONS=a+b``), a lengthscale
+    prior "median/log-sd" (``fit.MAP_LENGTHSCALE_PRIOR=0.5/1.0``)."""
+    from server.steering import fit
+
+    if isinstance(now, fit.LengthscalePrior):
+        median, log_sd = (float(x) for x in str(v).split("/"))
+        return fit.LengthscalePrior(median, log_sd)
+    return tuple(str(v).split("+")) if isinstance(now, tuple) else type(now)(v)
+
+
 def apply_knobs(knobs: dict[str, Any]) -> None:
     """Set module-level knobs of the acquisition module (in this worker process), after
     restoring every knob an earlier task of this worker changed."""
@@ -94,10 +108,7 @@ def apply_knobs(knobs: dict[str, Any]) -> None:
             name, attr = k.split(".")
             if name not in modules or not hasattr(modules[name], attr):
                 raise SystemExit(f"unknown knob {k}")
-            now = getattr(modules[name], attr)
-            # a tuple knob takes "+"-separated names: engine.AHEAD_ACQUISITIONS=a+b
-            setattr(modules[name], attr,
-                    tuple(str(v).split("+")) if isinstance(now, tuple) else type(now)(v))
+            setattr(modules[name], attr, _knob_value(getattr(modules[name], attr), v))
             continue
         if k.startswith("GRADIENT_"):
             share, power = acquisition.gradient_weights.__defaults__  # type: ignore[misc]
