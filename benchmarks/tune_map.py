@@ -8,7 +8,7 @@ A *variant* is an acquisition plus module-level knobs of ``server.steering.acqui
     python benchmarks/tune_map.py --variants iv:integrated_variance \\
         mv:misfit_variance:MISFIT_SHARE=0.8 --noise learned
     python benchmarks/tune_map.py --dims 2 --variants base:misfit_variance \\
-        wide:misfit_variance:fit.MAP_LENGTHSCALE_PRIOR=5.8/1.732   # BoTorch's prior
+        narrow:misfit_variance:fit.MAP_LENGTHSCALE_PRIOR=0.5/1.0   # the lengthscale prior
 
 Reported per variant: the geometric mean over maps, seeds and checkpoints of its RMSE over
 the first variant's, and the N to reach 5% and 2% of the range (seed-mean curves) per map,

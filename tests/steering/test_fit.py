@@ -77,15 +77,15 @@ def test_engine_refits_start_from_the_last_hyperparameters(
 
 
 def test_the_lengthscale_priors() -> None:
-    """BoTorch's default is reproduced exactly; a map's prior has median 0.5 in 2-D, and
-    both scale the median with sqrt(d)."""
+    """BoTorch's default is reproduced exactly, and a prior's median scales with sqrt(d)."""
+    narrow = fit.LengthscalePrior(0.5, 1.0)
     for d in (1, 2, 3, 4, 7):
         botorch = fit.BOTORCH_LENGTHSCALE_PRIOR.prior(d)
         assert float(botorch.loc) == pytest.approx(np.sqrt(2) + 0.5 * np.log(d), rel=1e-6)
         assert float(botorch.scale) == pytest.approx(np.sqrt(3), rel=1e-6)
-        mapping = fit.MAP_LENGTHSCALE_PRIOR.prior(d)
-        assert np.exp(float(mapping.loc)) == pytest.approx(0.5 * np.sqrt(d / 2), rel=1e-6)
-        assert float(mapping.scale) == pytest.approx(1.0)
+        assert np.exp(float(narrow.prior(d).loc)) == pytest.approx(0.5 * np.sqrt(d / 2),
+                                                                   rel=1e-6)
+        assert float(narrow.prior(d).scale) == pytest.approx(1.0)
 
 
 def test_map_experiments_fit_with_the_map_prior(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -96,7 +96,9 @@ def test_map_experiments_fit_with_the_map_prior(monkeypatch: pytest.MonkeyPatch)
         priors.append(kw["lengthscale_prior"])
         return real(*args, **kw)
 
+    narrow = fit.LengthscalePrior(0.5, 1.0)
     monkeypatch.setattr(fit, "fit_hyperparameters", spy)
+    monkeypatch.setattr(fit, "MAP_LENGTHSCALE_PRIOR", narrow)  # as tune_map.py sets it
     X, y = data(12)
     for goal in ("map", "maximize"):
         spec = ExperimentSpec(name="t", goal=goal, outputs=(Output("I"),),
@@ -104,20 +106,21 @@ def test_map_experiments_fit_with_the_map_prior(monkeypatch: pytest.MonkeyPatch)
         e = GPEngine(spec)
         e.ingest(X, y[:, None])
         e.refit()
-    assert priors == [fit.MAP_LENGTHSCALE_PRIOR, fit.BOTORCH_LENGTHSCALE_PRIOR]
+    assert priors == [narrow, fit.BOTORCH_LENGTHSCALE_PRIOR]
 
 
-def test_the_map_prior_keeps_a_few_points_fit_at_a_map_s_scale() -> None:
+def test_a_narrower_prior_keeps_a_few_points_fit_at_a_map_s_scale() -> None:
     """Eight points of a map that varies along x and barely along y: under BoTorch's prior
-    (median 5.8) the y lengthscale runs past the unit cube; the map prior about halves it.
-    x, which the points do resolve, moves much less."""
+    (median 5.8) the y lengthscale runs past the unit cube; a prior with median 0.5 about
+    halves it. x, which the points do resolve, moves much less."""
+    narrow = fit.LengthscalePrior(0.5, 1.0)
     for seed in range(6):
         rng = np.random.default_rng(seed)
         X = rng.random((8, 2))
         y = np.sin(4 * X[:, 0]) + 0.3 * X[:, 1]
         wide = fit.fit_hyperparameters(X, y, np.full(8, 1e-4), "matern32")
         mapped = fit.fit_hyperparameters(X, y, np.full(8, 1e-4), "matern32",
-                                         lengthscale_prior=fit.MAP_LENGTHSCALE_PRIOR)
+                                         lengthscale_prior=narrow)
         assert wide.lengthscale[1] > 1.5
         assert mapped.lengthscale[1] < 0.6 * wide.lengthscale[1]
         assert mapped.lengthscale[0] > 0.65 * wide.lengthscale[0]
