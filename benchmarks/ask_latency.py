@@ -338,16 +338,18 @@ class ServeProcess:
     def __enter__(self) -> ServeProcess:
         import httpx
 
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "clients.cli", "serve", "--port", str(self.port),
-             "--data-dir", str(self.data_dir), "--log-level", "warning"],
-            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # its log goes to a file, not a pipe, which a long run could fill and block it on
+        log = self.data_dir / "serve.log"
+        with log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "clients.cli", "serve", "--port", str(self.port),
+                 "--data-dir", str(self.data_dir), "--log-level", "warning"],
+                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                err = self.proc.stderr.read().decode() if self.proc.stderr else ""
                 raise RuntimeError(f"beamsteer serve exited ({self.proc.returncode}): "
-                                   f"{err[-2000:]}")
+                                   f"{log.read_text(errors='replace')[-2000:]}")
             with suppress(httpx.HTTPError):
                 if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
                     return self
