@@ -5,7 +5,8 @@ For every measured-point count N and dimension d, on the same smooth synthetic m
 * Beamsteer in-process (``GPEngine``): ``suggest(q=1)``, ``suggest(q=4)`` (variance, like the
   peers; and ``misfit_variance``, the default of a ``map`` experiment), ``ingest`` of one
   new measurement, and one ``refit()`` (the cost the service pays in the background).
-* Beamsteer over HTTP: a real uvicorn server on SQLite in a thread, asks and tells timed
+* Beamsteer over HTTP: ``beamsteer serve`` on SQLite in its own process (``--server thread``:
+  uvicorn in a thread of this process), asks and tells timed
   on the client with httpx, after the server's model has been fitted on all N points: a
   cold ask (nothing prepared: each is abandoned before the next), a tell, and the ask of a
   beamline's loop (ask -> measure for ``--measure-ms`` -> tell -> ask), which the server
@@ -323,14 +324,17 @@ class ServeProcess:
     """``beamsteer serve`` in a child process, on SQLite in ``data_dir``: the server as it
     is deployed, with an interpreter (and GIL) of its own, not shared with the client.
 
-    ``with ServeProcess(data_dir) as server:`` serves at ``server.url`` until the block
-    ends. The child inherits this process's environment (one BLAS thread).
+    ``with ServeProcess(data_dir, torch_threads) as server:`` serves at ``server.url`` until
+    the block ends. The child inherits this process's environment (one BLAS thread, and any
+    ``BEAMSTEER_*`` setting, such as ``BEAMSTEER_LOOKAHEAD``), except that its store is the
+    SQLite file in ``data_dir`` and its torch threads are ``torch_threads``.
     """
 
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, torch_threads: int) -> None:
         from server.live import free_port
 
         self.data_dir = data_dir
+        self.torch_threads = torch_threads
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
@@ -343,19 +347,24 @@ class ServeProcess:
         with log.open("wb") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "clients.cli", "serve", "--port", str(self.port),
-                 "--data-dir", str(self.data_dir), "--log-level", "warning"],
-                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"beamsteer serve exited ({self.proc.returncode}): "
-                                   f"{log.read_text(errors='replace')[-2000:]}")
-            with suppress(httpx.HTTPError):
-                if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
-                    return self
-            time.sleep(0.1)
-        self.__exit__()
-        raise RuntimeError("beamsteer serve did not answer /health within 120 s")
+                 "--database-url", f"sqlite:///{self.data_dir / 'beamsteer.db'}",
+                 "--log-level", "warning"],
+                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                env={**os.environ, "BEAMSTEER_TORCH_THREADS": str(self.torch_threads)})
+        try:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"beamsteer serve exited ({self.proc.returncode}): "
+                                       f"{log.read_text(errors='replace')[-2000:]}")
+                with suppress(httpx.HTTPError):
+                    if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
+                        return self
+                time.sleep(0.1)
+            raise RuntimeError("beamsteer serve did not answer /health within 120 s")
+        except BaseException:  # Ctrl-C while it starts too: never leave it running
+            self.__exit__()
+            raise
 
     def __exit__(self, *exc: object) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -369,7 +378,9 @@ class ServeProcess:
 
 def _server(cfg: Config, data_dir: Path) -> Any:
     """The server the HTTP rows talk to (``--server``)."""
-    return ServeProcess(data_dir) if cfg.server == "process" else _live_server(data_dir)
+    if cfg.server == "process":
+        return ServeProcess(data_dir, cfg.torch_threads)
+    return _live_server(data_dir)
 
 
 def _positions(X: np.ndarray, rows: range) -> list[dict[str, Any]]:

@@ -47,6 +47,12 @@ class LengthscalePrior:
     median_2d: float
     log_sd: float
 
+    def __post_init__(self) -> None:
+        for name in ("median_2d", "log_sd"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+
     def prior(self, d: int) -> LogNormalPrior:
         """The prior in ``d`` dimensions."""
         return LogNormalPrior(loc=math.log(self.median_2d) + 0.5 * math.log(d / 2),

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from botorch.models import SingleTaskGP
+from botorch.models.utils.gpytorch_modules import get_covar_module_with_dim_scaled_prior
 
 from server.steering import engine as engmod
 from server.steering import fit
@@ -80,12 +81,16 @@ def test_the_lengthscale_priors() -> None:
     """BoTorch's default is reproduced exactly, and a prior's median scales with sqrt(d)."""
     narrow = fit.LengthscalePrior(0.5, 1.0)
     for d in (1, 2, 3, 4, 7):
-        botorch = fit.BOTORCH_LENGTHSCALE_PRIOR.prior(d)
-        assert float(botorch.loc) == pytest.approx(np.sqrt(2) + 0.5 * np.log(d), rel=1e-6)
-        assert float(botorch.scale) == pytest.approx(np.sqrt(3), rel=1e-6)
+        ours = fit.BOTORCH_LENGTHSCALE_PRIOR.prior(d)
+        theirs = get_covar_module_with_dim_scaled_prior(ard_num_dims=d).lengthscale_prior
+        assert float(ours.loc) == float(theirs.loc)
+        assert float(ours.scale) == float(theirs.scale)
         assert np.exp(float(narrow.prior(d).loc)) == pytest.approx(0.5 * np.sqrt(d / 2),
                                                                    rel=1e-6)
         assert float(narrow.prior(d).scale) == pytest.approx(1.0)
+    for bad in ((0.0, 1.0), (-1.0, 1.0), (0.5, 0.0), (float("nan"), 1.0)):
+        with pytest.raises(ValueError, match="must be"):
+            fit.LengthscalePrior(*bad)
 
 
 def test_map_experiments_fit_with_the_map_prior(monkeypatch: pytest.MonkeyPatch) -> None:
