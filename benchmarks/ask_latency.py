@@ -52,6 +52,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from a checkout: make `server` importable
     sys.path.insert(0, str(ROOT))
 
+from clients.http import server_seconds  # noqa: E402
+
 LOWER, UPPER = 0.0, 10.0  # every axis, in mm
 NOISE_SD = 0.01  # measurement noise of the synthetic map
 TARGET = "intensity"
@@ -506,15 +508,6 @@ def bench_http(cfg: Config, X: np.ndarray, y: np.ndarray, n: int,
     return rows
 
 
-def server_seconds(response: Any) -> float:
-    """The server's own time of a request, from its ``Server-Timing: app;dur=ms`` header."""
-    for part in response.headers.get("server-timing", "").split(","):
-        name, _, rest = part.strip().partition(";")
-        if name == "app" and rest.startswith("dur="):
-            return float(rest[4:]) / 1e3
-    raise RuntimeError("the server sent no Server-Timing header")
-
-
 def _loop(client: Any, base: str, q: int, cfg: Config) -> tuple[list[float], list[float]]:
     """Wall times of the asks of an ask -> measure -> tell loop (each grows N by ``q``), and
     the server's part of each."""
@@ -537,7 +530,11 @@ def _loop(client: Any, base: str, q: int, cfg: Config) -> tuple[list[float], lis
         elapsed = time.perf_counter() - t0
         r.raise_for_status()
         batch = r.json()["suggestions"]
-        server.append(server_seconds(r))
+        took = server_seconds(r)
+        if took is None:
+            raise RuntimeError(f"the server stated no time: Server-Timing "
+                               f"{r.headers.get('server-timing')!r}")
+        server.append(took)
         return elapsed
 
     try:
