@@ -52,6 +52,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script from a checkout: make `server` importable
     sys.path.insert(0, str(ROOT))
 
+from clients.http import server_seconds  # noqa: E402
+
 LOWER, UPPER = 0.0, 10.0  # every axis, in mm
 NOISE_SD = 0.01  # measurement noise of the synthetic map
 TARGET = "intensity"
@@ -320,65 +322,11 @@ def _live_server(data_dir: Path):  # -> server.live.LiveServer
                                data_dir=data_dir, log_json=False, log_level="warning"))
 
 
-class ServeProcess:
-    """``beamsteer serve`` in a child process, on SQLite in ``data_dir``: the server as it
-    is deployed, with an interpreter (and GIL) of its own, not shared with the client.
-
-    ``with ServeProcess(data_dir, torch_threads) as server:`` serves at ``server.url`` until
-    the block ends. The child inherits this process's environment (one BLAS thread, and any
-    ``BEAMSTEER_*`` setting, such as ``BEAMSTEER_LOOKAHEAD``), except that its store is the
-    SQLite file in ``data_dir`` and its torch threads are ``torch_threads``.
-    """
-
-    def __init__(self, data_dir: Path, torch_threads: int) -> None:
-        from server.live import free_port
-
-        self.data_dir = data_dir
-        self.torch_threads = torch_threads
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def __enter__(self) -> ServeProcess:
-        import httpx
-
-        # its log goes to a file, not a pipe, which a long run could fill and block it on
-        log = self.data_dir / "serve.log"
-        with log.open("wb") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "clients.cli", "serve", "--port", str(self.port),
-                 "--database-url", f"sqlite:///{self.data_dir / 'beamsteer.db'}",
-                 "--log-level", "warning"],
-                cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-                env={**os.environ, "BEAMSTEER_TORCH_THREADS": str(self.torch_threads)})
-        try:
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"beamsteer serve exited ({self.proc.returncode}): "
-                                       f"{log.read_text(errors='replace')[-2000:]}")
-                with suppress(httpx.HTTPError):
-                    if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
-                        return self
-                time.sleep(0.1)
-            raise RuntimeError("beamsteer serve did not answer /health within 120 s")
-        except BaseException:  # Ctrl-C while it starts too: never leave it running
-            self.__exit__()
-            raise
-
-    def __exit__(self, *exc: object) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
 def _server(cfg: Config, data_dir: Path) -> Any:
     """The server the HTTP rows talk to (``--server``)."""
     if cfg.server == "process":
+        from server.live import ServeProcess
+
         return ServeProcess(data_dir, cfg.torch_threads)
     return _live_server(data_dir)
 
@@ -506,15 +454,6 @@ def bench_http(cfg: Config, X: np.ndarray, y: np.ndarray, n: int,
     return rows
 
 
-def server_seconds(response: Any) -> float:
-    """The server's own time of a request, from its ``Server-Timing: app;dur=ms`` header."""
-    for part in response.headers.get("server-timing", "").split(","):
-        name, _, rest = part.strip().partition(";")
-        if name == "app" and rest.startswith("dur="):
-            return float(rest[4:]) / 1e3
-    raise RuntimeError("the server sent no Server-Timing header")
-
-
 def _loop(client: Any, base: str, q: int, cfg: Config) -> tuple[list[float], list[float]]:
     """Wall times of the asks of an ask -> measure -> tell loop (each grows N by ``q``), and
     the server's part of each."""
@@ -537,7 +476,11 @@ def _loop(client: Any, base: str, q: int, cfg: Config) -> tuple[list[float], lis
         elapsed = time.perf_counter() - t0
         r.raise_for_status()
         batch = r.json()["suggestions"]
-        server.append(server_seconds(r))
+        took = server_seconds(r)
+        if took is None:
+            raise RuntimeError(f"the server stated no time: Server-Timing "
+                               f"{r.headers.get('server-timing')!r}")
+        server.append(took)
         return elapsed
 
     try:

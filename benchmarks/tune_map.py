@@ -69,24 +69,44 @@ class ValProblem(Problem):
 _DEFAULTS: dict[str, Any] = {}
 
 
-def _knob_value(now: Any, v: Any) -> Any:
+def _knob_modules() -> dict[str, Any]:
+    """The modules whose knobs a variant names as ``module.KNOB``."""
+    from server.steering import engine, fit
+
+    return {"engine": engine, "fit": fit}
+
+
+def _knob_value(name: str, now: Any, v: Any) -> Any:
     """A module knob's new value from the command line's, in the type of its current one:
     a tuple takes "+"-separated names (``engine.AHEAD_ACQUISITIONS=a+b``), a lengthscale
-    prior "median/log-sd" (``fit.MAP_LENGTHSCALE_PRIOR=0.5/1.0``)."""
+    prior "median/log-sd" (``fit.MAP_LENGTHSCALE_PRIOR=0.5/1.0``).
+
+    Raises:
+        ValueError: ``v`` is not of that form, with a message naming the knob ``name``.
+    """
     from server.steering import fit
 
     if isinstance(now, fit.LengthscalePrior):
-        median, log_sd = (float(x) for x in str(v).split("/"))
-        return fit.LengthscalePrior(median, log_sd)
-    return tuple(str(v).split("+")) if isinstance(now, tuple) else type(now)(v)
+        try:
+            median, log_sd = (float(x) for x in str(v).split("/"))
+            return fit.LengthscalePrior(median, log_sd)
+        except ValueError as exc:  # not two numbers, or not positive and finite
+            raise ValueError(f"{name}={v}: expected median/log-sd, two positive numbers "
+                             f"(e.g. {name}=0.5/1.0)") from exc
+    if isinstance(now, tuple):
+        return tuple(str(v).split("+"))
+    try:
+        return type(now)(v)
+    except ValueError as exc:
+        raise ValueError(f"{name}={v}: expected {type(now).__name__} (now {now!r})") from exc
 
 
 def apply_knobs(knobs: dict[str, Any]) -> None:
     """Set module-level knobs of the acquisition module (in this worker process), after
     restoring every knob an earlier task of this worker changed."""
-    from server.steering import acquisition, engine, fit
+    from server.steering import acquisition
 
-    modules = {"engine": engine, "fit": fit}
+    modules = _knob_modules()
     if not _DEFAULTS:
         _DEFAULTS.update({k: getattr(acquisition, k) for k in dir(acquisition) if k.isupper()})
         for name, module in modules.items():
@@ -108,7 +128,7 @@ def apply_knobs(knobs: dict[str, Any]) -> None:
             name, attr = k.split(".")
             if name not in modules or not hasattr(modules[name], attr):
                 raise SystemExit(f"unknown knob {k}")
-            setattr(modules[name], attr, _knob_value(getattr(modules[name], attr), v))
+            setattr(modules[name], attr, _knob_value(k, getattr(modules[name], attr), v))
             continue
         if k.startswith("GRADIENT_"):
             share, power = acquisition.gradient_weights.__defaults__  # type: ignore[misc]
@@ -185,17 +205,40 @@ def task(args: tuple[str, int, str, str, dict[str, Any], bool, int, tuple[int, .
 
 
 def parse_variant(text: str) -> tuple[str, str, dict[str, Any]]:
-    """``name:acquisition[:KNOB=value,...]``."""
+    """``name:acquisition[:KNOB=value,...]``; a ``module.KNOB`` (``fit.``, ``engine.``)
+    is checked here, so that a typo stops the command line, not a worker later.
+
+    Raises:
+        argparse.ArgumentTypeError: A malformed variant, or a ``module.KNOB`` that does not
+            exist or whose value is not of its form.
+    """
     parts = text.split(":")
+    if len(parts) < 2 or not parts[0] or not parts[1]:
+        raise argparse.ArgumentTypeError(f"{text}: expected name:acquisition[:KNOB=value,...]")
     knobs: dict[str, Any] = {}
     if len(parts) > 2 and parts[2]:
         for kv in parts[2].split(","):
-            k, v = kv.split("=")
+            k, eq, v = kv.partition("=")
+            if not eq:
+                raise argparse.ArgumentTypeError(f"{text}: {kv!r} is not KNOB=value")
             try:
                 knobs[k] = float(v)
             except ValueError:  # a string spec field (kernel=matern32)
                 knobs[k] = v
+            if "." in k:
+                _check_module_knob(k, knobs[k])
     return parts[0], parts[1], knobs
+
+
+def _check_module_knob(k: str, v: Any) -> None:
+    name, _, attr = k.partition(".")
+    module = _knob_modules().get(name)
+    if module is None or not attr.isupper() or not hasattr(module, attr):
+        raise argparse.ArgumentTypeError(f"unknown knob {k}")
+    try:
+        _knob_value(k, getattr(module, attr), v)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def summarize(results: list[dict[str, Any]], variants: list[str], maps: list[str],
@@ -265,7 +308,10 @@ def map_error_table(results: list[dict[str, Any]], variants: list[str],
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--variants", nargs="+", required=True)
+    ap.add_argument("--variants", nargs="+", required=True, type=parse_variant,
+                    help="name:acquisition[:KNOB=value,...]; a knob of the acquisition "
+                         "module, of engine./fit. (fit.MAP_LENGTHSCALE_PRIOR=median/log-sd), "
+                         "or a spec field")
     ap.add_argument("--dims", default="2,3,4")
     ap.add_argument("--maps-per-dim", type=int, default=4)
     ap.add_argument("--seeds", default="0,1")
@@ -281,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
     cps = tuple(c for c in CHECKPOINTS if c <= a.n_max)
     dims = tuple(int(d) for d in a.dims.split(","))
     seeds = tuple(int(s) for s in a.seeds.split(","))
-    variants = [parse_variant(v) for v in a.variants]
+    variants: list[tuple[str, str, dict[str, Any]]] = a.variants
     earlier = [json.loads(f.read_text()) for f in a.merge]
     known_names = {v[0] for e in earlier for v in e["variants"]}
     if "grid" not in [v[0] for v in variants] and "grid" not in known_names:

@@ -22,10 +22,11 @@ from clients.http.models import (
 )
 from clients.http.retry import Retry
 from clients.http.sync import Client, EventStream
+from clients.http.timing import server_seconds
 
 __all__ = [
     "AsyncClient", "AsyncEventStream", "AuthenticationError", "BeamsteerError", "Client",
     "ConflictError", "ConnectionFailed", "Event", "EventStream", "Experiment", "MapError",
     "Measurement", "Measurements", "NotFound", "PermissionDenied", "Posterior", "Retry",
-    "ServerError", "Suggestion", "ValidationError",
+    "ServerError", "Suggestion", "ValidationError", "server_seconds",
 ]

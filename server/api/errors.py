@@ -229,7 +229,14 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        """500 with the request id; the traceback goes to the log, never to the client."""
-        log.error("unhandled error", exc_info=exc,
-                  extra={"request_id": getattr(request.state, "request_id", None)})
-        return _reply(request, 500, "internal error")
+        """500, as :func:`internal_error`. Starlette calls this from outside every middleware,
+        so it sees only what ``RequestContext`` did not answer itself: an error after the
+        reply started (which then only the server can end) or in that middleware."""
+        return internal_error(request, exc)
+
+
+def internal_error(request: Request, exc: BaseException) -> JSONResponse:
+    """500 with the request id, for an error nothing mapped (a bug); the traceback goes to
+    the log, never to the client."""
+    log.error("unhandled error", exc_info=exc, extra={"request_id": _request_id(request)})
+    return _reply(request, 500, "internal error")

@@ -8,8 +8,10 @@ import time
 import uuid
 from typing import Any
 
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from server.api.errors import internal_error
 from server.metrics import Metrics
 
 log = logging.getLogger("beamsteer.access")
@@ -19,7 +21,9 @@ class RequestContext:
     """Give each HTTP request an id (``X-Request-ID``, or a new one), log it, count it, and
     say how long the server took until its reply started (``Server-Timing: app;dur=ms``,
     which a browser's developer tools show, and which separates the server's time from the
-    network's and the client's)."""
+    network's and the client's). The 500 of an unhandled error is sent from here too, so
+    that it carries both headers; :func:`~server.api.errors.internal_error` logs the error
+    and makes the reply."""
 
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
@@ -33,12 +37,13 @@ class RequestContext:
         rid = headers.get(b"x-request-id", b"").decode("latin-1")[:64] or uuid.uuid4().hex[:16]
         scope.setdefault("state", {})["request_id"] = rid
         status = 500
+        started = False
         t0 = time.perf_counter()
 
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started
             if message["type"] == "http.response.start":
-                status = message["status"]
+                status, started = message["status"], True
                 message.setdefault("headers", [])
                 ms = 1000 * (time.perf_counter() - t0)
                 message["headers"] = list(message["headers"]) + [
@@ -47,7 +52,14 @@ class RequestContext:
             await send(message)
 
         try:
-            await self.app(scope, receive, send_with_id)
+            try:
+                await self.app(scope, receive, send_with_id)
+            except Exception as exc:
+                if started:  # mid-reply: only the server can end it (it drops the connection)
+                    raise
+                # Answer here rather than let Starlette's ServerErrorMiddleware, which sits
+                # outside every middleware, send the 500 without these headers.
+                await internal_error(Request(scope), exc)(scope, receive, send_with_id)
         finally:
             route = scope.get("route")
             path = getattr(route, "path", None) or "unmatched"
