@@ -35,6 +35,11 @@ from server.service import SteeringService
 from server.settings import Settings, get_settings
 from server.store.base import Store, StoreUnavailable, open_store
 
+try:
+    from fastapi.routing import iter_route_contexts
+except ImportError:  # an older FastAPI, which builds included routes eagerly
+    iter_route_contexts = None  # type: ignore[assignment]
+
 log = logging.getLogger("beamsteer.app")
 
 
@@ -107,12 +112,33 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
                    inference_v2):
         app.include_router(module.router)
     mount_dashboard(app)  # after the API routes, which keep winning
+    _build_routes_now(app)
     # Outermost last: request id and log, then who is calling (before any body is read),
     # then the body limit.
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(Guard, gate=gate)
     app.add_middleware(RequestContext, metrics=metrics)
     return app
+
+
+def _build_routes_now(app: FastAPI) -> None:
+    """Build every included route's per-app state now, in the caller's thread.
+
+    FastAPI 0.165 builds an ``include_router``'d router's routes for this app (their
+    dependants and request/response fields, i.e. pydantic TypeAdapters) on the first request
+    that reaches them (``fastapi/routing.py``, ``_IncludedRouter.effective_candidates``).
+    It builds each field inside ``warnings.catch_warnings()`` to silence pydantic's
+    UnsupportedFieldAttributeWarning (``fastapi/_compat/v2.py``, ``ModelField``), and that
+    swaps the process-wide warning filters: not thread-safe. A GP fit in a pool thread does
+    the same around each optimizer run (botorch ``fit_gpytorch_mll``); when it restores its
+    filters in the middle of FastAPI's block, the warning escapes, and under ``-W error``
+    (the tests' ``filterwarnings``) the first request fails with a 500. Here this app's fits
+    have not started (another app's, in the same process, could still overlap).
+    """
+    if iter_route_contexts is None:
+        return
+    for _ in iter_route_contexts(app.router.routes):
+        pass
 
 
 def _queue(settings: Settings):  # -> JobQueue
