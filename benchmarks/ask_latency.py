@@ -759,7 +759,23 @@ def machine_info() -> dict[str, Any]:
             "cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
             "OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS"),
             "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
-            "loadavg_start": list(os.getloadavg()), "versions": versions}
+            "loadavg_start": list(os.getloadavg()), "versions": versions,
+            "kernels": numeric_kernels()}
+
+
+def numeric_kernels() -> dict[str, Any]:
+    """Which CPU kernels the numerics run on: the BLAS libraries' own choice (OpenBLAS
+    picks per CPU, e.g. Haswell or SkylakeX) and torch's vector unit. Runs on two machines
+    can differ in the last bits through these, and a sequential design carries that on."""
+    import torch
+
+    blas: list[dict[str, Any]] = []
+    with suppress(ImportError):
+        from threadpoolctl import threadpool_info
+
+        blas = [{k: i.get(k) for k in ("internal_api", "version", "architecture",
+                                       "num_threads")} for i in threadpool_info()]
+    return {"blas": blas, "torch_cpu_capability": torch.backends.cpu.get_cpu_capability()}
 
 
 def write_report(cfg: Config, info: dict[str, Any], scenarios: list[list[Row]],
