@@ -36,8 +36,6 @@ import contextlib  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import platform  # noqa: E402
-import socket  # noqa: E402
-import subprocess  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -418,45 +416,13 @@ def own_server(database_url: str | None, in_process: bool) -> Iterator[str]:
             with LiveServer(settings) as server:
                 yield server.url
             return
-        port = _free_port()
-        log = Path(tmp) / "server.log"
-        with open(log, "ab") as err:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "clients.cli", "serve", "--port", str(port),
-                 "--database-url", url, "--data-dir", tmp],
-                cwd=ROOT, env={**os.environ, **env, "PYTHONPATH": str(ROOT)},
-                stdout=subprocess.DEVNULL, stderr=err)
-        try:
-            base = f"http://127.0.0.1:{port}"
-            _wait_healthy(base, proc, log)
-            yield base
-        finally:
-            proc.terminate()
-            try:
-                # Everything acknowledged is committed already; a server that does not
-                # stop within 10 s (a long refit in flight) is killed.
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        from server.live import ServeProcess  # (imports no service stack)
 
-
-def _free_port() -> int:
-    # not server.live's: that imports the service stack (torch) into the load generator
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_healthy(base: str, proc: subprocess.Popen[bytes], log: Path) -> None:
-    deadline = time.monotonic() + 120
-    while True:
-        with contextlib.suppress(httpx.TransportError):
-            if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                return
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"server did not start: {log.read_text()[-2000:]}")
-        time.sleep(0.2)
+        # Everything acknowledged is committed already; a server that does not stop
+        # within 10 s (a long refit in flight) is killed.
+        with ServeProcess(Path(tmp), torch_threads=None, database_url=url, env=env,
+                          log_level=None, stop_timeout=10) as server:
+            yield server.url
 
 
 # --- main -----------------------------------------------------------------------------------

@@ -1,26 +1,28 @@
 """Run the service on a free loopback port: under uvicorn in a background thread
 (:class:`LiveServer`), or as ``beamsteer serve`` in a child process (:class:`ServeProcess`).
 
-For tests and benchmarks that need a real server over HTTP and websocket.
+For tests and benchmarks that need a real server over HTTP and websocket. Importing this
+module loads no service stack (torch); :class:`LiveServer` does when it is made.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
-import uvicorn
 
-from server.app import create_app
-from server.settings import Settings
+if TYPE_CHECKING:
+    from server.settings import Settings
 
 
 def free_port() -> int:
@@ -36,6 +38,10 @@ class LiveServer:
     given; closing it is then the caller's)."""
 
     def __init__(self, settings: Settings, *, store: Any = None) -> None:
+        import uvicorn  # here: ServeProcess and free_port need no service stack (torch)
+
+        from server.app import create_app
+
         self.settings = settings
         self.app = create_app(settings, store=store)
         self.port = free_port()
@@ -74,48 +80,65 @@ class ServeProcess:
     is deployed, with an interpreter (and GIL) of its own, not shared with its clients.
 
     ``with ServeProcess(data_dir, torch_threads) as server:`` serves at ``server.url`` until
-    the block ends, then stops the child (terminate, kill after 30 s). The child inherits
-    this process's environment (BLAS threads, and any ``BEAMSTEER_*`` setting, such as
-    ``BEAMSTEER_LOOKAHEAD``), except that its store is ``database_url`` (by default the
-    SQLite file ``data_dir/beamsteer.db``) and its torch threads are ``torch_threads``.
-    Its log goes to ``data_dir/serve.log`` (a file: a pipe that nobody reads would fill
-    during a long run and block the child); a child that exits or does not answer
-    ``/health`` within ``start_timeout`` seconds is stopped and raises with the log's tail.
+    the block ends, then stops the child (terminate, kill after ``stop_timeout``); tests
+    that kill or restart it call :meth:`start`, :meth:`kill` and :meth:`stop` (a restart
+    keeps the port). The child inherits this process's environment (BLAS threads, and any
+    ``BEAMSTEER_*`` setting, such as ``BEAMSTEER_LOOKAHEAD``) plus ``env``, except that its
+    store is ``database_url`` (by default the SQLite file ``data_dir/beamsteer.db``) and its
+    torch threads are ``torch_threads`` (unless ``None``). Its log is appended to ``log``
+    (default ``data_dir/serve.log``; a file: a pipe that nobody reads would fill during a
+    long run and block the child); a child that exits or does not answer ``/health`` within
+    ``start_timeout`` seconds is stopped and raises with the log's tail.
 
     Args:
         data_dir: The server's data directory (its SQLite store, its log).
-        torch_threads: ``BEAMSTEER_TORCH_THREADS`` of the child.
+        torch_threads: ``BEAMSTEER_TORCH_THREADS`` of the child (``None``: inherited).
         database_url: Another store (e.g. PostgreSQL) instead of the SQLite file.
+        env: More environment for the child (e.g. ``BEAMSTEER_REDIS_URL``).
+        log: The log file (several children may share a data directory).
+        log_level: The child's ``--log-level`` (``None``: its settings decide).
         start_timeout: Seconds to wait for the first healthy reply.
+        stop_timeout: Seconds a stopping child gets before it is killed.
     """
 
-    def __init__(self, data_dir: Path, torch_threads: int = 1, *,
-                 database_url: str | None = None, start_timeout: float = 120) -> None:
+    def __init__(self, data_dir: Path, torch_threads: int | None = 1, *,
+                 database_url: str | None = None, env: Mapping[str, str] | None = None,
+                 log: Path | None = None, log_level: str | None = "warning",
+                 start_timeout: float = 120, stop_timeout: float = 30) -> None:
         self.data_dir = data_dir.resolve()  # the child runs in it: no relative paths
         self.torch_threads = torch_threads
         self.database_url = database_url or f"sqlite:///{self.data_dir / 'beamsteer.db'}"
+        self.env = dict(env or {})
+        self.log = log or self.data_dir / "serve.log"
+        self.log_level = log_level
         self.start_timeout = start_timeout
-        self.log = self.data_dir / "serve.log"
+        self.stop_timeout = stop_timeout
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen[bytes] | None = None
 
-    def __enter__(self) -> ServeProcess:
+    def start(self) -> None:
+        """Start the child and wait until it answers ``/health``.
+
+        Raises:
+            RuntimeError: It exited, or did not answer in time (it is stopped then).
+        """
         path = os.pathsep.join(p for p in (str(_ROOT), os.environ.get("PYTHONPATH")) if p)
-        env = {**os.environ, "PYTHONPATH": path,
-               "BEAMSTEER_TORCH_THREADS": str(self.torch_threads)}
-        with self.log.open("wb") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "clients.cli", "serve", "--port", str(self.port),
-                 "--data-dir", str(self.data_dir), "--database-url", self.database_url,
-                 "--log-level", "warning"],
-                cwd=self.data_dir, stdout=out, stderr=subprocess.STDOUT, env=env)
+        env = {**os.environ, **self.env, "PYTHONPATH": path}
+        if self.torch_threads is not None:
+            env["BEAMSTEER_TORCH_THREADS"] = str(self.torch_threads)
+        args = [sys.executable, "-m", "clients.cli", "serve", "--port", str(self.port),
+                "--data-dir", str(self.data_dir), "--database-url", self.database_url]
+        if self.log_level is not None:
+            args += ["--log-level", self.log_level]
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(args, cwd=self.data_dir, stdout=out,
+                                         stderr=subprocess.STDOUT, env=env)
         try:
             self._wait_healthy()
         except BaseException:  # Ctrl-C while it starts too: never leave it running
-            self.__exit__()
+            self.stop()
             raise
-        return self
 
     def _wait_healthy(self) -> None:
         assert self.proc is not None
@@ -135,11 +158,24 @@ class ServeProcess:
         """The end of the child's log."""
         return self.log.read_text(errors="replace")[-chars:]
 
-    def __exit__(self, *exc: object) -> None:
+    def kill(self) -> None:
+        """SIGKILL the child (a crash: nothing is shut down in order)."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        """Stop the child if it runs: SIGTERM, then SIGKILL after ``stop_timeout``."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(30)
+                self.proc.wait(self.stop_timeout)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+                self.kill()
+
+    def __enter__(self) -> ServeProcess:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
