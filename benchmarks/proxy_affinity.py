@@ -17,13 +17,13 @@ here asserts anything::
 from __future__ import annotations
 
 import argparse
-import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from server.live import free_port  # noqa: E402
+from server.live import ServeProcess, free_port  # noqa: E402
 
 NGINX_CONF = """
 events {{}}
@@ -75,18 +75,6 @@ def _metric(port: int, name: str) -> float:
     return 0.0
 
 
-def _wait_healthy(port: int, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.2)
-    raise SystemExit(f"no healthy server on port {port} within {timeout:g} s")
-
-
 def _f(x: float, y: float) -> float:
     return 0.3 * x - 0.1 * y + 1.0
 
@@ -98,34 +86,33 @@ def run(a: argparse.Namespace) -> None:
     with psycopg.connect(a.postgres, autocommit=True) as c:
         c.execute(f"CREATE DATABASE {name}")
     db = a.postgres.rsplit("/", 1)[0] + f"/{name}"
-    ports = [free_port(), free_port()]
     proxy = free_port()
-    procs: list[subprocess.Popen[bytes]] = []
-    with tempfile.TemporaryDirectory(prefix="beamsteer-proxy-") as tmp:
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "BEAMSTEER_DATABASE_URL": db,
-               "BEAMSTEER_REDIS_URL": a.redis, "BEAMSTEER_REDIS_PREFIX": name,
-               "BEAMSTEER_LOG_LEVEL": "warning"}
-        try:
-            for p in ports:
-                log = open(Path(tmp) / f"server-{p}.log", "wb")  # noqa: SIM115
-                procs.append(subprocess.Popen(
-                    [sys.executable, "-m", "clients.cli", "serve", "--port", str(p)],
-                    cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log))
-            conf = Path(tmp) / "nginx.conf"
-            conf.write_text(NGINX_CONF.format(tmp=tmp, balance=BALANCE[a.balance],
-                                              a=ports[0], b=ports[1], port=proxy))
-            procs.append(subprocess.Popen(["nginx", "-c", str(conf), "-p", tmp,
-                                           "-g", "daemon off;"]))
-            for p in ports:
-                _wait_healthy(p)
-            _loop(a, proxy, ports)
-        finally:
-            for p in procs:
-                p.terminate()
-            for p in procs:
-                p.wait(30)
-            with psycopg.connect(a.postgres, autocommit=True) as c:
-                c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+    with tempfile.TemporaryDirectory(prefix="beamsteer-proxy-") as tmp, ExitStack() as stack:
+        stack.callback(_drop_database, a.postgres, name)  # last: after the servers stopped
+        env = {"BEAMSTEER_REDIS_URL": a.redis, "BEAMSTEER_REDIS_PREFIX": name}
+        servers = []
+        for i in range(2):
+            data = Path(tmp) / f"server-{i}"
+            data.mkdir()
+            servers.append(stack.enter_context(ServeProcess(
+                data, torch_threads=None, database_url=db, env=env)))
+        ports = [s.port for s in servers]
+        conf = Path(tmp) / "nginx.conf"
+        conf.write_text(NGINX_CONF.format(tmp=tmp, balance=BALANCE[a.balance],
+                                          a=ports[0], b=ports[1], port=proxy))
+        nginx = subprocess.Popen(["nginx", "-c", str(conf), "-p", tmp, "-g", "daemon off;"])
+        stack.callback(_stop, nginx)
+        _loop(a, proxy, ports)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    proc.wait(30)
+
+
+def _drop_database(postgres: str, name: str) -> None:
+    with psycopg.connect(postgres, autocommit=True) as c:
+        c.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
 
 
 def _loop(a: argparse.Namespace, proxy: int, ports: list[int]) -> None:
