@@ -7,7 +7,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from server import __version__
 from server.api import (
@@ -20,6 +20,7 @@ from server.api import (
     posterior,
     suggestions,
 )
+from server.api.deps import ids_in_path
 from server.api.errors import install_error_handlers
 from server.api.middleware import BodyLimit, RequestContext
 from server.api.schemas import ErrorPublic
@@ -100,6 +101,7 @@ def create_app(settings: Settings | None = None, *, store: Store | None = None) 
 
     app = FastAPI(
         title="Beamsteer", version=__version__, lifespan=lifespan,
+        dependencies=[Depends(ids_in_path)],
         responses={400: {"model": ErrorPublic, "description": "Body is not parseable"},
                    413: {"model": ErrorPublic, "description": "Body too large"},
                    500: {"model": ErrorPublic, "description": "Bug (logged with request id)"}},

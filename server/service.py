@@ -21,7 +21,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any, TypeVar
@@ -88,6 +88,18 @@ class _Live:
     # perf_counter() when the prepare running now began (None: none runs), and its q
     ahead_started: float | None = None
     ahead_q: int = 0
+    # Held to be looked at only (closed): no lookahead, and only the last few are kept.
+    closed: bool = False
+    _through: int = field(default=0, init=False)  # see ingested_through
+
+    def __post_init__(self) -> None:
+        self.add_seqs(())
+
+    def add_seqs(self, seqs: Iterable[int]) -> None:
+        """Record measurements as ingested by the engine (event loop only)."""
+        self.seqs.update(seqs)
+        while self._through + 1 in self.seqs:
+            self._through += 1
 
     def told(self, at: float) -> None:
         """A tell at wall time ``at`` ended the measuring of the last ask's suggestions
@@ -101,12 +113,14 @@ class _Live:
 
     @property
     def ingested_through(self) -> int:
-        """Every measurement with ``seq`` up to this one has been ingested."""
-        n = len(self.seqs)
-        if n == 0 or max(self.seqs) == n:  # seq counts 1, 2, ... without gaps
-            return n
-        return next(i for i in range(1, n + 2) if i not in self.seqs) - 1
+        """Every measurement with ``seq`` up to this one has been ingested. The store's
+        count says whether the engine holds all it stores (``seq`` counts 1, 2, ... without
+        gaps); the number ingested does not: this process's own newer tell may be in while
+        another process's older one is not."""
+        return self._through
 
+
+CLOSED_HELD = 2  # engines of closed experiments kept after being looked at (posterior, status)
 
 # An uncontended ask lock is taken at once; a compute thread tries this long (PostgreSQL's
 # lock_timeout is in whole milliseconds) before the ask waits on an I/O thread instead.
@@ -209,16 +223,35 @@ class SteeringService:
             ms = await self._io(self.store.list_measurements, experiment_id)
             spec = ExperimentSpec.from_dict(rec.spec)
             engine = await self._cpu(self._build_engine, spec, rec.model_state, ms)
-            live = _Live(spec, engine, asyncio.Lock(), seqs={m.seq for m in ms})
+            live = _Live(spec, engine, asyncio.Lock(), seqs={m.seq for m in ms},
+                         closed=rec.status == ExperimentStatus.closed)
             self._live[experiment_id] = live
+            if live.closed:  # loaded to be looked at: keep the last few of those only
+                held = [k for k, v in self._live.items() if v.closed]
+                for k in held[:-CLOSED_HELD]:
+                    self._drop(k)
             self.metrics.engines.set(len(self._live))
             self._maybe_refit(experiment_id, live)
             return live
 
+    def _drop(self, experiment_id: str) -> None:
+        """Let go of an experiment's engine: a queued refit or lookahead is cancelled (one
+        that runs finishes, and nothing follows it). Requests that hold it finish with it."""
+        live = self._live.pop(experiment_id, None)
+        if live is None:
+            return
+        live.closed = True
+        with live.ahead_lock:
+            live.ahead_wanted = None
+        for fut in (live.refit, live.ahead):
+            if fut is not None:
+                fut.cancel()
+        self.metrics.engines.set(len(self._live))
+
     async def _catch_up(self, experiment_id: str, live: _Live, n_stored: int) -> None:
         """Ingest measurements that the store holds and the engine does not: those another
         API process stored. ``n_stored`` is the store's count (``seq`` has no gaps)."""
-        if len(live.seqs) >= n_stored:
+        if live.ingested_through >= n_stored:
             return
         async with live.sync_lock:
             ms = await self._io(self.store.list_measurements, experiment_id,
@@ -232,10 +265,11 @@ class SteeringService:
     async def _ingest(self, experiment_id: str, live: _Live,
                       ms: Sequence[MeasurementRecord]) -> list[MeasurementRecord]:
         """Ingest the records the engine has not seen (caller holds ``live.sync_lock``)."""
-        new = [m for m in ms if m.seq not in live.seqs]
+        # once per seq: a batch that repeats a key holds the one stored record twice
+        new = list({m.seq: m for m in ms if m.seq not in live.seqs}.values())
         if new:
             await self._cpu(live.engine.ingest, *_arrays(live.spec, new))
-            live.seqs.update(m.seq for m in new)
+            live.add_seqs(m.seq for m in new)
             self._maybe_refit(experiment_id, live)
         return new
 
@@ -272,13 +306,17 @@ class SteeringService:
     async def set_status(self, experiment_id: str, status: ExperimentStatus) -> ExperimentRecord:
         """Pause, resume or close an experiment; closing abandons its pending suggestions."""
         rec: ExperimentRecord = await self._io(self.store.set_status, experiment_id, status)
+        live = self._live.get(experiment_id)
         if status == ExperimentStatus.closed:
+            self._drop(experiment_id)  # rebuilt from the store if looked at again
             pending = await self._io(self.store.list_suggestions, experiment_id,
                                      status=SuggestionStatus.pending)
             for s in pending:
                 await self._io(self.store.close_suggestion, experiment_id, s.id,
                                SuggestionStatus.abandoned)
             rec = await self._io(self.store.get_experiment, experiment_id)
+        elif live is not None and live.closed:  # reopened while held to be looked at
+            live.closed = False
         self.events.publish(experiment_id, "status", {"status": status.value})
         return rec
 
@@ -338,6 +376,8 @@ class SteeringService:
         requests other experiments made meanwhile, so that a fast loop does not keep the
         thread to itself. Called only where the loop measures long enough
         (``Settings.lookahead_room``)."""
+        if live.closed:
+            return
         names = live.spec.parameter_names
         P = np.array([[s.position[k] for k in names] for s in pending],
                      dtype=float).reshape(-1, live.spec.dim)
@@ -490,9 +530,9 @@ class SteeringService:
             if rec.status != ExperimentStatus.active:
                 raise Conflict("status",
                                f"experiment is {rec.status.value}; suggestions need active")
-            # live.seqs grows on the event loop only after the engine ingested: a count
-            # read here never claims data the engine lacks.
-            if len(live.seqs) < rec.n_measurements:
+            # ingested_through grows on the event loop only after the engine ingested: read
+            # here, it never claims data the engine lacks.
+            if live.ingested_through < rec.n_measurements:
                 return lease, ctx, None
             return lease, ctx, self._store_and_release(
                 lease, experiment_id, *self._new_suggestions(live, q, ctx))
@@ -653,7 +693,8 @@ class SteeringService:
         that arrived in the gap between a refit's last check and its end is not left
         waiting for the next tell.
         """
-        if self._stopping or (live.refit is not None and not live.refit.done()):
+        if (self._stopping or self._live.get(experiment_id) is not live  # let go
+                or (live.refit is not None and not live.refit.done())):
             return
         # Outside the guard, which every experiment shares: the engine's lock may be held
         # by this experiment's ingest (an O(N^2) update) while another's tell needs the guard.

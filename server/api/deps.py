@@ -10,10 +10,23 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Request, WebSocket
+from fastapi.requests import HTTPConnection
 
 from server.inference import InferenceService
 from server.service import SteeringService
 from server.settings import Settings
+from server.steering.errors import UnknownExperiment, UnknownSuggestion
+
+
+async def ids_in_path(conn: HTTPConnection) -> None:
+    """Every route's: an id with a NUL character names nothing (404). Checked here, since
+    PostgreSQL refuses such text in a query outright while SQLite finds no row."""
+    params = conn.path_params
+    eid, sid = params.get("experiment_id", ""), params.get("suggestion_id", "")
+    if "\x00" in eid:
+        raise UnknownExperiment(eid)
+    if "\x00" in sid:
+        raise UnknownSuggestion(eid, sid)
 
 
 async def get_service(request: Request) -> SteeringService:

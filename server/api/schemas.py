@@ -6,15 +6,57 @@ regions) happen once, in the steering core, which names the failing field.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import math
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from server.store.base import ExperimentStatus, SuggestionStatus
 
 
+def _no_nul(value: Any, where: str = "") -> None:
+    """Raise ValueError if a string in ``value`` (dict keys too) holds a NUL character,
+    which PostgreSQL cannot store in text or JSON (SQLite could: the backends would differ)."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            raise ValueError(f"{where or 'the string'} contains a NUL character (\\u0000)")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _no_nul(k, f"the key {k[:40]!r}" if isinstance(k, str) else "")
+            _no_nul(v, f"{where}.{k}" if where else str(k))
+    elif isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            _no_nul(v, f"{where}[{i}]")
+
+
+def _finite_json(value: dict[str, Any]) -> dict[str, Any]:
+    """Free-form JSON must be storable as JSON: no NaN or infinity (Python's parser takes
+    them, JSON has none)."""
+    def walk(v: Any, where: str) -> None:
+        if isinstance(v, float) and not math.isfinite(v):
+            raise ValueError(f"{where} is {v}: JSON has no NaN or infinity")
+        if isinstance(v, dict):
+            for k, x in v.items():
+                walk(x, f"{where}.{k}" if where else str(k))
+        elif isinstance(v, list):
+            for i, x in enumerate(v):
+                walk(x, f"{where}[{i}]")
+    walk(value, "")
+    return value
+
+
+FreeJSON = Annotated[dict[str, Any], AfterValidator(_finite_json)]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*")
+    @classmethod
+    def _storable_text(cls, value: Any) -> Any:
+        if not isinstance(value, BaseModel):  # a nested model checked its own fields
+            _no_nul(value)
+        return value
 
 
 class ParameterCreate(_Strict):
@@ -58,7 +100,7 @@ class ExperimentCreate(_Strict):
     seed: int = Field(0, ge=0, lt=2**31)
     suggestion_ttl_s: float | None = Field(None, gt=0)
     description: str = ""
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: FreeJSON = Field(default_factory=dict)
     reductions: dict[str, dict[str, Any]] = Field(
         default_factory=dict,
         description="Outputs computed from a posted detector image: {output: "
@@ -169,7 +211,7 @@ class MeasurementCreate(_Strict):
     noise: dict[str, float] | None = Field(None, description="Variance per output")
     suggestion_id: str | None = None
     key: str | None = Field(None, description="Client idempotency key")
-    metadata: dict[str, Any] = Field(default_factory=dict)
+    metadata: FreeJSON = Field(default_factory=dict)
 
 
 class MeasurementsCreate(_Strict):

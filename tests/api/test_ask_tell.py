@@ -164,6 +164,13 @@ BAD_MEASUREMENTS = [
     ({"position": {"x": 1, "y": 1}, "values": {"intensity": 1}, "extra": 1}, ["extra"], None),
     ({"position": {"x": 1, "y": 1}, "values": {"intensity": 1}, "suggestion_id": "nope"},
      ["suggestion_id"], None),
+    # text PostgreSQL cannot store (SQLite could): refused the same on both backends
+    ({"position": {"x": 1, "y": 1}, "values": {"intensity": 1}, "key": "run\x00 7"},
+     ["key"], "NUL"),
+    ({"position": {"x": 1, "y": 1}, "values": {"intensity": 1}, "suggestion_id": "s\x00"},
+     ["suggestion_id"], "NUL"),
+    ({"position": {"x": 1, "y": 1}, "values": {"intensity": 1},
+      "metadata": {"sample": {"name": "film\x00"}}}, ["metadata"], "sample.name"),
 ]
 
 
@@ -190,6 +197,37 @@ def test_non_finite_values_are_refused(client: httpx.Client, experiment: dict, b
     assert r.status_code == 422, r.text
     assert r.json()["detail"][0]["loc"][-2:] == ["values", "intensity"]
     assert _count(client, experiment) == 0
+
+
+@pytest.mark.parametrize("bad", ["NaN", "Infinity"])
+def test_non_finite_metadata_is_refused(client: httpx.Client, experiment: dict,
+                                        bad: str) -> None:
+    """Python's JSON parser takes NaN; the store's JSON cannot hold it (was a 500)."""
+    body = ('{"measurements": [{"position": {"x": 1, "y": 1}, "values": {"intensity": 1}, '
+            '"metadata": {"temperature": [290, ' + bad + ']}}]}')
+    r = client.post(_url(experiment, "/measurements"), content=body,
+                    headers={"content-type": "application/json"})
+    assert r.status_code == 422, r.text
+    d = r.json()["detail"][0]
+    assert d["loc"][-1] == "metadata" and "temperature[1]" in d["msg"], d
+    assert _count(client, experiment) == 0
+    r = client.post("/api/v1/experiments", content=(
+        '{"name": "m", "parameters": [{"name": "x", "lower": 0, "upper": 1}], '
+        '"outputs": [{"name": "i"}], "metadata": {"t": ' + bad + '}}'),
+        headers={"content-type": "application/json"})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "metadata"]
+
+
+def test_a_nul_in_an_id_names_nothing(client: httpx.Client, experiment: dict) -> None:
+    """404, as for any unknown id (PostgreSQL refused the query: it was a 500 there)."""
+    r = client.get("/api/v1/experiments/ab%00cd")
+    assert r.status_code == 404, r.text
+    assert r.json()["detail"][0]["loc"] == ["path", "experiment_id"]
+    r = client.delete(_url(experiment, "/suggestions/s%00"))
+    assert r.status_code == 404, r.text
+    assert "unknown suggestion" in r.json()["detail"][0]["msg"]
+    r = client.post("/api/v1/experiments", json={**SPEC, "name": "film\x00"})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "name"]
 
 
 def test_limits(client: httpx.Client, live_server, experiment: dict) -> None:  # noqa: ANN001

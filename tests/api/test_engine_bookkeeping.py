@@ -1,0 +1,122 @@
+"""What the service holds per experiment: which measurements its engine has (a batch that
+repeats a key, another process's tell that arrives between this one's), and which
+engines it keeps (closed experiments let go)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from server.service import CLOSED_HELD, SteeringService, _Live
+from server.settings import Settings
+from server.steering.engine import GPEngine
+from server.steering.spec import ExperimentSpec
+from server.store.base import ExperimentStatus
+from server.store.sql import SQLStore
+from tests.store.factories import SPEC
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'b.db'}"
+
+
+def _service(db: str, tmp_path: Path) -> SteeringService:
+    return SteeringService(SQLStore(db), Settings(data_dir=tmp_path, log_json=False))
+
+
+@pytest.fixture
+def service(db: str, tmp_path: Path) -> Iterator[SteeringService]:
+    svc = _service(db, tmp_path)
+    try:
+        yield svc
+    finally:
+        asyncio.run(svc.stop())
+        svc.store.close()
+
+
+def _m(x: float, y: float = 0.0, **extra: object) -> dict:
+    return {"position": {"x": x, "y": y}, "values": {"intensity": x - y}, **extra}
+
+
+def test_ingested_through_is_the_gapless_prefix() -> None:
+    spec = ExperimentSpec.from_dict(SPEC)
+    live = _Live(spec, GPEngine(spec), asyncio.Lock(), seqs={1, 2, 4})
+    assert live.ingested_through == 2
+    live.add_seqs([3])
+    assert live.ingested_through == 4
+    live.add_seqs([6, 5])
+    assert live.ingested_through == 6 and len(live.seqs) == 6
+
+
+def test_a_batch_that_repeats_a_key_is_ingested_once(service: SteeringService) -> None:
+    async def run() -> tuple[list[bool], int, int]:
+        exp = await service.create_experiment(SPEC)
+        stored = await service.measure(exp.id, [_m(1.0, key="k"), _m(1.0, key="k"),
+                                                _m(2.0)])
+        status = await service.model_status(exp.id)
+        assert status is not None
+        n_store = (await service.get_experiment(exp.id)).n_measurements
+        return stored.created, status.n, n_store
+
+    created, n_engine, n_store = asyncio.run(run())
+    assert created == [True, False, True]
+    assert n_engine == n_store == 2
+
+
+def test_catch_up_takes_an_older_tell_behind_a_newer_own_one(
+        db: str, tmp_path: Path, service: SteeringService) -> None:
+    """Process A holds seqs 1, 2 and its own 4; B stored 3. A count of what A ingested (3)
+    equals the count the store had when an ask read it before A's tell (3): only the
+    gapless prefix says that 3 is missing."""
+    (tmp_path / "b").mkdir()
+    other = _service(db, tmp_path / "b")  # another API process on the same database
+
+    async def run() -> np.ndarray:
+        exp = await service.create_experiment(SPEC)
+        await service.measure(exp.id, [_m(1.0), _m(2.0)])
+        await other.measure(exp.id, [_m(3.0)])  # seq 3, by the other process
+        await service.measure(exp.id, [_m(9.0)])  # seq 4, by this one
+        live = service._live[exp.id]
+        assert live.seqs == {1, 2, 4}
+        await service._catch_up(exp.id, live, n_stored=3)  # the count an earlier read saw
+        return np.sort(live.engine._X[:live.engine._n, 0])
+
+    try:
+        xs = asyncio.run(run())
+    finally:
+        asyncio.run(other.stop())
+        other.store.close()
+    assert xs.tolist() == [1.0, 2.0, 3.0, 9.0]
+
+
+def test_closed_experiments_let_their_engines_go(service: SteeringService) -> None:
+    async def run() -> None:
+        ids = []
+        for i in range(CLOSED_HELD + 2):
+            exp = await service.create_experiment({**SPEC, "name": f"e{i}"})
+            await service.measure(exp.id, [_m(float(x), float(x) - 3) for x in range(6)])
+            ids.append(exp.id)
+        assert service.engine_count == len(ids)
+        await asyncio.to_thread(service.wait_for_refits)  # fitted, hyperparameters stored
+        for eid in ids:
+            await service.set_status(eid, ExperimentStatus.closed)
+        await asyncio.to_thread(service.wait_for_refits)
+        assert service.engine_count == 0
+        # looked at again (the dashboard's map): rebuilt, and only the last few kept
+        for eid in ids:
+            post = await service.posterior(eid, np.array([[5.0, 0.0]]))
+            assert np.isfinite(post.mean["intensity"]).all()
+        assert service.engine_count == CLOSED_HELD
+        assert all(service._live[e].closed for e in ids[-CLOSED_HELD:])
+        # reopened while held for viewing: a working experiment again
+        await service.set_status(ids[-1], ExperimentStatus.active)
+        assert not service._live[ids[-1]].closed
+        (s,) = await service.suggest(ids[-1], 1)
+        assert s.status.value == "pending"
+
+    asyncio.run(run())
