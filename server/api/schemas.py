@@ -9,7 +9,15 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictFloat,
+    StrictInt,
+    field_validator,
+)
 
 from server.store.base import ExperimentStatus, SuggestionStatus
 
@@ -117,8 +125,9 @@ class MapErrorPublic(BaseModel):
                                        "allowed region, output units: the model's estimate "
                                        "of its map's RMSE against the truth")
     measured_range: float = Field(description="Largest minus smallest measured value")
-    relative: float | None = Field(description="rms_std / measured_range: stop a map when "
-                                               "this is small enough (e.g. 0.02)")
+    relative: float | None = Field(description="rms_std / measured_range, the range of the "
+                                               "measurements the last fit saw: stop a map "
+                                               "when this is small enough (e.g. 0.02)")
     n: int = Field(description="Measurements behind the posterior")
 
 
@@ -173,7 +182,7 @@ class StatusUpdate(_Strict):
 class SuggestionRequest(_Strict):
     """An ask."""
 
-    n: int | None = Field(None, ge=1, le=100,
+    n: StrictInt | None = Field(None, ge=1, le=100,
                           description="How many positions (q); default the spec's batch_size")
 
 
@@ -203,12 +212,13 @@ class SuggestionsPublic(BaseModel):
 class MeasurementCreate(_Strict):
     """One measurement. ``key`` makes a retry safe: a repeated key stores nothing new."""
 
-    position: dict[str, float]
-    values: dict[str, float] = Field(default_factory=dict,
-                                     description="Measured outputs; may be empty with an image")
+    # Strict: a number is a JSON number ("1.5" and true are refused, not read as 1.5 and 1)
+    position: dict[str, StrictFloat]
+    values: dict[str, StrictFloat] = Field(
+        default_factory=dict, description="Measured outputs; may be empty with an image")
     image: str | None = Field(None, description="Detector image as base64 .npy bytes; the "
                                                 "spec's reductions turn it into values")
-    noise: dict[str, float] | None = Field(None, description="Variance per output")
+    noise: dict[str, StrictFloat] | None = Field(None, description="Variance per output")
     suggestion_id: str | None = None
     key: str | None = Field(None, description="Client idempotency key")
     metadata: FreeJSON = Field(default_factory=dict)

@@ -63,6 +63,10 @@ MAX_PARAMETERS = 20
 MAX_OUTPUTS = 16
 MAX_BATCH = 100
 MAX_NAME = 64
+RESERVED_NAMES = frozenset({"seq", "suggestion_id", "key", "created_at", "metadata"})
+# Measured values must be smaller than this in magnitude: the model squares them (a
+# variance), and a square of 1e155 or more overflows double precision.
+MAX_VALUE = 1e150
 
 
 def _check_name(name: object, fld: str) -> str:
@@ -303,11 +307,18 @@ class ExperimentSpec:
             raise InvalidSpec("outputs", "at least one output is needed")
         if len(self.outputs) > MAX_OUTPUTS:
             raise InvalidSpec("outputs", f"at most {MAX_OUTPUTS} outputs")
+        # One namespace: a table of measurements (CSV, a dataframe) has a column per name,
+        # beside its own columns and a noise column per output.
+        seen = set(RESERVED_NAMES)
+        noise_columns = {f"{o.name}_noise" for o in self.outputs}
         for kind, items in (("parameters", self.parameters), ("outputs", self.outputs)):
-            seen: set[str] = set()
             for i, item in enumerate(items):
-                if item.name in seen:
-                    raise InvalidSpec(f"{kind}[{i}].name", f"duplicate name {item.name!r}")
+                if item.name in seen or item.name in noise_columns:
+                    why = ("is a column of the measurements table" if item.name in
+                           RESERVED_NAMES or item.name in noise_columns else "is used twice")
+                    raise InvalidSpec(f"{kind}[{i}].name",
+                                      f"duplicate name {item.name!r}: {why} (parameters and "
+                                      "outputs share one namespace)")
                 seen.add(item.name)
 
     def _check_box(self, i: int, box: Box) -> Box:
@@ -398,7 +409,8 @@ class ExperimentSpec:
             allow_partial: Whether outputs may be missing (e.g. a detector that skipped one).
 
         Raises:
-            InvalidMeasurement: Unknown output, non-finite value, or nothing measured.
+            InvalidMeasurement: Unknown output, a value non-finite or too large (:data:`MAX_VALUE`),
+                or nothing measured.
         """
         if not isinstance(values, Mapping) or not values:
             raise InvalidMeasurement(fld, "must be a non-empty object {output: value}")
@@ -408,6 +420,9 @@ class ExperimentSpec:
                 raise InvalidMeasurement(f"{fld}.{k}",
                                          f"unknown output; expected {self.output_names}")
             out[k] = _finite(v, f"{fld}.{k}", InvalidMeasurement)
+            if abs(out[k]) >= MAX_VALUE:
+                raise InvalidMeasurement(f"{fld}.{k}", f"must be smaller than {MAX_VALUE:g} in "
+                                         "magnitude (the model squares it)")
         if not allow_partial and set(out) != set(self.output_names):
             missing = sorted(set(self.output_names) - set(out))
             raise InvalidMeasurement(f"{fld}.{missing[0]}", "missing")

@@ -59,7 +59,10 @@ class MapError:
     Args:
         rms_std: That root-mean-square std, in output units.
         measured_range: Largest minus smallest measured value of the output.
-        relative: ``rms_std / measured_range`` (``None`` while the range is 0).
+        relative: ``rms_std`` over the range of the measurements the hyperparameters were
+            fitted on (``None`` while that range is 0): ``rms_std / measured_range`` once a
+            refit has seen every measurement; before, a new extreme value (a glitch) does
+            not make the map look better than the model can yet say.
         n: Measurements of the output behind the posterior.
     """
 

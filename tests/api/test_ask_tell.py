@@ -161,6 +161,14 @@ BAD_MEASUREMENTS = [
       "noise": {"intensity": -1}}, ["noise", "intensity"], None),
     ({"position": {"x": 1, "y": 1}, "values": {"intensity": "high"}}, ["values", "intensity"],
      None),
+    # a number is a JSON number: not read out of a string or a boolean
+    ({"position": {"x": 1, "y": 1}, "values": {"intensity": "1.5"}}, ["values", "intensity"],
+     "number"),
+    ({"position": {"x": 1, "y": 1}, "values": {"intensity": True}}, ["values", "intensity"],
+     "number"),
+    ({"position": {"x": "1", "y": 1}, "values": {"intensity": 1}}, ["position", "x"], "number"),
+    ({"position": {"x": 1, "y": 1}, "values": {"intensity": 1e200}}, ["values", "intensity"],
+     "smaller than"),
     ({"position": {"x": 1, "y": 1}, "values": {"intensity": 1}, "extra": 1}, ["extra"], None),
     ({"position": {"x": 1, "y": 1}, "values": {"intensity": 1}, "suggestion_id": "nope"},
      ["suggestion_id"], None),
@@ -232,6 +240,8 @@ def test_a_nul_in_an_id_names_nothing(client: httpx.Client, experiment: dict) ->
 
 def test_limits(client: httpx.Client, live_server, experiment: dict) -> None:  # noqa: ANN001
     r = client.post(_url(experiment, "/suggestions"), json={"n": 1000})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "n"]
+    r = client.post(_url(experiment, "/suggestions"), json={"n": "3"})
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "n"]
     too_many = [{"position": {"x": 1, "y": 1}, "values": {"intensity": 1}}] * (
         live_server.settings.max_batch_measurements + 1)

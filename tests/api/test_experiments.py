@@ -79,6 +79,12 @@ BAD_SPECS = [
     (lambda s: s["parameters"][1].update(name="bad name!"), ["body", "parameters", 1, "name"]),
     (lambda s: s.update(colour="red"), ["body", "colour"]),
     (lambda s: s["parameters"][0].update(speed=-1), ["body", "parameters", 0, "speed"]),
+    # parameters and outputs share the measurements table's columns
+    (lambda s: s["outputs"][0].update(name=s["parameters"][0]["name"]),
+     ["body", "outputs", 0, "name"]),
+    (lambda s: s["parameters"][0].update(name="seq"), ["body", "parameters", 0, "name"]),
+    (lambda s: s["parameters"][1].update(name=s["outputs"][0]["name"] + "_noise"),
+     ["body", "parameters", 1, "name"]),
 ]
 
 

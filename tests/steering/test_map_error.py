@@ -60,7 +60,8 @@ def test_map_error_is_the_rms_posterior_std_over_the_allowed_region() -> None:
     assert err is not None and err.n == 40
     assert err.rms_std == pytest.approx(recomputed_rms_std(e, "I"), rel=1e-6)
     assert err.measured_range == pytest.approx(np.ptp(Y[:, 0]))
-    assert err.relative == pytest.approx(err.rms_std / np.ptp(Y[:, 0]))
+    # relative to the range the fit saw (20 rows), until a refit sees the other 20
+    assert err.relative == pytest.approx(err.rms_std / np.ptp(Y[:20, 0]))
     # more data, smaller error
     more = uniform(spec, 120, seed=2)[40:]
     e.ingest(more, np.c_[smooth(more), 2.0 * more[:, 0]])
@@ -101,6 +102,34 @@ def test_map_error_on_tiles(monkeypatch: pytest.MonkeyPatch) -> None:
     err = e.status().outputs["I"].map_error
     assert err is not None and err.n == 900
     assert err.rms_std == pytest.approx(recomputed_rms_std(e, "I"), rel=1e-6)
+
+
+def test_a_glitch_since_the_last_fit_does_not_make_the_map_look_better() -> None:
+    """One absurd value after a fit: the relative error stays what the fitted model says
+    (it was 1e-8 of the glitch's range); a broken posterior reports no error at all."""
+    spec = two_outputs()
+    X = uniform(spec, 31, seed=3)
+    Y = np.c_[smooth(X), 2.0 * X[:, 0]]
+    e = GPEngine(spec)
+    e.ingest(X[:30], Y[:30])
+    e.refit()
+    before = e.status().outputs["I"].map_error
+    assert before is not None and before.relative is not None
+    e.ingest(X[30:], np.array([[1e6, 0.0]]))
+    after = e.status().outputs["I"].map_error
+    assert after is not None and after.measured_range > 1e5
+    assert after.relative == pytest.approx(before.relative, rel=0.2)
+    e.refit()  # the fit sees it now: a model with a huge error (not a good map)
+    refit = e.status().outputs["I"].map_error
+    assert refit is not None and refit.relative is not None and refit.relative > 0.05
+
+    broken = GPEngine(spec)  # a value whose square overflows (the API refuses these)
+    broken.ingest(X[:30], Y[:30])
+    broken.refit()
+    with np.errstate(over="ignore"):
+        broken.ingest(X[30:], np.array([[1.5e308, 0.0]]))
+        assert not np.isfinite(broken.posterior(X[:1]).mean["I"]).all()
+    assert broken.status().outputs["I"].map_error is None
 
 
 def test_map_error_counts_only_the_rows_where_the_target_was_measured() -> None:
