@@ -20,6 +20,11 @@ from clients.http import BeamsteerError, Client, Experiment, Suggestion
 Reduce = Callable[[dict[str, Any]], Mapping[str, float]]
 
 
+class BadReadings(RuntimeError):
+    """Several readings in a row reduced to values or positions that are not finite: the
+    detector, a motor's readback or the reduction is failing (the run stops as failed)."""
+
+
 def _motor_map(motors: Mapping[str, Any] | Sequence[Any], exp: Experiment) -> dict[str, Any]:
     names = exp.parameter_names
     if isinstance(motors, Mapping):
@@ -49,6 +54,24 @@ def _clip(exp: Experiment, position: dict[str, float]) -> dict[str, float]:
     """Keep a readback that overshot a bound by an encoder step inside the parameter space."""
     b = {p["name"]: (p["lower"], p["upper"]) for p in exp.spec["parameters"]}
     return {k: min(max(v, b[k][0]), b[k][1]) for k, v in position.items()}
+
+
+def _check_counts(**counts: int) -> None:
+    for name, n in counts.items():
+        if n < 1:
+            raise ValueError(f"{name} must be >= 1, not {n}")
+
+
+def _not_finite(named: Mapping[str, Any]) -> str | None:
+    """``"intensity = nan"`` for the first value that is not a finite number, else ``None``."""
+    for k, v in named.items():
+        try:
+            ok = math.isfinite(float(v))
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            return f"{k} = {v!r}"
+    return None
 
 
 def max_std(client: Client, exp: Experiment, points_per_axis: int = 20) -> float:
@@ -84,7 +107,7 @@ def autonomous_scan(detectors: Sequence[Any], motors: Mapping[str, Any] | Sequen
                     client: Client, experiment_id: str, *, max_points: int, reduce: Reduce,
                     target_std: float | None = None, target_error: float | None = None,
                     min_points: int | None = None, batch: int = 1,
-                    md: Mapping[str, Any] | None = None
+                    max_bad_readings: int = 3, md: Mapping[str, Any] | None = None
                     ) -> Generator[Msg, Any, str]:
     """Measure where Beamsteer suggests until ``max_points`` or the map is good enough.
 
@@ -95,6 +118,12 @@ def autonomous_scan(detectors: Sequence[Any], motors: Mapping[str, Any] | Sequen
     "seq_num", "plan_name"}`` and the idempotency key ``"<uid>-<seq_num>"``, so a retried
     post never stores a point twice and every stored point leads back to its event.
     Suggestions not measured (a pause, an abort, an error) are abandoned on the way out.
+
+    A reading whose reduced values or motor positions are not finite (a detector glitch,
+    a beam dump) is not told: its event stays in the run, its suggestion is abandoned
+    (the server may suggest the place again), a ``RuntimeWarning`` says so, and the scan
+    goes on. ``max_bad_readings`` such readings in a row end the run as failed
+    (:class:`BadReadings`).
 
     The whole scan is **one run**: one start document, one descriptor, one event per
     point, one stop. One run keeps the documents of a scan together (a single uid finds
@@ -125,14 +154,14 @@ def autonomous_scan(detectors: Sequence[Any], motors: Mapping[str, Any] | Sequen
             d``: with fewer, the fitted lengthscales, and with them the estimate, are
             unreliable).
         batch: Positions per ask.
+        max_bad_readings: Non-finite readings in a row that stop the scan.
         md: Extra metadata for the start document.
 
     Returns:
         The run's uid (``uid = yield from autonomous_scan(...)``; ``RE(...)`` returns it
         too).
     """
-    if max_points < 1 or batch < 1:
-        raise ValueError("max_points and batch must be >= 1")
+    _check_counts(max_points=max_points, batch=batch, max_bad_readings=max_bad_readings)
     if target_error is not None and not 0 < target_error < 1:
         raise ValueError("target_error must be a fraction of the range in (0, 1)")
     exp = client.get_experiment(experiment_id)
@@ -155,30 +184,47 @@ def autonomous_scan(detectors: Sequence[Any], motors: Mapping[str, Any] | Sequen
     }
     _md.update(md or {})
 
-    def measure_one(uid: str, seq: int, s: Suggestion) -> Generator[Msg, Any, None]:
+    def measure_one(uid: str, seq: int, s: Suggestion) -> Generator[Msg, Any, str | None]:
+        """Move, read, tell; what was not finite instead of telling it (``None``: told)."""
         args: list[Any] = []
         for name, motor in motor_of.items():
             args += [motor, s.position[name]]
         yield from bps.mv(*args)
         reading = yield from bps.trigger_and_read(devices)
-        values = reduce({k: v["value"] for k, v in reading.items()})
-        here = _clip(exp, {n: _where(m, reading, s.position[n]) for n, m in motor_of.items()})
-        client.measure(exp, here, dict(values), suggestion=s, key=f"{uid}-{seq}",
+        values = dict(reduce({k: v["value"] for k, v in reading.items()}))
+        here = {n: _where(m, reading, s.position[n]) for n, m in motor_of.items()}
+        bad = _not_finite({**here, **values})
+        if bad is not None:
+            return bad
+        client.measure(exp, _clip(exp, here), values, suggestion=s, key=f"{uid}-{seq}",
                        metadata={"run_uid": uid, "seq_num": seq,
                                  "plan_name": "autonomous_scan"})
+        return None
+
+    def skip(s: Suggestion, seq: int, bad: str, in_row: int) -> int:
+        """A reading not told: abandon its suggestion, and warn or fail the run."""
+        client.abandon(exp, s)
+        if in_row >= max_bad_readings:
+            raise BadReadings(f"{in_row} readings in a row were not finite (the last, "
+                              f"event {seq}: {bad})")
+        warnings.warn(f"event {seq}: {bad}; not told to Beamsteer, its suggestion "
+                      "abandoned", RuntimeWarning, stacklevel=2)
+        return in_row
 
     def scan() -> Generator[Msg, Any, str]:
         uid: str = yield from bps.open_run(md=_md)
         seq = 0
         pending: list[Suggestion] = []
         reason = None
+        bad_in_row = 0
         try:
             while seq < max_points:
                 pending = client.suggest(exp, min(batch, max_points - seq))
                 while pending:
                     seq += 1  # the seq_num of the event trigger_and_read emits
-                    yield from measure_one(uid, seq, pending[0])
-                    pending.pop(0)
+                    bad = yield from measure_one(uid, seq, pending[0])
+                    s = pending.pop(0)
+                    bad_in_row = 0 if bad is None else skip(s, seq, bad, bad_in_row + 1)
                 if (reason := _good_enough(client, exp, target_std, target_error,
                                            trust_from, exp.n_measurements + seq)) is not None:
                     break

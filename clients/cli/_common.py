@@ -54,7 +54,8 @@ def command(fn: Callable[[argparse.Namespace, Client], int]) -> Callable[[argpar
             return UNREACHABLE
         except BeamsteerError as e:
             where = f"{e.field}: " if e.field else ""
-            print(f"beamsteer: refused (HTTP {e.status}): {where}{e.reason}", file=sys.stderr)
+            why = "not sent" if e.status is None else f"HTTP {e.status}"
+            print(f"beamsteer: refused ({why}): {where}{e.reason}", file=sys.stderr)
             for extra in e.errors[1:]:
                 print(f"  also: {'.'.join(map(str, extra.get('loc', [])))}: "
                       f"{extra.get('msg', '')}", file=sys.stderr)

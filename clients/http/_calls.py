@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import io
+import math
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from typing import Any, Generic, TypeVar
 
 import httpx
 
+from clients.http.errors import ValidationError, field_path
 from clients.http.models import (
     Experiment,
     Measurement,
@@ -39,6 +41,37 @@ class Call(Generic[T]):
     idempotent: bool = True
     content: bytes | None = None
     headers: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        """Refuse a body JSON cannot carry (NaN, inf), naming the field, as the server
+        would: ``ValidationError("measurements[0].values.intensity", ...)``, not
+        httpx's ``ValueError: Out of range float values are not JSON compliant``.
+
+        Raises:
+            ValidationError: A non-finite number in the body (nothing was sent).
+        """
+        where = _non_finite(self.json, ["body"])
+        if where is not None:
+            raise ValidationError(f"{field_path(where)}: must be finite (no NaN or inf)",
+                                  detail=[{"loc": where, "type": "finite_number",
+                                           "msg": "must be finite (no NaN or inf)"}])
+
+
+def _non_finite(value: Any, loc: list[str | int]) -> list[str | int] | None:
+    """The ``loc`` of the first non-finite number in a JSON body, or ``None``."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else loc
+    if isinstance(value, Mapping):
+        items: Any = value.items()
+    elif isinstance(value, list | tuple):
+        items = enumerate(value)
+    else:
+        return None
+    for k, v in items:
+        found = _non_finite(v, [*loc, k])
+        if found is not None:
+            return found
+    return None
 
 
 def _experiment(r: httpx.Response) -> Experiment:

@@ -15,7 +15,7 @@ from bluesky import RunEngine  # noqa: E402
 from ophyd.sim import SynAxis, SynSignal  # noqa: E402
 
 from clients import Client  # noqa: E402
-from clients.bluesky import autonomous_scan  # noqa: E402
+from clients.bluesky import BadReadings, autonomous_scan  # noqa: E402
 from tests.clients.conftest import SPEC, LiveServer  # noqa: E402
 
 
@@ -65,6 +65,43 @@ def test_one_run_every_point_stored_with_its_event(live_server: LiveServer,
         assert m.values["intensity"] == pytest.approx(truth(m.position["x"], m.position["y"]))
         assert m.values["intensity"] == pytest.approx(ev["data"]["det"])
     assert len(sugs) == 7 and all(s.status == "measured" for s in sugs)
+
+
+@pytest.mark.parametrize("live_server", ["sqlite"], indirect=True)
+def test_a_reading_that_is_not_finite_is_skipped_and_a_run_of_them_fails(
+        live_server: LiveServer, beamline: tuple[Any, ...]) -> None:
+    """A glitch (NaN) is not told: its suggestion is abandoned with a warning and the scan
+    goes on; three in a row stop the run as failed, saying why."""
+    x, y, det = beamline
+    RE = RunEngine({}, call_returns_result=True)
+    with Client(live_server.url) as client:
+        exp = client.create_experiment(SPEC, name="bluesky-glitch")
+        n = 0
+
+        def glitch_at_3(r: dict[str, Any]) -> dict[str, float]:
+            nonlocal n
+            n += 1
+            return {"intensity": math.nan if n == 3 else r["det"]}
+
+        with pytest.warns(RuntimeWarning, match="event 3: intensity = nan"):
+            result = RE(autonomous_scan([det], [x, y], client, exp.id, max_points=6,
+                                        batch=2, reduce=glitch_at_3))
+        assert result.exit_status == "success"
+        stored = client.measurements(exp)
+        assert [m.metadata["seq_num"] for m in stored] == [1, 2, 4, 5, 6]
+        statuses = sorted(s.status for s in client.suggestions(exp))
+        assert statuses == ["abandoned"] + ["measured"] * 5
+
+        exp = client.create_experiment(SPEC, name="bluesky-dead")
+        docs: list[tuple[str, dict[str, Any]]] = []
+        with pytest.warns(RuntimeWarning), pytest.raises(BadReadings, match="3 readings"):
+            RE(autonomous_scan([det], [x, y], client, exp.id, max_points=10, batch=2,
+                               reduce=lambda r: {"intensity": math.inf}),
+               lambda name, doc: docs.append((name, doc)))
+        assert docs[-1][0] == "stop" and docs[-1][1]["exit_status"] == "fail"
+        assert "3 readings in a row were not finite" in docs[-1][1]["reason"]
+        assert client.measurements(exp) == []
+        assert {s.status for s in client.suggestions(exp)} == {"abandoned"}
 
 
 @pytest.mark.parametrize("live_server", ["sqlite"], indirect=True)

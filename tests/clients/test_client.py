@@ -54,6 +54,16 @@ def test_typed_errors_name_the_field(bs: Client, exp: Experiment) -> None:
     assert ve.value.loc == ["body", "measurements", 1, "position", "x"]
     assert bs.get_experiment(exp).n_measurements == 0  # the batch is atomic
 
+    # JSON has no NaN: refused here, before anything is sent, the way the server words it
+    with pytest.raises(ValidationError) as ve:
+        bs.measure(exp, {"x": 1, "y": 0}, {"intensity": float("nan")})
+    assert ve.value.field == "measurements[0].values.intensity" and ve.value.status is None
+    assert "finite" in ve.value.reason
+    with pytest.raises(ValidationError) as ve:
+        bs.posterior(exp, points=[[1.0, 0.0], [float("inf"), 0.0]])
+    assert ve.value.field == "points[1][0]"
+    assert bs.get_experiment(exp).n_measurements == 0
+
     with pytest.raises(TypeError):
         bs.posterior(exp)  # neither points nor grid
 
