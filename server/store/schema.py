@@ -89,6 +89,8 @@ measurements = sa.Table(
     sa.UniqueConstraint("experiment_id", "seq"),
     # NULL keys never collide, so measurements without a key are unconstrained.
     sa.UniqueConstraint("experiment_id", "key"),
+    # A tell checks that its suggestion was not answered before (and the foreign key).
+    sa.Index("ix_measurements_experiment_id_suggestion_id", "experiment_id", "suggestion_id"),
 )
 
 # API keys (server/security/keys.py): only the SHA-256 of each secret is stored.

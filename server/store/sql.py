@@ -484,8 +484,9 @@ class SQLStore:
         if self._lock_experiment(conn, experiment_id) == ExperimentStatus.closed.value:
             raise Conflict("status", f"experiment {experiment_id!r} is closed")
         now = time.time()
-        suggestion_ids = {it.suggestion_id for it in items if it.suggestion_id is not None}
-        self._require_suggestions(conn, experiment_id, suggestion_ids)
+        order = [it.suggestion_id for it in items if it.suggestion_id is not None]
+        suggestion_ids = set(order)
+        self._require_suggestions(conn, experiment_id, order)
 
         keys = {it.key for it in items if it.key is not None}
         stored: dict[str, MeasurementRecord] = {}
@@ -524,6 +525,9 @@ class SQLStore:
                 raise Conflict(f"measurements[{i}].key",
                                f"key {it.key!r} already used for a different measurement")
 
+        self._answered_once(conn, experiment_id, items,
+                            [i for i, p in enumerate(plan) if isinstance(p, int)
+                             and new_by_key.get(items[i].key, i) == i])
         new_records: list[MeasurementRecord] = []
         if new_rows:
             ids = conn.execute(m.insert().returning(m.c.id, sort_by_parameter_order=True),
@@ -543,16 +547,45 @@ class SQLStore:
         records = [p if isinstance(p, MeasurementRecord) else new_records[p] for p in plan]
         return StoredMeasurements(records=records, created=created)
 
+    def _answered_once(self, conn: Connection, experiment_id: str,
+                       items: list[NewMeasurement], new: list[int]) -> None:
+        """A suggestion is answered by one measurement: a new item (``new``: indexes of the
+        items to insert, not key replays) may not name one answered before or by an
+        earlier item of the batch. A retry without a key would store a point twice."""
+        asked = [i for i in new if items[i].suggestion_id is not None]
+        if not asked:
+            return
+        m = measurements
+        ids = {items[i].suggestion_id for i in asked}
+        before = dict(conn.execute(
+            sa.select(m.c.suggestion_id, sa.func.min(m.c.seq))
+            .where(m.c.experiment_id == experiment_id, m.c.suggestion_id.in_(ids))
+            .group_by(m.c.suggestion_id)).all())
+        first: dict[str, int] = {}
+        for i in asked:
+            sid = items[i].suggestion_id
+            assert sid is not None
+            by = (f"measurement seq {before[sid]}" if sid in before else
+                  f"measurements[{first[sid]}] of this batch" if sid in first else None)
+            if by is not None:
+                raise Conflict(f"measurements[{i}].suggestion_id",
+                               f"suggestion {sid!r} was already answered by {by}: a retry "
+                               "needs the first try's key; a repeat measurement needs no "
+                               "suggestion_id")
+            first[sid] = i
+
     def _require_suggestions(self, conn: Connection, experiment_id: str,
-                             suggestion_ids: set[str]) -> None:
+                             order: list[str]) -> None:
+        """Raise UnknownSuggestion for the first of ``order`` this experiment lacks."""
+        suggestion_ids = set(order)
         if not suggestion_ids:
             return
         s = suggestions
         known = set(conn.execute(sa.select(s.c.id).where(
             s.c.experiment_id == experiment_id, s.c.id.in_(suggestion_ids))).scalars())
-        missing = sorted(suggestion_ids - known)
+        missing = suggestion_ids - known
         if missing:
-            raise UnknownSuggestion(experiment_id, missing[0])
+            raise UnknownSuggestion(experiment_id, next(s for s in order if s in missing))
 
     def list_measurements(self, experiment_id: str, *, after_seq: int = 0,
                           limit: int | None = None) -> list[MeasurementRecord]:

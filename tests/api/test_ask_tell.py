@@ -143,6 +143,32 @@ def test_measurement_roundtrip_and_idempotency(client: httpx.Client, experiment:
     assert lines[1].startswith("1,1.5,-2.0,3.25,0.01")
 
 
+def test_a_suggestion_is_answered_once(client: httpx.Client, experiment: dict) -> None:
+    """A tell repeated without a key (a retry after a lost reply) would store the point
+    twice: 409, naming the measurement that answered it; a key replays as before."""
+    (s,) = client.post(_url(experiment, "/suggestions"), json={"n": 1}).json()["suggestions"]
+    item = {"position": s["position"], "values": {"intensity": 1.0}, "suggestion_id": s["id"]}
+    assert _measure(client, experiment, [{**item, "key": "k1"}]).status_code == 201
+    assert _measure(client, experiment, [{**item, "key": "k1"}]).json()["created"] == [False]
+    for retry in ([item], [{**item, "key": "k2"}]):
+        r = _measure(client, experiment, retry)
+        assert r.status_code == 409, r.text
+        d = r.json()["detail"][0]
+        assert d["loc"][-3:] == ["measurements", 0, "suggestion_id"]
+        assert "already answered by measurement seq 1" in d["msg"]
+    # twice in one batch: the second names the first; nothing of the batch is stored
+    (t,) = client.post(_url(experiment, "/suggestions"), json={"n": 1}).json()["suggestions"]
+    twice = {"position": t["position"], "values": {"intensity": 2.0}, "suggestion_id": t["id"]}
+    r = _measure(client, experiment, [twice, {"position": {"x": 1, "y": 1},
+                                              "values": {"intensity": 0.0}}, twice])
+    assert r.status_code == 409 and "measurements[0] of this batch" in r.text, r.text
+    assert r.json()["detail"][0]["loc"][-3:] == ["measurements", 2, "suggestion_id"]
+    assert _count(client, experiment) == 1
+    # a repeat measurement at the same place is welcome without the suggestion's id
+    r = _measure(client, experiment, [{"position": s["position"], "values": {"intensity": 1.1}}])
+    assert r.status_code == 201 and _count(client, experiment) == 2
+
+
 def test_unsuggested_positions_are_welcome(client: httpx.Client, experiment: dict) -> None:
     raster = [{"position": {"x": x, "y": y}, "values": {"intensity": _f(x, y)}}
               for x in (0, 5, 10) for y in (-5, 0, 5)]
