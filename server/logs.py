@@ -9,7 +9,9 @@ import sys
 import time
 from typing import Any
 
-_RESERVED = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+# Not extra fields: the record's own, and uvicorn's copy of its message with colour codes.
+_RESERVED = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
+    "message", "asctime", "color_message"}
 
 
 class JsonFormatter(logging.Formatter):
@@ -31,6 +33,23 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
+class PlainFormatter(logging.Formatter):
+    """``time LEVEL logger: message key=value ...``: the ``extra=`` fields too, which say
+    what a line is about (request id, method, path, status; experiment id)."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        extra = " ".join(f"{k}={v}" for k, v in record.__dict__.items()
+                         if k not in _RESERVED and not k.startswith("_"))
+        if not extra:
+            return line
+        head, sep, tail = line.partition("\n")  # after the message, before a traceback
+        return f"{head} {extra}{sep}{tail}"
+
+
 # A websocket from a browser carries its API key in the query (?api_key=bsk_...), and
 # uvicorn logs websocket paths with their query: keys must never reach a log file.
 _KEY = re.compile(r"(api_key=)[^&\s\"']+|\bbsk_[A-Za-z0-9_-]+")
@@ -48,14 +67,17 @@ class RedactKeys(logging.Filter):
         message = record.getMessage()
         if "api_key=" in message or "bsk_" in message:
             record.msg, record.args = redact(message), None
+        for k, v in record.__dict__.items():  # the extra= fields (a path, a URL) too
+            if (k not in _RESERVED and isinstance(v, str)
+                    and ("api_key=" in v or "bsk_" in v)):
+                record.__dict__[k] = redact(v)
         return True
 
 
 def configure_logging(level: str = "info", json_lines: bool = True) -> None:
     """Send the service's and uvicorn's logs to stderr, as JSON lines or plain text."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if json_lines else
-                         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    handler.setFormatter(JsonFormatter() if json_lines else PlainFormatter())
     handler.addFilter(RedactKeys())
     root = logging.getLogger()
     root.handlers[:] = [handler]

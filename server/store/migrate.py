@@ -28,15 +28,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
-import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy.engine import Connection, Engine
+# Alembic narrates at INFO as its modules load ("setup plugin ..."): quiet before importing.
+logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
-from server.store.engine import IMMEDIATE
-from server.store.watchdog import patience
+import sqlalchemy as sa  # noqa: E402
+from alembic import command  # noqa: E402
+from alembic.config import Config  # noqa: E402
+from alembic.runtime.migration import MigrationContext  # noqa: E402
+from alembic.script import ScriptDirectory  # noqa: E402
+from sqlalchemy.engine import Connection, Engine  # noqa: E402
+
+from server.store.engine import IMMEDIATE  # noqa: E402
+from server.store.watchdog import patience  # noqa: E402
 
 SCRIPT_LOCATION = Path(__file__).with_name("migrations")
 # The revision whose schema equals the tables that create_all made before migrations.
@@ -50,9 +53,8 @@ def _steps_only(record: logging.LogRecord) -> bool:
     return record.getMessage().startswith("Running ")
 
 
-# Alembic narrates every run at INFO (plugin setup, "Context impl ..."); a service log at
-# INFO should show the migration steps that ran and nothing else.
-logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
+# Alembic narrates every run at INFO ("Context impl ..."); a service log at INFO should
+# show the migration steps that ran and nothing else.
 logging.getLogger("alembic.runtime.migration").addFilter(_steps_only)
 
 

@@ -1,5 +1,7 @@
-"""An index on measurements (experiment_id, suggestion_id): a tell checks that its
-suggestion was not answered before, without scanning the experiment's measurements.
+"""Index measurements by (experiment_id, suggestion_id).
+
+A tell checks that its suggestion was not answered before, without scanning the
+experiment's measurements.
 
 Revision ID: 0003
 Revises: 0002
