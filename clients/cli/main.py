@@ -29,7 +29,9 @@ def build_parser() -> argparse.ArgumentParser:
     """The full argument parser."""
     parser = argparse.ArgumentParser(
         prog="beamsteer",
-        description="Autonomous experiments at scattering beamlines.")
+        description="Autonomous experiments at scattering beamlines. The client commands' "
+                    "options (--url, --api-key, --timeout, --json) may come before the "
+                    "command too.")
     from server import __version__
 
     parser.add_argument("--version", action="version", version=f"beamsteer {__version__}")
@@ -43,11 +45,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# The client subcommands' shared options (clients.cli._common.client_options) and how many
+# values each takes: given before the subcommand, they are moved after it.
+_CLIENT_OPTIONS = {"--url": 1, "--api-key": 1, "--timeout": 1, "--json": 0}
+
+
+def hoist_client_options(argv: Sequence[str]) -> list[str]:
+    """``--url X experiments list`` -> ``experiments list --url X``: argparse reads the
+    client options only after the (sub)subcommand that shares them."""
+    rest, moved = list(argv), []
+    while rest and rest[0].startswith("-"):
+        name, eq, _ = rest[0].partition("=")
+        if name not in _CLIENT_OPTIONS:
+            break  # --help, --version: the top level's own
+        n = 1 + (0 if eq else _CLIENT_OPTIONS[name])
+        moved += rest[:n]
+        del rest[:n]
+    return rest + moved
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the process exit code."""
     _quiet_threads()
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(hoist_client_options(sys.argv[1:] if argv is None else argv))
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -122,6 +122,8 @@ def test_exit_codes(live_server: LiveServer, tmp_path: Path,
     assert r.returncode == 1 and "404" in r.stderr
     r = run(capsys, "measure", eid, "--position", "x=one", "--value", "intensity=1", "--url", url)
     assert r.returncode == 2 and "not a number" in r.stderr
+    r = run(capsys, "--url", url, "--json", "experiments", "show", eid)  # options first
+    assert r.returncode == 0 and json.loads(r.stdout)["id"] == eid
     r = run(capsys, "measure", eid, "--position", "x=1,y=0", "--value", "intensity=nan",
             "--url", url)
     assert r.returncode == 1 and "refused (not sent)" in r.stderr and "finite" in r.stderr
