@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Query, status
+from fastapi.exceptions import RequestValidationError
 
 from server.api.deps import ServiceDep
 from server.api.schemas import ErrorPublic, SuggestionPublic, SuggestionRequest, SuggestionsPublic
@@ -19,13 +20,21 @@ router = APIRouter(prefix="/api/v1/experiments/{experiment_id}/suggestions",
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=SuggestionsPublic,
              responses={409: {"model": ErrorPublic}})
 async def suggest(experiment_id: str, service: ServiceDep, _: AskDep,
-                  body: SuggestionRequest | None = None) -> SuggestionsPublic:
+                  body: SuggestionRequest | None = None,
+                  n: int | None = Query(None, ge=1, le=100,
+                                        description="The same as the body's n (either)"),
+                  ) -> SuggestionsPublic:
     """Propose ``n`` positions, ordered for short motor travel, stored as pending.
 
     Pending suggestions (from any client) are taken into account, so parallel asks never
     return the same places.
     """
-    n = body.n if body is not None else None
+    if body is not None and body.n is not None:
+        if n is not None and n != body.n:
+            raise RequestValidationError([{
+                "loc": ("query", "n"), "type": "value_error",
+                "msg": f"{n} differs from the body's n ({body.n}): give one"}])
+        n = body.n
     recs = await service.suggest(experiment_id, n)
     return SuggestionsPublic.model_validate({"suggestions": [suggestion_json(s) for s in recs]})
 

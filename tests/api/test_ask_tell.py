@@ -272,6 +272,12 @@ def test_limits(client: httpx.Client, live_server, experiment: dict) -> None:  #
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "n"]
     r = client.post(_url(experiment, "/suggestions"), json={"n": "3"})
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "n"]
+    r = client.post(_url(experiment, "/suggestions"), params={"n": 2})  # curl's way
+    assert r.status_code == 201 and len(r.json()["suggestions"]) == 2
+    r = client.post(_url(experiment, "/suggestions"), params={"n": 2}, json={"n": 3})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", "n"]
+    r = client.post(_url(experiment, "/suggestions"), params={"n": 0})
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["query", "n"]
     too_many = [{"position": {"x": 1, "y": 1}, "values": {"intensity": 1}}] * (
         live_server.settings.max_batch_measurements + 1)
     r = _measure(client, experiment, too_many)
