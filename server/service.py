@@ -120,6 +120,7 @@ class _Live:
         return self._through
 
 
+LOCK_WAIT_THREADS = 8  # experiments whose asks wait for another process's lock at once
 CLOSED_HELD = 2  # engines of closed experiments kept after being looked at (posterior, status)
 
 # An uncontended ask lock is taken at once; a compute thread tries this long (PostgreSQL's
@@ -164,6 +165,9 @@ class SteeringService:
         self._compute = ThreadPoolExecutor(settings.compute_threads, "beamsteer-gp")
         self._refits = ThreadPoolExecutor(settings.refit_threads, "beamsteer-refit")
         self._ahead = ThreadPoolExecutor(1, "beamsteer-ahead", initializer=background_priority)
+        # Waits for another process's ask lock (up to ask_lock_timeout_s each) have threads
+        # of their own: in the default pool they held up every store call, tells included.
+        self._lock_waits = ThreadPoolExecutor(LOCK_WAIT_THREADS, "beamsteer-lock-wait")
         self._load_lock = asyncio.Lock()
         self._refit_guard = threading.Lock()
         self._stopping = False
@@ -201,6 +205,7 @@ class SteeringService:
             self._stopping = True
         self._refits.shutdown(wait=False, cancel_futures=True)
         self._ahead.shutdown(wait=False, cancel_futures=True)
+        self._lock_waits.shutdown(wait=False, cancel_futures=True)
         self._compute.shutdown(wait=False, cancel_futures=True)
 
     async def _io(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
@@ -448,10 +453,11 @@ class SteeringService:
                 lease, ctx, stored = await self._held(self._cpu(
                     self._ask_in_one_hop, experiment_id, live, q, None))
             except _Contended:
-                # Another process holds the experiment's lock: wait for it on an I/O
-                # thread, never on one of the few compute threads, which other
-                # experiments' asks and posteriors need meanwhile.
-                held = await self._held(self._io(self._lock, experiment_id))
+                # Another process holds the experiment's lock: wait for it on a thread
+                # of the lock-wait pool, never on one of the few compute threads (other
+                # experiments' asks and posteriors) or the I/O threads (every store call).
+                held = await self._held(asyncio.get_running_loop().run_in_executor(
+                    self._lock_waits, self._lock, experiment_id))
                 lease, ctx, stored = await self._held(self._cpu(
                     self._ask_in_one_hop, experiment_id, live, q, held))
             if stored is not None:

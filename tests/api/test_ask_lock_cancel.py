@@ -30,3 +30,38 @@ async def test_cancelled_asks_release_the_lock(postgres_url: str, tmp_path: Path
     finally:
         await service.stop()
         store.close()
+
+
+async def test_asks_waiting_for_another_process_do_not_hold_up_tells(
+        postgres_url: str, tmp_path: Path) -> None:
+    """Another process holds the ask locks of eight experiments: their asks here wait (on
+    threads of their own), and a tell to a ninth is stored meanwhile, not after them. The
+    default pool has 6 threads on 2 cores: the waits held them all before."""
+    store = open_store(postgres_url)
+    other = open_store(postgres_url)  # the other process's connections
+    service = SteeringService(store, Settings(data_dir=tmp_path, log_json=False,
+                                              ask_lock_timeout_s=30))
+    await service.start()
+    leases: list = []
+    try:
+        exps = [await service.create_experiment({**SPEC, "name": f"held-{i}"})
+                for i in range(9)]
+        leases = [other.lock_asks(e.id, 5.0) for e in exps[:8]]
+        asks = [asyncio.create_task(service.suggest(e.id, 1)) for e in exps[:8]]
+        await asyncio.sleep(0.5)  # every ask is waiting for its lock now
+        assert not any(a.done() for a in asks)
+        tell = service.measure(exps[8].id, [{"position": {"x": 1.0, "y": 0.0},
+                                             "values": {"intensity": 1.0}}])
+        stored = await asyncio.wait_for(tell, timeout=20)  # the asks wait up to 30 s
+        assert stored.created == [True]
+        assert not any(a.done() for a in asks)  # still waiting: the tell did not wait
+        while leases:
+            leases.pop().release()
+        done = await asyncio.wait_for(asyncio.gather(*asks), timeout=30)
+        assert all(len(s) == 1 for s in done)
+    finally:
+        for lease in leases:
+            lease.release()
+        await service.stop()
+        other.close()
+        store.close()
