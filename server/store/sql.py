@@ -522,8 +522,11 @@ class SQLStore:
                     new_by_key[it.key] = i
             created.append(known is None)
             if known is not None and _content(known) != _content(it):
+                by = ("a stored measurement" if it.key in stored else
+                      f"measurements[{new_by_key[it.key]}] of this batch")
                 raise Conflict(f"measurements[{i}].key",
-                               f"key {it.key!r} already used for a different measurement")
+                               f"key {it.key!r} is already used by {by}, for a different "
+                               "measurement")
 
         self._answered_once(conn, experiment_id, items,
                             [i for i, p in enumerate(plan) if isinstance(p, int)

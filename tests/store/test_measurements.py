@@ -64,9 +64,10 @@ def test_key_repeated_inside_a_batch_stores_once(store: Store, experiment_id: st
 
 def test_key_reused_for_other_content_conflicts(store: Store, experiment_id: str) -> None:
     store.add_measurements(experiment_id, [measurement(1, key="a")])
-    with pytest.raises(Conflict):
+    with pytest.raises(Conflict, match="by a stored measurement") as e:
         store.add_measurements(experiment_id, [measurement(5), measurement(2, key="a")])
-    with pytest.raises(Conflict):
+    assert e.value.field == "measurements[1].key"
+    with pytest.raises(Conflict, match=r"by measurements\[0\] of this batch"):
         store.add_measurements(experiment_id, [measurement(3, key="b"), measurement(4, key="b")])
     assert store.get_experiment(experiment_id).n_measurements == 1
     # Metadata is not part of the measurement: a retry may carry its own.
