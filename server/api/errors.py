@@ -206,8 +206,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Conflict)
     async def conflict(request: Request, exc: Conflict) -> JSONResponse:
         """409: the request contradicts the stored state (e.g. experiment closed)."""
-        return _reply(request, 409, [{"loc": _loc(exc.field)[1:], "msg": exc.reason,
-                                      "type": "conflict"}])
+        loc = _loc(exc.field) if exc.in_body else _loc(exc.field)[1:]  # (state: no "body")
+        return _reply(request, 409, [{"loc": loc, "msg": exc.reason, "type": "conflict"}])
 
     @app.exception_handler(SteeringError)
     async def steering_error(request: Request, exc: SteeringError) -> JSONResponse:

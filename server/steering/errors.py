@@ -51,12 +51,14 @@ class UnknownSuggestion(SteeringError):
 
 class Conflict(SteeringError):
     """The request contradicts the stored state (e.g. an idempotency key reused for
-    different content, or a write to a closed experiment)."""
+    different content, or a write to a closed experiment). ``in_body``: ``field`` names a
+    field of the request's body, not of the stored state."""
 
-    def __init__(self, field: str, reason: str) -> None:
+    def __init__(self, field: str, reason: str, *, in_body: bool = False) -> None:
         super().__init__(f"{field}: {reason}")
         self.field = field
         self.reason = reason
+        self.in_body = in_body
 
 
 class Busy(SteeringError):

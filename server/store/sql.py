@@ -526,7 +526,7 @@ class SQLStore:
                       f"measurements[{new_by_key[it.key]}] of this batch")
                 raise Conflict(f"measurements[{i}].key",
                                f"key {it.key!r} is already used by {by}, for a different "
-                               "measurement")
+                               "measurement", in_body=True)
 
         self._answered_once(conn, experiment_id, items,
                             [i for i, p in enumerate(plan) if isinstance(p, int)
@@ -574,7 +574,7 @@ class SQLStore:
                 raise Conflict(f"measurements[{i}].suggestion_id",
                                f"suggestion {sid!r} was already answered by {by}: a retry "
                                "needs the first try's key; a repeat measurement needs no "
-                               "suggestion_id")
+                               "suggestion_id", in_body=True)
             first[sid] = i
 
     def _require_suggestions(self, conn: Connection, experiment_id: str,

@@ -157,7 +157,7 @@ def test_a_suggestion_is_answered_once(client: httpx.Client, experiment: dict) -
         r = _measure(client, experiment, retry)
         assert r.status_code == 409, r.text
         d = r.json()["detail"][0]
-        assert d["loc"][-3:] == ["measurements", 0, "suggestion_id"]
+        assert d["loc"] == ["body", "measurements", 0, "suggestion_id"]
         assert "already answered by measurement seq 1" in d["msg"]
     # twice in one batch: the second names the first; nothing of the batch is stored
     (t,) = client.post(_url(experiment, "/suggestions"), json={"n": 1}).json()["suggestions"]
