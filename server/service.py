@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import math
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -46,6 +47,7 @@ from server.store.base import (
     ExperimentRecord,
     ExperimentStatus,
     Lease,
+    MapErrorPoint,
     MeasurementRecord,
     NewMeasurement,
     NewSuggestion,
@@ -121,6 +123,12 @@ class _Live:
 
 
 LOCK_WAIT_THREADS = 8  # experiments whose asks wait for another process's lock at once
+
+# Map error points kept per experiment (one per refit; refits come at geometric steps of N,
+# 25%, so a run of a million measurements makes about 60): a bound that only a very long
+# run reaches, past which older points are thinned.
+MAP_ERROR_POINTS = 1000
+
 CLOSED_HELD = 2  # engines of closed experiments kept after being looked at (posterior, status)
 
 # An uncontended ask lock is taken at once; a compute thread tries this long (PostgreSQL's
@@ -727,13 +735,7 @@ class SteeringService:
         failures = sum(o.fit_failures for o in status.outputs.values()) - failures_before
         if failures:
             self.metrics.refit_failures.inc(failures)
-        try:
-            self.store.save_model_state(experiment_id, live.engine.hyperparameters())
-        except StoreUnavailable as exc:  # an outage, not a bug: no traceback per refit
-            log.warning("could not save model state; the next refit saves again",
-                        extra={"experiment_id": experiment_id, "error": str(exc)})
-        except Exception:  # the model in memory is fine; the next refit saves again
-            log.exception("could not save model state", extra={"experiment_id": experiment_id})
+        self._save_refit(experiment_id, live, status)
         self.events.publish(experiment_id, "refit", {
             "seconds": seconds, "n": status.n, "failed": failures,
             "outputs": {k: {"hyperparameters": o.hyperparameters, "last_error": o.last_error,
@@ -745,6 +747,34 @@ class SteeringService:
                                  "seconds": round(seconds, 3), "failed": failures,
                                  "map_error": None if error is None else round(error, 5)})
         return status
+
+    def _save_refit(self, experiment_id: str, live: _Live, status: ModelStatus) -> None:
+        """Persist what a refit leaves behind: the hyperparameters (a restart warm-starts
+        from them) and the steering output's map error (a point of the convergence curve).
+        A failure is logged, not raised: the model in memory is fine, and the next refit
+        saves again (that refit's point is missing from the curve)."""
+        target = status.outputs.get(live.spec.target or "")
+        err = None if target is None else target.map_error
+        try:
+            self.store.save_model_state(experiment_id, live.engine.hyperparameters())
+            if err is not None:
+                relative = err.relative if err.relative is not None and math.isfinite(
+                    err.relative) else None
+                self.store.add_map_error(experiment_id, MapErrorPoint(
+                    n=err.n, rms_std=err.rms_std, relative=relative, at=time.time()),
+                    keep=MAP_ERROR_POINTS)
+        except StoreUnavailable as exc:  # an outage, not a bug: no traceback per refit
+            log.warning("could not save model state; the next refit saves again",
+                        extra={"experiment_id": experiment_id, "error": str(exc)})
+        except Exception:  # the model in memory is fine; the next refit saves again
+            log.exception("could not save model state", extra={"experiment_id": experiment_id})
+
+    async def map_error_history(self, experiment_id: str) -> list[MapErrorPoint]:
+        """The steering output's map error after each refit, in ``n`` order (the last
+        :data:`MAP_ERROR_POINTS`, older ones thinned). Raises UnknownExperiment."""
+        points: list[MapErrorPoint] = await self._io(self.store.list_map_errors,
+                                                     experiment_id)
+        return points
 
     def wait_for_lookahead(self, timeout: float = 60.0) -> None:
         """Block until the next asks being prepared are ready (benchmarks whose simulated

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict
 
 from fastapi import APIRouter, status
@@ -17,19 +18,22 @@ from server.api.schemas import (
 )
 from server.api.security import RESPONSES, AdminDep, CreateDep, ReadDep
 from server.steering.types import ModelStatus
-from server.store.base import ExperimentRecord
+from server.store.base import ExperimentRecord, MapErrorPoint
 
 router = APIRouter(prefix="/api/v1/experiments", tags=["experiments"],
                    responses={404: {"model": ErrorPublic}, 422: {"model": ErrorPublic},
                               **RESPONSES})
 
 
-def experiment_public(rec: ExperimentRecord, model: ModelStatus | None = None) -> ExperimentPublic:
-    """Shape a stored experiment (and optionally its engine's state) for the wire."""
+def experiment_public(rec: ExperimentRecord, model: ModelStatus | None = None,
+                      history: Sequence[MapErrorPoint] = ()) -> ExperimentPublic:
+    """Shape a stored experiment (and optionally its engine's state, with the map error
+    history) for the wire."""
     return ExperimentPublic(
         id=rec.id, spec=rec.spec, status=rec.status, created_at=rec.created_at,
         updated_at=rec.updated_at, n_measurements=rec.n_measurements, n_pending=rec.n_pending,
-        model=None if model is None else ModelPublic.model_validate(asdict(model)))
+        model=None if model is None else ModelPublic.model_validate(
+            {**asdict(model), "map_error_history": [asdict(p) for p in history]}))
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=ExperimentPublic)
@@ -52,9 +56,12 @@ async def list_experiments(service: ServiceDep, principal: ReadDep) -> Experimen
 @router.get("/{experiment_id}", response_model=ExperimentPublic)
 async def get_experiment(experiment_id: str, service: ServiceDep,
                          _: ReadDep) -> ExperimentPublic:
-    """Spec, counts, and the model: hyperparameters, last fit, fit failures."""
+    """Spec, counts, and the model: hyperparameters, last fit, fit failures, the map error
+    and its history."""
     rec = await service.get_experiment(experiment_id)
-    return experiment_public(rec, await service.model_status(experiment_id))
+    model = await service.model_status(experiment_id)
+    history = await service.map_error_history(experiment_id) if model is not None else ()
+    return experiment_public(rec, model, history)
 
 
 @router.patch("/{experiment_id}", response_model=ExperimentPublic,

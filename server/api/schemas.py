@@ -146,12 +146,27 @@ class OutputModelPublic(BaseModel):
                           "outputs, and before a posterior exists)")
 
 
+class MapErrorPointPublic(BaseModel):
+    """The steering output's estimated map error after one refit."""
+
+    n: int = Field(description="Measurements behind the posterior")
+    rms_std: float = Field(description="As in map_error, output units")
+    relative: float | None = Field(description="As in map_error")
+    at: float = Field(description="When it was recorded (UNIX seconds)")
+
+
 class ModelPublic(BaseModel):
     """The engine's state."""
 
     n: int
     refitting: bool
     outputs: dict[str, OutputModelPublic]
+    map_error_history: list[MapErrorPointPublic] = Field(
+        default_factory=list,
+        description="The steering output's map_error after each refit, in n order, kept "
+                    "by the server across restarts (the last 1,000; older ones thinned "
+                    "evenly on a log scale of n): the convergence curve of the whole run. "
+                    "Between refits, map_error is newer than the last point")
 
 
 class ExperimentPublic(BaseModel):

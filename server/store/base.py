@@ -12,6 +12,7 @@ Methods are synchronous; the app calls them from a thread pool. Any method may r
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -178,6 +179,43 @@ class AskContext:
     last: MeasurementRecord | None
 
 
+@dataclass(frozen=True)
+class MapErrorPoint:
+    """The steering output's estimated map error after one refit (one point of the
+    convergence curve; :class:`~server.steering.types.MapError` has the definitions).
+
+    Args:
+        n: Measurements behind the posterior.
+        rms_std: RMS posterior std over the allowed region, output units.
+        relative: ``rms_std`` over the measured range the fit saw, or ``None``.
+        at: UNIX seconds when it was recorded.
+    """
+
+    n: int
+    rms_std: float
+    relative: float | None
+    at: float
+
+
+def thinned(ns: Sequence[int], keep: int) -> list[int]:
+    """Which of the sorted ``ns`` to drop so that ``keep`` remain (``keep >= 2``).
+
+    Drops, one at a time, the inner point whose neighbours are closest on a log scale (the
+    one whose loss leaves the smallest gap): the first and the newest points always stay,
+    and a curve of error against N keeps its shape over the whole run, spread evenly in
+    log N as refits are (they come at geometric steps of N)."""
+    if keep < 2:
+        raise ValueError("keep at least the first and the newest point")
+    left = sorted(ns)
+    logs = [math.log(max(n, 1)) for n in left]
+    dropped: list[int] = []
+    while len(left) > keep:
+        i = min(range(1, len(left) - 1), key=lambda k: logs[k + 1] - logs[k - 1])
+        dropped.append(left.pop(i))
+        logs.pop(i)
+    return dropped
+
+
 class Lease(Protocol):
     """A held lock; :meth:`release` it exactly once."""
 
@@ -211,6 +249,23 @@ class Store(Protocol):
 
     def save_model_state(self, experiment_id: str, state: dict[str, Any]) -> None:
         """Persist the last good hyperparameters (JSON); ``updated_at`` stays.
+
+        Raises:
+            UnknownExperiment.
+        """
+
+    def add_map_error(self, experiment_id: str, point: MapErrorPoint, keep: int) -> None:
+        """Record the map error after a refit; one point per ``n`` (a later one at the same
+        ``n`` replaces it). Past ``keep`` points, older ones are thinned (:func:`thinned`).
+        ``updated_at`` stays.
+
+        Raises:
+            UnknownExperiment.
+            ValueError: ``rms_std`` or ``relative`` is not finite.
+        """
+
+    def list_map_errors(self, experiment_id: str) -> list[MapErrorPoint]:
+        """The recorded map errors in ``n`` order.
 
         Raises:
             UnknownExperiment.

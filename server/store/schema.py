@@ -93,6 +93,22 @@ measurements = sa.Table(
     sa.Index("ix_measurements_experiment_id_suggestion_id", "experiment_id", "suggestion_id"),
 )
 
+# The steering output's map error after each refit (MapError), so a convergence curve
+# drawn late shows the whole run. One row per n: a refit at an n already recorded (another
+# API process refitting the same data) replaces it. The primary key also serves the
+# experiment_id foreign key (leftmost column).
+map_errors = sa.Table(
+    "map_errors",
+    metadata,
+    sa.Column("experiment_id", ID, sa.ForeignKey("experiments.id", ondelete="CASCADE"),
+              nullable=False),
+    sa.Column("n", sa.Integer, nullable=False),
+    sa.Column("rms_std", sa.Double, nullable=False),
+    sa.Column("relative", sa.Double, nullable=True),
+    sa.Column("created_at", TIME, nullable=False),
+    sa.PrimaryKeyConstraint("experiment_id", "n"),
+)
+
 # API keys (server/security/keys.py): only the SHA-256 of each secret is stored.
 api_keys = sa.Table(
     "api_keys",

@@ -19,6 +19,7 @@ use, so the first calls after the database is back reconnect by themselves.
 from __future__ import annotations
 
 import hashlib
+import math
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -35,6 +36,7 @@ from server.store.base import (
     ExperimentRecord,
     ExperimentStatus,
     Lease,
+    MapErrorPoint,
     MeasurementRecord,
     NewMeasurement,
     NewSuggestion,
@@ -43,6 +45,7 @@ from server.store.base import (
     SuggestionRecord,
     SuggestionStatus,
     register_store,
+    thinned,
 )
 from server.store.engine import (
     IMMEDIATE,
@@ -53,7 +56,7 @@ from server.store.engine import (
 )
 from server.store.keys import SQLKeyStore
 from server.store.migrate import upgrade
-from server.store.schema import experiments, measurements, new_id, suggestions
+from server.store.schema import experiments, map_errors, measurements, new_id, suggestions
 from server.store.watchdog import patience
 
 T = TypeVar("T")
@@ -469,6 +472,34 @@ class SQLStore:
                 raise UnknownExperiment(experiment_id)
 
         self._write(tx)
+
+    def add_map_error(self, experiment_id: str, point: MapErrorPoint, keep: int) -> None:
+        if not all(math.isfinite(v) for v in (point.rms_std, point.relative or 0.0)):
+            raise ValueError(f"a map error must be finite, not {point}")
+
+        def tx(conn: Connection) -> None:
+            e = map_errors
+            self._lock_experiment(conn, experiment_id)  # serializes writers of its points
+            mine = e.c.experiment_id == experiment_id
+            conn.execute(e.delete().where(mine, e.c.n == point.n))
+            conn.execute(e.insert().values(experiment_id=experiment_id, n=point.n,
+                                           rms_std=point.rms_std, relative=point.relative,
+                                           created_at=point.at))
+            if conn.execute(sa.select(sa.func.count()).where(mine)).scalar_one() > keep:
+                ns = conn.execute(sa.select(e.c.n).where(mine).order_by(e.c.n)).scalars()
+                conn.execute(e.delete().where(mine, e.c.n.in_(thinned(list(ns), keep))))
+
+        self._write(tx)
+
+    def list_map_errors(self, experiment_id: str) -> list[MapErrorPoint]:
+        e = map_errors
+        query = sa.select(e).where(e.c.experiment_id == experiment_id).order_by(e.c.n)
+        with self._begin(write=False) as conn:
+            rows = conn.execute(query).all()
+            if not rows:
+                self._require_experiment(conn, experiment_id)
+        return [MapErrorPoint(n=r.n, rms_std=r.rms_std, relative=r.relative,
+                              at=r.created_at) for r in rows]
 
     # ------------------------------------------------------------ measurements
 

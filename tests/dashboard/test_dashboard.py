@@ -175,6 +175,34 @@ def test_screenshot_of_an_experiment_view(page: Page, api: httpx.Client,
     assert path.stat().st_size > 10_000
 
 
+def test_a_page_opened_late_shows_the_whole_map_error_curve(page: Page, api: httpx.Client,
+                                                            server: LiveServer) -> None:
+    """The measurements were all taken before the page was opened (in a fresh browser, with
+    nothing in its storage): the convergence plot's map error series is the server's
+    history, one point per refit, not a single point at the current N."""
+    eid = create(api, SPEC)
+    for _ in range(5):  # a refit after each batch of 4: at N = 4, 8, 12, 16, 20
+        run(api, eid, rounds=1, ask=False)
+        server.service.wait_for_refits()
+    model = api.get(f"/api/v1/experiments/{eid}").json()["model"]
+    history = [(m["n"], m["rms_std"]) for m in model["map_error_history"]]
+    assert [n for n, _ in history] == [4, 8, 12, 16, 20]
+    p = page.page
+    p.goto(f"{page.url}/#/e/{eid}")
+    p.wait_for_function("() => (document.querySelector('[data-ref=conv]').data || [])"
+                        ".length > 2 && document.querySelector('[data-ref=conv]')"
+                        ".data[2].x.length > 1", timeout=10_000)
+    series = p.evaluate("() => { const d = document.querySelector('[data-ref=conv]').data[2];"
+                        " return { name: d.name, x: Array.from(d.x), y: Array.from(d.y) }; }")
+    assert series["name"].startswith("map error estimate")
+    assert list(zip(series["x"], series["y"], strict=True)) == history
+    # and it goes on live: the next refit's point joins the curve
+    run(api, eid, rounds=1, ask=False)
+    server.service.wait_for_refits()
+    p.wait_for_function("() => document.querySelector('[data-ref=conv]').data[2].x.join()"
+                        " === '4,8,12,16,20,24'", timeout=10_000)
+
+
 def test_create_form_offers_every_choice_the_api_takes(page: Page, api: httpx.Client) -> None:
     """The form's goal, acquisition and kernel menus list exactly the values of the API's
     schema (plus "default" for the acquisition), so a new option cannot be forgotten."""

@@ -196,15 +196,15 @@ export function experimentView(root, id) {
     if (!st.exp) return;
     const key = convergenceKey();
     const hist = st.conv[key] || [];
-    const est = hist.filter((r) => r[3] != null); // N where the server's estimate was recorded
     const { output } = axes();
+    const est = mapErrorSeries(output.name, hist);
     const units = output.units ? ` (${output.units})` : "";
     drawLines(el.conv, {
       title: `Posterior std of ${output.name} vs measurements`,
       xTitle: "measurements N", yTitle: `posterior std${units}`,
       series: [{ name: "max on the grid", x: hist.map((r) => r[0]), y: hist.map((r) => r[1]) },
         { name: "mean on the grid", x: hist.map((r) => r[0]), y: hist.map((r) => r[2]) },
-        { name: "map error estimate (RMS, whole domain)", x: est.map((r) => r[0]), y: est.map((r) => r[3]) },
+        { name: "map error estimate (RMS, whole domain)", x: est.map((r) => r[0]), y: est.map((r) => r[1]) },
         { name: "at each suggestion, when asked", mode: "markers",
           x: st.asked.map((a) => a.n), y: st.asked.map((a) => a.std[output.name]) }],
     });
@@ -212,8 +212,10 @@ export function experimentView(root, id) {
     el.convNote.textContent = `Grid max/mean: ${st.exp.spec.parameters.length > 1 ? `${GRID_2D}×${GRID_2D}` : GRID_1D}`
       + ` grid${slice}, outside forbidden regions, recorded by this browser while the page is`
       + " open. Map error estimate: the server's RMS posterior std over the whole allowed"
-      + " region (steering output only; what a plan with target_error stops on). Suggestions: the std"
-      + " the engine reported where it chose to measure, for the whole run.";
+      + " region (steering output only; what a plan with target_error stops on), after each"
+      + " refit for the whole run as the server keeps it, and between refits while the page is"
+      + " open. Suggestions: the std the engine reported where it chose to measure, for the"
+      + " whole run.";
     const ask = st.metrics && histogramMean(st.metrics, "beamsteer_suggest_seconds");
     const tell = st.metrics && histogramMean(st.metrics, "beamsteer_measure_seconds");
     const refit = st.metrics && histogramMean(st.metrics, "beamsteer_refit_seconds");
@@ -330,6 +332,22 @@ export function experimentView(root, id) {
   function mapError(name) {
     const o = st.exp && st.exp.model && st.exp.model.outputs[name];
     return (o && o.map_error) || null;
+  }
+
+  // [N, rms_std] of the server's map error estimate, in N order: the history the server
+  // keeps (one point per refit, the whole run, so a page opened late shows the whole
+  // curve), the points this browser recorded between refits (`hist`, the current view's),
+  // and the current estimate; at one N the newer source wins.
+  function mapErrorSeries(name, hist) {
+    const model = st.exp && st.exp.model;
+    const spec = st.exp && st.exp.spec;
+    if (!model || name !== (spec.target || spec.outputs[0].name)) return [];
+    const byN = new Map();
+    for (const r of hist) if (r[3] != null) byN.set(r[0], r[3]);
+    for (const p of model.map_error_history || []) byN.set(p.n, p.rms_std);
+    const err = mapError(name);
+    if (err) byN.set(err.n, err.rms_std);
+    return [...byN.entries()].sort((a, b) => a[0] - b[0]);
   }
 
   function convergenceKey() {
