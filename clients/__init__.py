@@ -13,6 +13,7 @@ from clients.http import (
     Event,
     Experiment,
     MapError,
+    MapErrorPoint,
     Measurement,
     Measurements,
     NotFound,
@@ -25,6 +26,6 @@ from clients.http import (
 
 __all__ = [
     "AsyncClient", "BeamsteerError", "Client", "ConflictError", "ConnectionFailed", "Event",
-    "Experiment", "MapError", "Measurement", "Measurements", "NotFound", "Posterior", "Retry",
-    "ServerError", "Suggestion", "ValidationError",
+    "Experiment", "MapError", "MapErrorPoint", "Measurement", "Measurements", "NotFound",
+    "Posterior", "Retry", "ServerError", "Suggestion", "ValidationError",
 ]

@@ -15,6 +15,7 @@ from clients.http.models import (
     Event,
     Experiment,
     MapError,
+    MapErrorPoint,
     Measurement,
     Measurements,
     Posterior,
@@ -27,6 +28,6 @@ from clients.http.timing import server_seconds
 __all__ = [
     "AsyncClient", "AsyncEventStream", "AuthenticationError", "BeamsteerError", "Client",
     "ConflictError", "ConnectionFailed", "Event", "EventStream", "Experiment", "MapError",
-    "Measurement", "Measurements", "NotFound", "PermissionDenied", "Posterior", "Retry",
-    "ServerError", "Suggestion", "ValidationError", "server_seconds",
+    "MapErrorPoint", "Measurement", "Measurements", "NotFound", "PermissionDenied", "Posterior",
+    "Retry", "ServerError", "Suggestion", "ValidationError", "server_seconds",
 ]

@@ -32,6 +32,16 @@ class MapError(_Wire):
     n: int
 
 
+class MapErrorPoint(_Wire):
+    """The steering output's estimated map error after one refit (a point of the
+    convergence curve: ``relative`` against ``n``)."""
+
+    n: int
+    rms_std: float
+    relative: float | None = None
+    at: float
+
+
 class OutputModel(_Wire):
     """One output's GP: how many points it holds, and how many its hyperparameters saw;
     the steering output's estimated map error."""
@@ -52,6 +62,7 @@ class ModelState(_Wire):
     n: int
     refitting: bool
     outputs: dict[str, OutputModel]
+    map_error_history: tuple[MapErrorPoint, ...] = ()
 
 
 class Experiment(_Wire):
@@ -95,6 +106,15 @@ class Experiment(_Wire):
         from a server that does not report it)."""
         out = self._steering_model()
         return None if out is None else out.map_error
+
+    @property
+    def map_error_history(self) -> tuple[MapErrorPoint, ...]:
+        """The steering output's map error after each refit, oldest first (empty from a
+        server that does not keep it, or for a closed experiment it no longer holds)::
+
+            plt.loglog([p.n for p in h], [p.relative for p in h])
+        """
+        return () if self.model is None else self.model.map_error_history
 
     @property
     def map_error_min_points(self) -> int:

@@ -98,6 +98,12 @@ def test_ask_tell_read(bs: Client, exp: Experiment) -> None:
     pts = bs.posterior(exp, points=[[1.0, 0.0], [9.0, 4.0]])
     assert len(pts.mean()) == 2 and len(pts.std("intensity")) == 2
 
+    # the convergence curve: the map error after each refit, typed
+    fitted = bs.wait_for_fit(exp, min_fitted=3)
+    history = fitted.map_error_history
+    assert history and history[-1].n == fitted.map_error.n == 3
+    assert history[-1].rms_std == fitted.map_error.rms_std and history[-1].at > 0
+
 
 def test_same_key_stores_once(bs: Client, exp: Experiment) -> None:
     first = bs.measure(exp, {"x": 1, "y": 1}, {"intensity": 1.0}, key="k1")
