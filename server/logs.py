@@ -33,6 +33,13 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out, default=str)
 
 
+def _plain(value: object) -> str:
+    """A value as one token: quoted (``repr``) if it holds spaces or control characters,
+    so that a path with an encoded newline cannot start a line of its own."""
+    text = str(value)
+    return repr(text) if any(c.isspace() or not c.isprintable() for c in text) else text
+
+
 class PlainFormatter(logging.Formatter):
     """``time LEVEL logger: message key=value ...``: the ``extra=`` fields too, which say
     what a line is about (request id, method, path, status; experiment id)."""
@@ -42,7 +49,7 @@ class PlainFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
-        extra = " ".join(f"{k}={v}" for k, v in record.__dict__.items()
+        extra = " ".join(f"{k}={_plain(v)}" for k, v in record.__dict__.items()
                          if k not in _RESERVED and not k.startswith("_"))
         if not extra:
             return line

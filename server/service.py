@@ -228,6 +228,8 @@ class SteeringService:
         """The live engine of an experiment, rebuilt from the store on first use."""
         live = self._live.get(experiment_id)
         if live is not None:
+            if live.closed:  # least recently used first out (_hold_closed)
+                self._live[experiment_id] = self._live.pop(experiment_id)
             return live
         async with self._load_lock:
             if experiment_id in self._live:
@@ -239,13 +241,17 @@ class SteeringService:
             live = _Live(spec, engine, asyncio.Lock(), seqs={m.seq for m in ms},
                          closed=rec.status == ExperimentStatus.closed)
             self._live[experiment_id] = live
-            if live.closed:  # loaded to be looked at: keep the last few of those only
-                held = [k for k, v in self._live.items() if v.closed]
-                for k in held[:-CLOSED_HELD]:
-                    self._drop(k)
+            self._hold_closed()
             self.metrics.engines.set(len(self._live))
             self._maybe_refit(experiment_id, live)
             return live
+
+    def _hold_closed(self) -> None:
+        """Keep the engines of the :data:`CLOSED_HELD` closed experiments used last (their
+        map and model are still looked at); let the others go."""
+        held = [k for k, v in self._live.items() if v.closed]
+        for k in held[:-CLOSED_HELD]:
+            self._drop(k)
 
     def _drop(self, experiment_id: str) -> None:
         """Let go of an experiment's engine: a queued refit or lookahead is cancelled (one
@@ -299,6 +305,7 @@ class SteeringService:
     async def create_experiment(self, spec_data: Mapping[str, Any]) -> ExperimentRecord:
         """Validate a spec (raises InvalidSpec naming the field), store it, start its engine."""
         spec = ExperimentSpec.from_dict(spec_data)
+        spec.check_new()
         rec: ExperimentRecord = await self._io(self.store.create_experiment, spec.to_dict())
         self._live[rec.id] = _Live(spec, GPEngine(spec), asyncio.Lock())
         self.metrics.engines.set(len(self._live))
@@ -321,7 +328,12 @@ class SteeringService:
         rec: ExperimentRecord = await self._io(self.store.set_status, experiment_id, status)
         live = self._live.get(experiment_id)
         if status == ExperimentStatus.closed:
-            self._drop(experiment_id)  # rebuilt from the store if looked at again
+            if live is not None:  # no more asks to prepare; kept while among the last few
+                live.closed = True
+                with live.ahead_lock:
+                    live.ahead_wanted = None
+                self._live[experiment_id] = self._live.pop(experiment_id)
+                self._hold_closed()
             pending = await self._io(self.store.list_suggestions, experiment_id,
                                      status=SuggestionStatus.pending)
             for s in pending:
@@ -369,6 +381,7 @@ class SteeringService:
         self._asks.add(task)  # the loop holds tasks weakly
         task.add_done_callback(self._ask_done)
         pending, stored = await asyncio.shield(task)
+        live.closed = False  # it is active (reopened, maybe by another process)
         live.asked_at = time.time()
         room = self.settings.lookahead_room  # measuring / asking (q=4: 34 -> 77 ms at 0)
         if self.settings.lookahead and (room == 0 or (

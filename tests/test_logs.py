@@ -30,6 +30,7 @@ def test_lines_carry_their_fields_and_no_keys(root_restored: None, json_lines: b
     log = logging.getLogger("beamsteer.test")
     log.info("request", extra={"request_id": "r1", "method": "GET", "status": 404,
                                "path": "/ws?api_key=bsk_secret"})
+    log.info("request", extra={"path": "/x\n2026 INFO forged: line"})
     try:
         raise ZeroDivisionError("boom")
     except ZeroDivisionError:
@@ -37,11 +38,13 @@ def test_lines_carry_their_fields_and_no_keys(root_restored: None, json_lines: b
     lines = capsys.readouterr().err.splitlines()
     assert "bsk_secret" not in "\n".join(lines)
     if json_lines:
-        first, second = (json.loads(x) for x in lines[:2])
+        first, forged, second = (json.loads(x) for x in lines[:3])
         assert first["request_id"] == "r1" and first["status"] == 404
+        assert forged["path"] == "/x\n2026 INFO forged: line"
         assert second["experiment_id"] == "e7" and "ZeroDivisionError" in second["exc"]
     else:
         assert lines[0].endswith(": request request_id=r1 method=GET status=404 "
                                  "path=/ws?api_key=***")
-        assert lines[1].endswith(": refit failed experiment_id=e7")
-        assert lines[2].startswith("Traceback")
+        assert lines[1].endswith(": request path='/x\\n2026 INFO forged: line'")
+        assert lines[2].endswith(": refit failed experiment_id=e7")
+        assert lines[3].startswith("Traceback")

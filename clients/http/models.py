@@ -62,7 +62,6 @@ class ModelState(_Wire):
     n: int
     refitting: bool
     outputs: dict[str, OutputModel]
-    map_error_history: tuple[MapErrorPoint, ...] = ()
 
 
 class Experiment(_Wire):
@@ -76,6 +75,12 @@ class Experiment(_Wire):
     n_measurements: int
     n_pending: int
     model: ModelState | None = None
+    map_error_history: tuple[MapErrorPoint, ...] = ()
+    """The steering output's map error after each refit, oldest first (only from
+    :meth:`Client.get_experiment`; empty from a server that does not keep it)::
+
+        plt.loglog([p.n for p in h], [p.relative for p in h])
+    """
 
     @property
     def name(self) -> str:
@@ -106,15 +111,6 @@ class Experiment(_Wire):
         from a server that does not report it)."""
         out = self._steering_model()
         return None if out is None else out.map_error
-
-    @property
-    def map_error_history(self) -> tuple[MapErrorPoint, ...]:
-        """The steering output's map error after each refit, oldest first (empty from a
-        server that does not keep it, or for a closed experiment it no longer holds)::
-
-            plt.loglog([p.n for p in h], [p.relative for p in h])
-        """
-        return () if self.model is None else self.model.map_error_history
 
     @property
     def map_error_min_points(self) -> int:

@@ -18,14 +18,22 @@ from server.settings import Settings
 from server.steering.errors import UnknownExperiment, UnknownSuggestion
 
 
+def names_nothing(*ids: str) -> bool:
+    """Whether an id holds a NUL character: it names nothing, and PostgreSQL refuses such
+    text in a query outright (SQLite finds no row)."""
+    return any("\x00" in i for i in ids)
+
+
 async def ids_in_path(conn: HTTPConnection) -> None:
-    """Every route's: an id with a NUL character names nothing (404). Checked here, since
-    PostgreSQL refuses such text in a query outright while SQLite finds no row."""
+    """Every HTTP route's: an id with a NUL character names nothing (404). A websocket
+    route says so its own way (accept, then close with 4404)."""
+    if conn.scope["type"] != "http":
+        return
     params = conn.path_params
     eid, sid = params.get("experiment_id", ""), params.get("suggestion_id", "")
-    if "\x00" in eid:
+    if names_nothing(eid):
         raise UnknownExperiment(eid)
-    if "\x00" in sid:
+    if names_nothing(sid):
         raise UnknownSuggestion(eid, sid)
 
 

@@ -7,7 +7,7 @@ import contextlib
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 
-from server.api.deps import WsServiceDep
+from server.api.deps import WsServiceDep, names_nothing
 from server.api.security import WsReadDep
 from server.events import OVERFLOW
 from server.steering.errors import UnknownExperiment
@@ -25,6 +25,8 @@ async def events(websocket: WebSocket, experiment_id: str, service: WsServiceDep
     bad key: 4401; a key without ``read`` for this experiment: 4403 (after the accept).
     """
     try:
+        if names_nothing(experiment_id):
+            raise UnknownExperiment(experiment_id)
         rec = await service.get_experiment(experiment_id)
     except UnknownExperiment:
         # Accept first so the client sees the reason, not a bare 403 handshake failure.

@@ -13,6 +13,7 @@ from server.api.schemas import (
     ExperimentCreate,
     ExperimentPublic,
     ExperimentsPublic,
+    MapErrorPointPublic,
     ModelPublic,
     StatusUpdate,
 )
@@ -32,8 +33,8 @@ def experiment_public(rec: ExperimentRecord, model: ModelStatus | None = None,
     return ExperimentPublic(
         id=rec.id, spec=rec.spec, status=rec.status, created_at=rec.created_at,
         updated_at=rec.updated_at, n_measurements=rec.n_measurements, n_pending=rec.n_pending,
-        model=None if model is None else ModelPublic.model_validate(
-            {**asdict(model), "map_error_history": [asdict(p) for p in history]}))
+        model=None if model is None else ModelPublic.model_validate(asdict(model)),
+        map_error_history=[MapErrorPointPublic.model_validate(asdict(p)) for p in history])
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=ExperimentPublic)
@@ -60,7 +61,7 @@ async def get_experiment(experiment_id: str, service: ServiceDep,
     and its history."""
     rec = await service.get_experiment(experiment_id)
     model = await service.model_status(experiment_id)
-    history = await service.map_error_history(experiment_id) if model is not None else ()
+    history = await service.map_error_history(experiment_id)
     return experiment_public(rec, model, history)
 
 

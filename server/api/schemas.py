@@ -6,16 +6,19 @@ regions) happen once, in the steering core, which names the failing field.
 
 from __future__ import annotations
 
+import functools
 import math
+import typing
 from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictFloat,
-    StrictInt,
+    ValidationInfo,
     field_validator,
 )
 
@@ -56,15 +59,40 @@ def _finite_json(value: dict[str, Any]) -> dict[str, Any]:
 FreeJSON = Annotated[dict[str, Any], AfterValidator(_finite_json)]
 
 
+def _a_number(value: Any) -> Any:
+    if isinstance(value, str | bool):
+        raise ValueError("must be a JSON number (not a string or a boolean)")
+    return value
+
+
+# An integer given as a JSON number: 4 or 4.0, not "4" or true (StrictInt refuses 4.0).
+JSONInt = Annotated[int, BeforeValidator(_a_number)]
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     @field_validator("*")
     @classmethod
-    def _storable_text(cls, value: Any) -> Any:
-        if not isinstance(value, BaseModel):  # a nested model checked its own fields
+    def _storable_text(cls, value: Any, info: ValidationInfo) -> Any:
+        # only fields whose type can hold text: a walk over a posterior's 250,000 numbers
+        # would hold the event loop for most of a second
+        if info.field_name is not None and _holds_text(cls, info.field_name):
             _no_nul(value)
         return value
+
+
+@functools.cache
+def _holds_text(model: type[BaseModel], name: str) -> bool:
+    """Whether field ``name`` of ``model`` may hold a string, outside nested models (which
+    check their own fields)."""
+    def text(t: Any) -> bool:
+        if t is str or t is Any:
+            return True
+        if isinstance(t, type) and issubclass(t, BaseModel):
+            return False
+        return any(text(a) for a in typing.get_args(t))
+    return text(model.model_fields[name].annotation)
 
 
 class ParameterCreate(_Strict):
@@ -161,12 +189,6 @@ class ModelPublic(BaseModel):
     n: int
     refitting: bool
     outputs: dict[str, OutputModelPublic]
-    map_error_history: list[MapErrorPointPublic] = Field(
-        default_factory=list,
-        description="The steering output's map_error after each refit, in n order, kept "
-                    "by the server across restarts (the last 1,000; older ones thinned "
-                    "evenly on a log scale of n): the convergence curve of the whole run. "
-                    "Between refits, map_error is newer than the last point")
 
 
 class ExperimentPublic(BaseModel):
@@ -180,6 +202,13 @@ class ExperimentPublic(BaseModel):
     n_measurements: int
     n_pending: int
     model: ModelPublic | None = None
+    map_error_history: list[MapErrorPointPublic] = Field(
+        default_factory=list,
+        description="The steering output's map_error after each refit, in n order, kept "
+                    "by the server across restarts (the last 1,000; older ones thinned "
+                    "evenly on a log scale of n): the convergence curve of the whole run, "
+                    "also of a closed experiment. Between refits, the model's map_error is "
+                    "newer than the last point. Only in GET of one experiment")
 
 
 class ExperimentsPublic(BaseModel):
@@ -197,7 +226,7 @@ class StatusUpdate(_Strict):
 class SuggestionRequest(_Strict):
     """An ask."""
 
-    n: StrictInt | None = Field(None, ge=1, le=100,
+    n: JSONInt | None = Field(None, ge=1, le=100,
                           description="How many positions (q); default the spec's batch_size")
 
 

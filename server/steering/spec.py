@@ -307,8 +307,23 @@ class ExperimentSpec:
             raise InvalidSpec("outputs", "at least one output is needed")
         if len(self.outputs) > MAX_OUTPUTS:
             raise InvalidSpec("outputs", f"at most {MAX_OUTPUTS} outputs")
-        # One namespace: a table of measurements (CSV, a dataframe) has a column per name,
-        # beside its own columns and a noise column per output.
+        for kind, items in (("parameters", self.parameters), ("outputs", self.outputs)):
+            seen: set[str] = set()
+            for i, item in enumerate(items):
+                if item.name in seen:
+                    raise InvalidSpec(f"{kind}[{i}].name", f"duplicate name {item.name!r}")
+                seen.add(item.name)
+
+    def check_new(self) -> None:
+        """The checks a new experiment passes on top of a valid spec's (an experiment
+        stored before them still loads): parameters and outputs share one namespace, as
+        the columns of a measurements table (CSV, a dataframe) beside its own columns and
+        a noise column per output.
+
+        Raises:
+            InvalidSpec: A name used twice across parameters and outputs, or one of
+                :data:`RESERVED_NAMES` or an ``<output>_noise``.
+        """
         seen = set(RESERVED_NAMES)
         noise_columns = {f"{o.name}_noise" for o in self.outputs}
         for kind, items in (("parameters", self.parameters), ("outputs", self.outputs)):

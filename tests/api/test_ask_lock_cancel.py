@@ -4,6 +4,7 @@ PostgreSQL ask lock held: the next ask gets it at once."""
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from server.service import SteeringService
@@ -36,7 +37,9 @@ async def test_asks_waiting_for_another_process_do_not_hold_up_tells(
         postgres_url: str, tmp_path: Path) -> None:
     """Another process holds the ask locks of eight experiments: their asks here wait (on
     threads of their own), and a tell to a ninth is stored meanwhile, not after them. The
-    default pool has 6 threads on 2 cores: the waits held them all before."""
+    default pool has 6 threads on 2 cores (set here: more cores have more): the waits held
+    them all before."""
+    asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(6))
     store = open_store(postgres_url)
     other = open_store(postgres_url)  # the other process's connections
     service = SteeringService(store, Settings(data_dir=tmp_path, log_json=False,

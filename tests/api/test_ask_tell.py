@@ -272,6 +272,8 @@ def test_limits(client: httpx.Client, live_server, experiment: dict) -> None:  #
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "n"]
     r = client.post(_url(experiment, "/suggestions"), json={"n": "3"})
     assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "n"]
+    r = client.post(_url(experiment, "/suggestions"), json={"n": 2.0})  # a JSON number
+    assert r.status_code == 201 and len(r.json()["suggestions"]) == 2
     r = client.post(_url(experiment, "/suggestions"), params={"n": 2})  # curl's way
     assert r.status_code == 201 and len(r.json()["suggestions"]) == 2
     r = client.post(_url(experiment, "/suggestions"), params={"n": 2}, json={"n": 3})

@@ -1,6 +1,6 @@
 """What the service holds per experiment: which measurements its engine has (a batch that
 repeats a key, another process's tell that arrives between this one's), and which
-engines it keeps (closed experiments let go)."""
+engines it keeps (only the last few closed experiments')."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import pytest
 from server.service import CLOSED_HELD, SteeringService, _Live
 from server.settings import Settings
 from server.steering.engine import GPEngine
+from server.steering.errors import InvalidSpec
 from server.steering.spec import ExperimentSpec
 from server.store.base import ExperimentStatus
 from server.store.sql import SQLStore
@@ -94,7 +95,9 @@ def test_catch_up_takes_an_older_tell_behind_a_newer_own_one(
     assert xs.tolist() == [1.0, 2.0, 3.0, 9.0]
 
 
-def test_closed_experiments_let_their_engines_go(service: SteeringService) -> None:
+def test_closed_experiments_keep_only_the_last_few_engines(service: SteeringService) -> None:
+    """Closing keeps an engine (its model is still looked at) among the CLOSED_HELD used
+    last; a closed one looked at again is rebuilt and held in place of the oldest."""
     async def run() -> None:
         ids = []
         for i in range(CLOSED_HELD + 2):
@@ -106,17 +109,39 @@ def test_closed_experiments_let_their_engines_go(service: SteeringService) -> No
         for eid in ids:
             await service.set_status(eid, ExperimentStatus.closed)
         await asyncio.to_thread(service.wait_for_refits)
-        assert service.engine_count == 0
-        # looked at again (the dashboard's map): rebuilt, and only the last few kept
+        assert service.engine_count == CLOSED_HELD
+        assert set(service._live) == set(ids[-CLOSED_HELD:])
+        assert await service.model_status(ids[-1]) is not None  # still shown
+        assert await service.model_status(ids[0]) is None  # let go
+        # looked at again (the dashboard's map): rebuilt, the least recently used let go
         for eid in ids:
             post = await service.posterior(eid, np.array([[5.0, 0.0]]))
             assert np.isfinite(post.mean["intensity"]).all()
-        assert service.engine_count == CLOSED_HELD
-        assert all(service._live[e].closed for e in ids[-CLOSED_HELD:])
-        # reopened while held for viewing: a working experiment again
+        assert list(service._live) == ids[-CLOSED_HELD:]
+        await service.posterior(ids[-2], np.array([[5.0, 0.0]]))  # used: now the newest
+        assert list(service._live) == [ids[-1], ids[-2]]
+        # reopened while held: a working experiment again
         await service.set_status(ids[-1], ExperimentStatus.active)
         assert not service._live[ids[-1]].closed
         (s,) = await service.suggest(ids[-1], 1)
+        assert s.status.value == "pending"
+
+    asyncio.run(run())
+
+
+def test_an_experiment_stored_before_the_name_rules_still_works(
+        service: SteeringService) -> None:
+    """New experiments may not reuse a parameter's name for an output (or a column of the
+    measurements table); one stored before that rule loads, measures and asks as before."""
+    old = {**SPEC, "outputs": [{"name": "x"}, {"name": "key"}]}  # clashes with both rules
+    rec = service.store.create_experiment(ExperimentSpec.from_dict(old).to_dict())
+
+    async def run() -> None:
+        with pytest.raises(InvalidSpec, match="share one namespace"):
+            await service.create_experiment(old)
+        await service.measure(rec.id, [{"position": {"x": 1.0, "y": 0.0},
+                                        "values": {"x": 1.0, "key": 2.0}}])
+        (s,) = await service.suggest(rec.id, 1)
         assert s.status.value == "pending"
 
     asyncio.run(run())

@@ -44,8 +44,9 @@ def test_events_follow_the_experiment(live_server: LiveServer, client: httpx.Cli
         assert recv_until(ws, "status")["data"] == {"status": "paused"}
 
 
-def test_events_of_unknown_experiment_close(live_server: LiveServer) -> None:
-    ws_url = live_server.url.replace("http", "ws") + "/api/v1/experiments/nope/events"
+@pytest.mark.parametrize("eid", ["nope", "no%00pe"])  # a NUL: PostgreSQL refuses the query
+def test_events_of_unknown_experiment_close(live_server: LiveServer, eid: str) -> None:
+    ws_url = live_server.url.replace("http", "ws") + f"/api/v1/experiments/{eid}/events"
     with pytest.raises(ConnectionClosed) as info, connect(ws_url) as ws:
         ws.recv(timeout=5)
     assert info.value.rcvd is not None and info.value.rcvd.code == 4404

@@ -40,8 +40,8 @@ def _tell_and_wait_for_refits(server: LiveServer, eid: str, sizes: list[int],
 
 def _history(server: LiveServer, eid: str) -> list[dict]:
     with httpx.Client(base_url=server.url, timeout=60) as c:
-        model = c.get(f"/api/v1/experiments/{eid}").json()["model"]
-    return list(model["map_error_history"])
+        exp = c.get(f"/api/v1/experiments/{eid}").json()
+    return list(exp["map_error_history"])
 
 
 def test_one_point_per_refit_that_survives_a_restart(tmp_path: Path) -> None:
@@ -49,10 +49,9 @@ def test_one_point_per_refit_that_survives_a_restart(tmp_path: Path) -> None:
     with LiveServer(settings) as server:
         with httpx.Client(base_url=server.url, timeout=60) as c:
             eid = c.post("/api/v1/experiments", json=SPEC).json()["id"]
-            assert c.get(f"/api/v1/experiments/{eid}").json()["model"][
-                "map_error_history"] == []
+            assert c.get(f"/api/v1/experiments/{eid}").json()["map_error_history"] == []
             schema = c.get("/openapi.json").json()["components"]["schemas"]
-        assert "map_error_history" in schema["ModelPublic"]["properties"]
+        assert "map_error_history" in schema["ExperimentPublic"]["properties"]
         assert set(schema["MapErrorPointPublic"]["properties"]) == {
             "n", "rms_std", "relative", "at"}
         refits = _tell_and_wait_for_refits(server, eid, [3, 3, 3, 3, 3, 4, 5], start=0)

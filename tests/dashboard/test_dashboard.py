@@ -184,8 +184,8 @@ def test_a_page_opened_late_shows_the_whole_map_error_curve(page: Page, api: htt
     for _ in range(5):  # a refit after each batch of 4: at N = 4, 8, 12, 16, 20
         run(api, eid, rounds=1, ask=False)
         server.service.wait_for_refits()
-    model = api.get(f"/api/v1/experiments/{eid}").json()["model"]
-    history = [(m["n"], m["rms_std"]) for m in model["map_error_history"]]
+    exp = api.get(f"/api/v1/experiments/{eid}").json()
+    history = [(m["n"], m["rms_std"]) for m in exp["map_error_history"]]
     assert [n for n, _ in history] == [4, 8, 12, 16, 20]
     p = page.page
     p.goto(f"{page.url}/#/e/{eid}")

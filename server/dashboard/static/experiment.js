@@ -339,12 +339,11 @@ export function experimentView(root, id) {
   // curve), the points this browser recorded between refits (`hist`, the current view's),
   // and the current estimate; at one N the newer source wins.
   function mapErrorSeries(name, hist) {
-    const model = st.exp && st.exp.model;
     const spec = st.exp && st.exp.spec;
-    if (!model || name !== (spec.target || spec.outputs[0].name)) return [];
+    if (!spec || name !== (spec.target || spec.outputs[0].name)) return [];
     const byN = new Map();
     for (const r of hist) if (r[3] != null) byN.set(r[0], r[3]);
-    for (const p of model.map_error_history || []) byN.set(p.n, p.rms_std);
+    for (const p of st.exp.map_error_history || []) byN.set(p.n, p.rms_std);
     const err = mapError(name);
     if (err) byN.set(err.n, err.rms_std);
     return [...byN.entries()].sort((a, b) => a[0] - b[0]);
