@@ -6,6 +6,7 @@ as any Bluesky-readable detector and movable motor.
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 from collections.abc import Callable, Generator, Mapping, Sequence
@@ -18,6 +19,8 @@ from bluesky.utils import Msg
 from clients.http import BeamsteerError, Client, Experiment, Suggestion
 
 Reduce = Callable[[dict[str, Any]], Mapping[str, float]]
+
+log = logging.getLogger("beamsteer.bluesky")
 
 
 class BadReadings(RuntimeError):
@@ -121,9 +124,9 @@ def autonomous_scan(detectors: Sequence[Any], motors: Mapping[str, Any] | Sequen
 
     A reading whose reduced values or motor positions are not finite (a detector glitch,
     a beam dump) is not told: its event stays in the run, its suggestion is abandoned
-    (the server may suggest the place again), a ``RuntimeWarning`` says so, and the scan
-    goes on. ``max_bad_readings`` such readings in a row end the run as failed
-    (:class:`BadReadings`).
+    (the server may suggest the place again), a warning is logged (``beamsteer.bluesky``;
+    Python prints it to stderr when logging is not set up), and the scan goes on.
+    ``max_bad_readings`` such readings in a row end the run as failed (:class:`BadReadings`).
 
     The whole scan is **one run**: one start document, one descriptor, one event per
     point, one stop. One run keeps the documents of a scan together (a single uid finds
@@ -207,8 +210,7 @@ def autonomous_scan(detectors: Sequence[Any], motors: Mapping[str, Any] | Sequen
         if in_row >= max_bad_readings:
             raise BadReadings(f"{in_row} readings in a row were not finite (the last, "
                               f"event {seq}: {bad})")
-        warnings.warn(f"event {seq}: {bad}; not told to Beamsteer, its suggestion "
-                      "abandoned", RuntimeWarning, stacklevel=2)
+        log.warning("event %d: %s; not told to Beamsteer, its suggestion abandoned", seq, bad)
         return in_row
 
     def scan() -> Generator[Msg, Any, str]:
