@@ -370,6 +370,10 @@ class SteeringService:
             UnknownExperiment; Conflict if the experiment is not active; InvalidInput for n.
         """
         t0 = time.perf_counter()
+        if experiment_id not in self._live:  # an ask on a closed one builds no engine
+            rec = await self.get_experiment(experiment_id)
+            if rec.status == ExperimentStatus.closed:
+                raise Conflict("status", "experiment is closed; suggestions need active")
         live = await self._load(experiment_id)
         q = live.spec.batch_size if n is None else n
         if not 1 <= q <= self.settings.max_suggestions:

@@ -14,7 +14,7 @@ import pytest
 from server.service import CLOSED_HELD, SteeringService, _Live
 from server.settings import Settings
 from server.steering.engine import GPEngine
-from server.steering.errors import InvalidSpec
+from server.steering.errors import Conflict, InvalidSpec
 from server.steering.spec import ExperimentSpec
 from server.store.base import ExperimentStatus
 from server.store.sql import SQLStore
@@ -113,6 +113,9 @@ def test_closed_experiments_keep_only_the_last_few_engines(service: SteeringServ
         assert set(service._live) == set(ids[-CLOSED_HELD:])
         assert await service.model_status(ids[-1]) is not None  # still shown
         assert await service.model_status(ids[0]) is None  # let go
+        with pytest.raises(Conflict, match="closed"):  # answered without a rebuild
+            await service.suggest(ids[0], 1)
+        assert set(service._live) == set(ids[-CLOSED_HELD:])
         # looked at again (the dashboard's map): rebuilt, the least recently used let go
         for eid in ids:
             post = await service.posterior(eid, np.array([[5.0, 0.0]]))
