@@ -75,6 +75,7 @@ class _Live:
     engine: GPEngine
     ask_lock: asyncio.Lock
     seqs: set[int] = field(default_factory=set)  # measurements the engine has ingested
+    ingesting: set[int] = field(default_factory=set)  # ... and those it is ingesting now
     sync_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # guards engine + seqs
     refit: Future[ModelStatus] | None = None
     ahead: Future[None] | None = None  # the engine preparing the next ask's picks ...
@@ -283,12 +284,26 @@ class SteeringService:
 
     async def _ingest(self, experiment_id: str, live: _Live,
                       ms: Sequence[MeasurementRecord]) -> list[MeasurementRecord]:
-        """Ingest the records the engine has not seen (caller holds ``live.sync_lock``)."""
+        """Ingest the records the engine has not seen (caller holds ``live.sync_lock``).
+        A caller cancelled meanwhile does not stop it: the engine's thread ingests anyway,
+        and the rows are then recorded as ingested (not ingested again by the next)."""
         # once per seq: a batch that repeats a key holds the one stored record twice
-        new = list({m.seq: m for m in ms if m.seq not in live.seqs}.values())
+        new = list({m.seq: m for m in ms
+                    if m.seq not in live.seqs and m.seq not in live.ingesting}.values())
         if new:
-            await self._cpu(live.engine.ingest, *_arrays(live.spec, new))
-            live.add_seqs(m.seq for m in new)
+            seqs = [m.seq for m in new]
+            live.ingesting.update(seqs)
+
+            async def ingest() -> None:
+                try:
+                    await self._cpu(live.engine.ingest, *_arrays(live.spec, new))
+                    live.add_seqs(seqs)
+                finally:
+                    live.ingesting.difference_update(seqs)
+
+            done = asyncio.ensure_future(ingest())
+            done.add_done_callback(lambda f: f.cancelled() or f.exception())  # retrieved
+            await asyncio.shield(done)
             self._maybe_refit(experiment_id, live)
         return new
 

@@ -148,3 +148,38 @@ def test_an_experiment_stored_before_the_name_rules_still_works(
         assert s.status.value == "pending"
 
     asyncio.run(run())
+
+
+def test_a_catch_up_cancelled_while_the_engine_ingests_ingests_once(
+        db: str, tmp_path: Path, service: SteeringService) -> None:
+    """A posterior's catch-up cancelled mid-ingest (a shutdown): the engine's thread
+    ingests anyway, so the rows count as ingested and the next catch-up does not add
+    them a second time."""
+    (tmp_path / "b").mkdir()
+    other = _service(db, tmp_path / "b")  # another API process, which measured a lot
+    rng = np.random.default_rng(3)
+
+    async def run() -> tuple[int, int]:
+        exp = await service.create_experiment({**SPEC, "acquisition": "variance"})
+        await service.measure(exp.id, [_m(1.0)])
+        xy = rng.uniform([0, -5], [10, 5], (300, 2))
+        await other.measure(exp.id, [_m(float(x), float(y)) for x, y in xy])
+        live = service._live[exp.id]
+        task = asyncio.create_task(service._catch_up(exp.id, live, n_stored=301))
+        while not live.ingesting:  # the engine's thread has the rows now
+            await asyncio.sleep(0.001)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await service._catch_up(exp.id, live, n_stored=301)
+        while live.ingesting:
+            await asyncio.sleep(0.01)
+        await asyncio.to_thread(service.wait_for_refits, 120)
+        return live.engine.status().n, live.ingested_through
+
+    try:
+        n_engine, through = asyncio.run(run())
+    finally:
+        other.wait_for_refits(120)  # its own engine refits on the 300 too
+        asyncio.run(other.stop())
+        other.store.close()
+    assert n_engine == through == 301
