@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import math
 import typing
+from collections.abc import Iterator
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -25,34 +26,34 @@ from pydantic import (
 from server.store.base import ExperimentStatus, SuggestionStatus
 
 
-def _no_nul(value: Any, where: str = "") -> None:
-    """Raise ValueError if a string in ``value`` (dict keys too) holds a NUL character,
-    which PostgreSQL cannot store in text or JSON (SQLite could: the backends would differ)."""
-    if isinstance(value, str):
-        if "\x00" in value:
-            raise ValueError(f"{where or 'the string'} contains a NUL character (\\u0000)")
-    elif isinstance(value, dict):
+def _leaves(value: Any, where: str = "") -> Iterator[tuple[str, Any]]:
+    """Every ``(path, item)`` below a JSON-like value that is not a dict or list, dict
+    keys included (as ``"the key 'k'"``): ``a.b[1]`` names ``{"a": {"b": [0, item]}}``."""
+    if isinstance(value, dict):
         for k, v in value.items():
-            _no_nul(k, f"the key {k[:40]!r}" if isinstance(k, str) else "")
-            _no_nul(v, f"{where}.{k}" if where else str(k))
+            yield (f"the key {k[:40]!r}" if isinstance(k, str) else ""), k
+            yield from _leaves(v, f"{where}.{k}" if where else str(k))
     elif isinstance(value, list | tuple):
         for i, v in enumerate(value):
-            _no_nul(v, f"{where}[{i}]")
+            yield from _leaves(v, f"{where}[{i}]")
+    else:
+        yield where, value
+
+
+def _no_nul(value: Any) -> None:
+    """Raise ValueError if a string in ``value`` (dict keys too) holds a NUL character,
+    which PostgreSQL cannot store in text or JSON (SQLite could: the backends would differ)."""
+    for where, v in _leaves(value):
+        if isinstance(v, str) and "\x00" in v:
+            raise ValueError(f"{where or 'the string'} contains a NUL character (\\u0000)")
 
 
 def _finite_json(value: dict[str, Any]) -> dict[str, Any]:
     """Free-form JSON must be storable as JSON: no NaN or infinity (Python's parser takes
     them, JSON has none)."""
-    def walk(v: Any, where: str) -> None:
+    for where, v in _leaves(value):
         if isinstance(v, float) and not math.isfinite(v):
             raise ValueError(f"{where} is {v}: JSON has no NaN or infinity")
-        if isinstance(v, dict):
-            for k, x in v.items():
-                walk(x, f"{where}.{k}" if where else str(k))
-        elif isinstance(v, list):
-            for i, x in enumerate(v):
-                walk(x, f"{where}[{i}]")
-    walk(value, "")
     return value
 
 
