@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import math
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -97,6 +96,13 @@ class _Live:
 
     def __post_init__(self) -> None:
         self.add_seqs(())
+
+    def close(self) -> None:
+        """Held to be looked at only: no more asks to prepare (a queued request is dropped;
+        :meth:`SteeringService._prepare_next` queues none)."""
+        self.closed = True
+        with self.ahead_lock:
+            self.ahead_wanted = None
 
     def add_seqs(self, seqs: Iterable[int]) -> None:
         """Record measurements as ingested by the engine (event loop only)."""
@@ -229,8 +235,8 @@ class SteeringService:
         """The live engine of an experiment, rebuilt from the store on first use."""
         live = self._live.get(experiment_id)
         if live is not None:
-            if live.closed:  # least recently used first out (_hold_closed)
-                self._live[experiment_id] = self._live.pop(experiment_id)
+            if live.closed:
+                self._hold_closed(experiment_id, live)  # now the one used last
             return live
         async with self._load_lock:
             if experiment_id in self._live:
@@ -239,17 +245,20 @@ class SteeringService:
             ms = await self._io(self.store.list_measurements, experiment_id)
             spec = ExperimentSpec.from_dict(rec.spec)
             engine = await self._cpu(self._build_engine, spec, rec.model_state, ms)
-            live = _Live(spec, engine, asyncio.Lock(), seqs={m.seq for m in ms},
-                         closed=rec.status == ExperimentStatus.closed)
+            live = _Live(spec, engine, asyncio.Lock(), seqs={m.seq for m in ms})
             self._live[experiment_id] = live
-            self._hold_closed()
+            if rec.status == ExperimentStatus.closed:
+                self._hold_closed(experiment_id, live)
             self.metrics.engines.set(len(self._live))
             self._maybe_refit(experiment_id, live)
             return live
 
-    def _hold_closed(self) -> None:
-        """Keep the engines of the :data:`CLOSED_HELD` closed experiments used last (their
-        map and model are still looked at); let the others go."""
+    def _hold_closed(self, experiment_id: str, live: _Live) -> None:
+        """Hold a closed experiment's engine as the one used last: the engines of the
+        :data:`CLOSED_HELD` closed experiments used last are kept (their map and model are
+        still looked at), the others let go."""
+        live.close()
+        self._live[experiment_id] = self._live.pop(experiment_id)  # to the end: used last
         held = [k for k, v in self._live.items() if v.closed]
         for k in held[:-CLOSED_HELD]:
             self._drop(k)
@@ -260,9 +269,7 @@ class SteeringService:
         live = self._live.pop(experiment_id, None)
         if live is None:
             return
-        live.closed = True
-        with live.ahead_lock:
-            live.ahead_wanted = None
+        live.close()
         for fut in (live.refit, live.ahead):
             if fut is not None:
                 fut.cancel()
@@ -343,12 +350,8 @@ class SteeringService:
         rec: ExperimentRecord = await self._io(self.store.set_status, experiment_id, status)
         live = self._live.get(experiment_id)
         if status == ExperimentStatus.closed:
-            if live is not None:  # no more asks to prepare; kept while among the last few
-                live.closed = True
-                with live.ahead_lock:
-                    live.ahead_wanted = None
-                self._live[experiment_id] = self._live.pop(experiment_id)
-                self._hold_closed()
+            if live is not None:  # kept while among the closed ones used last
+                self._hold_closed(experiment_id, live)
             pending = await self._io(self.store.list_suggestions, experiment_id,
                                      status=SuggestionStatus.pending)
             for s in pending:
@@ -786,14 +789,12 @@ class SteeringService:
         A failure is logged, not raised: the model in memory is fine, and the next refit
         saves again (that refit's point is missing from the curve)."""
         target = status.outputs.get(live.spec.target or "")
-        err = None if target is None else target.map_error
+        err = None if target is None else target.map_error  # finite (or None): _map_error
         try:
             self.store.save_model_state(experiment_id, live.engine.hyperparameters())
             if err is not None:
-                relative = err.relative if err.relative is not None and math.isfinite(
-                    err.relative) else None
                 self.store.add_map_error(experiment_id, MapErrorPoint(
-                    n=err.n, rms_std=err.rms_std, relative=relative, at=time.time()),
+                    n=err.n, rms_std=err.rms_std, relative=err.relative, at=time.time()),
                     keep=MAP_ERROR_POINTS)
         except StoreUnavailable as exc:  # an outage, not a bug: no traceback per refit
             log.warning("could not save model state; the next refit saves again",

@@ -532,6 +532,7 @@ class SQLStore:
         plan: list[MeasurementRecord | int] = []  # a record, or an index into new_rows
         new_rows: list[dict[str, Any]] = []
         new_by_key: dict[str, int] = {}  # key -> index of its first item
+        inserted: list[int] = []  # indexes of the items stored now
         created: list[bool] = []
         for i, it in enumerate(items):
             known: MeasurementRecord | NewMeasurement | None = None
@@ -543,6 +544,7 @@ class SQLStore:
                 plan.append(plan[new_by_key[it.key]])
             else:
                 seq += 1
+                inserted.append(i)
                 plan.append(len(new_rows))
                 new_rows.append(dict(
                     experiment_id=experiment_id, seq=seq, position=dict(it.position),
@@ -559,9 +561,7 @@ class SQLStore:
                                f"key {it.key!r} is already used by {by}, for a different "
                                "measurement", in_body=True)
 
-        self._answered_once(conn, experiment_id, items,
-                            [i for i, p in enumerate(plan) if isinstance(p, int)
-                             and new_by_key.get(items[i].key, i) == i])
+        self._answered_once(conn, experiment_id, items, inserted)
         new_records: list[MeasurementRecord] = []
         if new_rows:
             ids = conn.execute(m.insert().returning(m.c.id, sort_by_parameter_order=True),
