@@ -10,7 +10,9 @@ import logging
 import math
 import warnings
 from collections.abc import Callable, Generator, Mapping, Sequence
-from typing import Any
+from concurrent.futures import Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import bluesky.plan_stubs as bps
 import bluesky.preprocessors as bpp
@@ -26,6 +28,44 @@ log = logging.getLogger("beamsteer.bluesky")
 class BadReadings(RuntimeError):
     """Several readings in a row reduced to values or positions that are not finite: the
     detector, a motor's readback or the reduction is failing (the run stops as failed)."""
+
+
+T = TypeVar("T")
+
+
+class _Calls:
+    """The plan's calls to the server, in the order they are made: where they are made
+    (an error raises there), or, with ``ahead``, one after another on a thread of their
+    own, so that the plan moves and counts meanwhile (an error raises at the next
+    :meth:`raise_failed`, :meth:`wait`, or at the ``result()`` of its future)."""
+
+    def __init__(self, ahead: bool) -> None:
+        self._pool = (ThreadPoolExecutor(1, thread_name_prefix="beamsteer-plan")
+                      if ahead else None)
+        self._sent: list[Future[Any]] = []
+
+    def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
+        if self._pool is not None:
+            future = self._pool.submit(fn, *args)
+            self._sent.append(future)
+            return future
+        done: Future[T] = Future()
+        done.set_result(fn(*args))
+        return done
+
+    def raise_failed(self) -> None:
+        """Raise the error of the first call that failed; forget the calls that are done."""
+        for f in self._sent:
+            if f.done() and f.exception() is not None:
+                raise f.exception()  # type: ignore[misc]
+        self._sent = [f for f in self._sent if not f.done()]
+
+    def wait(self) -> None:
+        wait(self._sent)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
 
 
 def _motor_map(motors: Mapping[str, Any] | Sequence[Any], exp: Experiment) -> dict[str, Any]:
@@ -110,8 +150,8 @@ def autonomous_scan(detectors: Sequence[Any], motors: Mapping[str, Any] | Sequen
                     client: Client, experiment_id: str, *, max_points: int, reduce: Reduce,
                     target_std: float | None = None, target_error: float | None = None,
                     min_points: int | None = None, batch: int = 1,
-                    max_bad_readings: int = 3, md: Mapping[str, Any] | None = None
-                    ) -> Generator[Msg, Any, str]:
+                    max_bad_readings: int = 3, ask_ahead: bool = False,
+                    md: Mapping[str, Any] | None = None) -> Generator[Msg, Any, str]:
     """Measure where Beamsteer suggests until ``max_points`` or the map is good enough.
 
     Each round asks the server for ``batch`` positions (in the order that keeps motor
@@ -127,6 +167,16 @@ def autonomous_scan(detectors: Sequence[Any], motors: Mapping[str, Any] | Sequen
     (the server may suggest the place again), a warning is logged (``beamsteer.bluesky``;
     Python prints it to stderr when logging is not set up), and the scan goes on.
     ``max_bad_readings`` such readings in a row end the run as failed (:class:`BadReadings`).
+
+    With ``ask_ahead`` the beamline does not wait for the server: the next batch is asked
+    for while the last position of this one is measured (that position is pending, so the
+    server knows where, not what), and each measurement is posted while the motors move
+    on. The calls run in order on a thread of the plan's own; a call that fails ends the
+    run (at the next batch) as failed, and measurements already read are still posted
+    when the run ends for any reason. A ``target_std`` / ``target_error`` stop is then
+    decided one batch late, so one more batch is measured than without ``ask_ahead``.
+    What it saves and what it costs in measurements: ``benchmarks/README.md``, "The
+    beamline's dead time".
 
     The whole scan is **one run**: one start document, one descriptor, one event per
     point, one stop. One run keeps the documents of a scan together (a single uid finds
@@ -158,6 +208,7 @@ def autonomous_scan(detectors: Sequence[Any], motors: Mapping[str, Any] | Sequen
             unreliable).
         batch: Positions per ask.
         max_bad_readings: Non-finite readings in a row that stop the scan.
+        ask_ahead: Ask and post while the beamline moves and counts (above).
         md: Extra metadata for the start document.
 
     Returns:
@@ -178,7 +229,7 @@ def autonomous_scan(detectors: Sequence[Any], motors: Mapping[str, Any] | Sequen
         "num_points": max_points,
         "plan_args": {"experiment_id": exp.id, "max_points": max_points, "batch": batch,
                       "target_std": target_std, "target_error": target_error,
-                      "min_points": trust_from},
+                      "min_points": trust_from, "ask_ahead": ask_ahead},
         "beamsteer": {"url": client.url, "experiment_id": exp.id, "experiment": exp.name,
                       "target": exp.target},
         "hints": {"dimensions": [([f for m in motor_of.values()
@@ -187,57 +238,119 @@ def autonomous_scan(detectors: Sequence[Any], motors: Mapping[str, Any] | Sequen
     }
     _md.update(md or {})
 
-    def measure_one(uid: str, seq: int, s: Suggestion) -> Generator[Msg, Any, str | None]:
-        """Move, read, tell; what was not finite instead of telling it (``None``: told)."""
+    scan = _Scan(client, exp, motor_of, devices, reduce, max_points=max_points, batch=batch,
+                 target_std=target_std, target_error=target_error, trust_from=trust_from,
+                 max_bad_readings=max_bad_readings, ask_ahead=ask_ahead)
+    uid: str = yield from bpp.stage_wrapper(scan.run(_md), devices)
+    return uid
+
+
+@dataclass
+class _Scan:
+    """One :func:`autonomous_scan`: its settings and its steps."""
+
+    client: Client
+    exp: Experiment
+    motor_of: dict[str, Any]
+    devices: list[Any]
+    reduce: Reduce
+    max_points: int
+    batch: int
+    target_std: float | None
+    target_error: float | None
+    trust_from: int
+    max_bad_readings: int
+    ask_ahead: bool
+
+    def run(self, md: dict[str, Any]) -> Generator[Msg, Any, str]:
+        """The run: ask, then move, read and tell each position, until done."""
+        uid: str = yield from bps.open_run(md=md)
+        calls = _Calls(self.ask_ahead)
+        seq = 0
+        pending: list[Suggestion] = []  # asked for, neither measured nor abandoned
+        asked: Future[list[Suggestion]] | None = self._ask(calls, seq)
+        # ask_ahead: the stop checks after the last batch and after the one before it
+        check: Future[str | None] | None = None
+        earlier: Future[str | None] | None = None
+        reason = None
+        bad_in_row = 0
+        try:
+            while asked is not None:
+                pending, asked = list(asked.result()), None
+                # Asking ahead, the calls made before that ask are done now (they run in
+                # order): a refused tell fails the run here; the check after the batch
+                # before last says whether to stop (the last batch's check would be waited
+                # for, and the beamline with it).
+                calls.raise_failed()
+                if earlier is not None and (reason := earlier.result()) is not None:
+                    break
+                while pending:
+                    seq += 1  # the seq_num of the event trigger_and_read emits
+                    if self.ask_ahead and len(pending) == 1 and seq < self.max_points:
+                        asked = self._ask(calls, seq)  # while this last position is measured
+                    here, got = yield from self._read(pending[0])
+                    s = pending.pop(0)
+                    if isinstance(got, str):
+                        bad_in_row = self._skip(calls, s, seq, got, bad_in_row + 1)
+                    else:
+                        bad_in_row = 0
+                        calls.submit(self._tell, uid, seq, s, here, got)
+                earlier, check = check, calls.submit(
+                    _good_enough, self.client, self.exp, self.target_std,
+                                     self.target_error, self.trust_from,
+                                     self.exp.n_measurements + seq)
+                if not self.ask_ahead:
+                    if (reason := check.result()) is not None:
+                        break
+                    check = None
+                    asked = self._ask(calls, seq) if seq < self.max_points else None
+            calls.wait()  # every measurement stored before the run is closed
+            calls.raise_failed()
+        finally:
+            calls.close()  # what is queued is sent: points read are not dropped
+            if asked is not None:  # ask_ahead, stopping: the next batch is not measured
+                try:
+                    pending += asked.result()
+                except Exception:  # its error, if any, is not this run's to report
+                    pass
+            for s in pending:  # never leave suggestions that nobody will measure
+                try:
+                    self.client.abandon(self.exp, s)
+                except BeamsteerError:
+                    pass
+        yield from bps.close_run(reason=reason or f"max_points {self.max_points} measured")
+        return uid
+
+    def _ask(self, calls: _Calls, seq: int) -> Future[list[Suggestion]]:
+        return calls.submit(self.client.suggest, self.exp,
+                            min(self.batch, self.max_points - seq))
+
+    def _read(self, s: Suggestion
+              ) -> Generator[Msg, Any, tuple[dict[str, float], dict[str, float] | str]]:
+        """Move and read: (where the motors were, the reduced values), or what was not
+        finite instead of the values."""
         args: list[Any] = []
-        for name, motor in motor_of.items():
+        for name, motor in self.motor_of.items():
             args += [motor, s.position[name]]
         yield from bps.mv(*args)
-        reading = yield from bps.trigger_and_read(devices)
-        values = dict(reduce({k: v["value"] for k, v in reading.items()}))
-        here = {n: _where(m, reading, s.position[n]) for n, m in motor_of.items()}
+        reading = yield from bps.trigger_and_read(self.devices)
+        values = dict(self.reduce({k: v["value"] for k, v in reading.items()}))
+        here = {n: _where(m, reading, s.position[n]) for n, m in self.motor_of.items()}
         bad = _not_finite({**here, **values})
-        if bad is not None:
-            return bad
-        client.measure(exp, _clip(exp, here), values, suggestion=s, key=f"{uid}-{seq}",
-                       metadata={"run_uid": uid, "seq_num": seq,
-                                 "plan_name": "autonomous_scan"})
-        return None
+        return here, (values if bad is None else bad)
 
-    def skip(s: Suggestion, seq: int, bad: str, in_row: int) -> int:
+    def _tell(self, uid: str, seq: int, s: Suggestion, here: dict[str, float],
+              values: dict[str, float]) -> None:
+        self.client.measure(self.exp, _clip(self.exp, here), values, suggestion=s,
+                            key=f"{uid}-{seq}",
+                            metadata={"run_uid": uid, "seq_num": seq,
+                                      "plan_name": "autonomous_scan"})
+
+    def _skip(self, calls: _Calls, s: Suggestion, seq: int, bad: str, in_row: int) -> int:
         """A reading not told: abandon its suggestion, and warn or fail the run."""
-        client.abandon(exp, s)
-        if in_row >= max_bad_readings:
+        calls.submit(self.client.abandon, self.exp, s)
+        if in_row >= self.max_bad_readings:
             raise BadReadings(f"{in_row} readings in a row were not finite (the last, "
                               f"event {seq}: {bad})")
         log.warning("event %d: %s; not told to Beamsteer, its suggestion abandoned", seq, bad)
         return in_row
-
-    def scan() -> Generator[Msg, Any, str]:
-        uid: str = yield from bps.open_run(md=_md)
-        seq = 0
-        pending: list[Suggestion] = []
-        reason = None
-        bad_in_row = 0
-        try:
-            while seq < max_points:
-                pending = client.suggest(exp, min(batch, max_points - seq))
-                while pending:
-                    seq += 1  # the seq_num of the event trigger_and_read emits
-                    bad = yield from measure_one(uid, seq, pending[0])
-                    s = pending.pop(0)
-                    bad_in_row = 0 if bad is None else skip(s, seq, bad, bad_in_row + 1)
-                if (reason := _good_enough(client, exp, target_std, target_error,
-                                           trust_from, exp.n_measurements + seq)) is not None:
-                    break
-        finally:
-            for s in pending:  # never leave suggestions that nobody will measure
-                try:
-                    client.abandon(exp, s)
-                except BeamsteerError:
-                    pass
-        yield from bps.close_run(reason=reason or f"max_points {max_points} measured")
-        return uid
-
-    uid: str = yield from bpp.stage_wrapper(scan(), devices)
-    return uid

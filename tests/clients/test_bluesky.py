@@ -15,13 +15,20 @@ pytest.importorskip("ophyd")
 from bluesky import RunEngine  # noqa: E402
 from ophyd.sim import SynAxis, SynSignal  # noqa: E402
 
-from clients import Client  # noqa: E402
+from clients import BeamsteerError, Client  # noqa: E402
 from clients.bluesky import BadReadings, autonomous_scan  # noqa: E402
 from tests.clients.conftest import SPEC, LiveServer  # noqa: E402
 
 
 def truth(x: float, y: float) -> float:
     return math.sin(x / 2) * math.cos(y / 3) + 0.1 * x
+
+
+@pytest.fixture(params=[False, True], ids=["in-turn", "ask-ahead"])
+def ahead(request: pytest.FixtureRequest) -> bool:
+    """``autonomous_scan``'s ``ask_ahead``: the server's calls in turn with the beamline's
+    moves and reads, or on the plan's thread while it moves and reads."""
+    return bool(request.param)
 
 
 @pytest.fixture
@@ -33,7 +40,8 @@ def beamline() -> tuple[SynAxis, SynAxis, SynSignal]:
 
 @pytest.mark.parametrize("live_server", ["sqlite"], indirect=True)
 def test_one_run_every_point_stored_with_its_event(live_server: LiveServer,
-                                                   beamline: tuple[Any, ...]) -> None:
+                                                   beamline: tuple[Any, ...],
+                                                   ahead: bool) -> None:
     x, y, det = beamline
     docs: list[tuple[str, dict[str, Any]]] = []
     RE = RunEngine({}, call_returns_result=True)
@@ -41,7 +49,7 @@ def test_one_run_every_point_stored_with_its_event(live_server: LiveServer,
         exp = client.create_experiment(SPEC, name="bluesky")
         result = RE(autonomous_scan([det], {"x": x, "y": y}, client, exp.id, max_points=7,
                                     batch=3, reduce=lambda r: {"intensity": r["det"]},
-                                    md={"sample": "film-3"}),
+                                    ask_ahead=ahead, md={"sample": "film-3"}),
                     lambda name, doc: docs.append((name, doc)))
         stored = client.measurements(exp)
         sugs = client.suggestions(exp)
@@ -71,7 +79,7 @@ def test_one_run_every_point_stored_with_its_event(live_server: LiveServer,
 @pytest.mark.parametrize("live_server", ["sqlite"], indirect=True)
 def test_a_reading_that_is_not_finite_is_skipped_and_a_run_of_them_fails(
         live_server: LiveServer, beamline: tuple[Any, ...],
-        caplog: pytest.LogCaptureFixture) -> None:
+        caplog: pytest.LogCaptureFixture, ahead: bool) -> None:
     """A glitch (NaN) is not told: its suggestion is abandoned with a warning and the scan
     goes on; three in a row stop the run as failed, saying why."""
     x, y, det = beamline
@@ -89,7 +97,7 @@ def test_a_reading_that_is_not_finite_is_skipped_and_a_run_of_them_fails(
         # this process swap them)
         with caplog.at_level(logging.WARNING, logger="beamsteer.bluesky"):
             result = RE(autonomous_scan([det], [x, y], client, exp.id, max_points=6,
-                                        batch=2, reduce=glitch_at_3))
+                                        batch=2, reduce=glitch_at_3, ask_ahead=ahead))
         assert [r.getMessage() for r in caplog.records] == [
             "event 3: intensity = nan; not told to Beamsteer, its suggestion abandoned"]
         assert result.exit_status == "success"
@@ -102,7 +110,7 @@ def test_a_reading_that_is_not_finite_is_skipped_and_a_run_of_them_fails(
         docs: list[tuple[str, dict[str, Any]]] = []
         with pytest.raises(BadReadings, match="3 readings"):
             RE(autonomous_scan([det], [x, y], client, exp.id, max_points=10, batch=2,
-                               reduce=lambda r: {"intensity": math.inf}),
+                               reduce=lambda r: {"intensity": math.inf}, ask_ahead=ahead),
                lambda name, doc: docs.append((name, doc)))
         assert docs[-1][0] == "stop" and docs[-1][1]["exit_status"] == "fail"
         assert "3 readings in a row were not finite" in docs[-1][1]["reason"]
@@ -112,7 +120,8 @@ def test_a_reading_that_is_not_finite_is_skipped_and_a_run_of_them_fails(
 
 @pytest.mark.parametrize("live_server", ["sqlite"], indirect=True)
 def test_failure_closes_the_run_and_abandons_the_rest(live_server: LiveServer,
-                                                      beamline: tuple[Any, ...]) -> None:
+                                                      beamline: tuple[Any, ...],
+                                                      ahead: bool) -> None:
     x, y, det = beamline
     docs: list[tuple[str, dict[str, Any]]] = []
     calls = []
@@ -128,7 +137,8 @@ def test_failure_closes_the_run_and_abandons_the_rest(live_server: LiveServer,
         exp = client.create_experiment(SPEC, name="bluesky-fail")
         with pytest.raises(RuntimeError, match="saturated"):
             RE(autonomous_scan([det], [x, y], client, exp.id, max_points=8, batch=4,
-                               reduce=reduce), lambda n, d: docs.append((n, d)))
+                               reduce=reduce, ask_ahead=ahead),
+               lambda n, d: docs.append((n, d)))
         states = sorted(s.status for s in client.suggestions(exp))
         assert client.get_experiment(exp).n_measurements == 1
     assert states == ["abandoned"] * 3 + ["measured"]
@@ -137,7 +147,9 @@ def test_failure_closes_the_run_and_abandons_the_rest(live_server: LiveServer,
 
 @pytest.mark.parametrize("live_server", ["sqlite"], indirect=True)
 def test_stops_when_the_map_is_good_enough(live_server: LiveServer,
-                                           beamline: tuple[Any, ...]) -> None:
+                                           beamline: tuple[Any, ...], ahead: bool) -> None:
+    """... after the batch that made it so (asking ahead: after the next one, whose
+    check came back while it was measured; the batch asked meanwhile is abandoned)."""
     x, y, det = beamline
     RE = RunEngine({})
     with Client(live_server.url) as client:
@@ -153,14 +165,18 @@ def test_stops_when_the_map_is_good_enough(live_server: LiveServer,
             return {"intensity": r["det"]}
 
         RE(autonomous_scan([det], [x, y], client, exp.id, max_points=40, batch=4,
-                           target_std=1e9, reduce=reduce))
+                           target_std=1e9, reduce=reduce, ask_ahead=ahead))
         # stops at the first check after a fit: after batch 1 if the fit was that quick
-        assert client.get_experiment(exp).n_measurements in (4, 8)
+        n = client.get_experiment(exp).n_measurements
+        assert n in ((8, 12) if ahead else (4, 8))
+        sugs = client.suggestions(exp)
+    assert sorted(s.status for s in sugs) == ["abandoned"] * 4 * ahead + ["measured"] * n
 
 
 @pytest.mark.parametrize("live_server", ["sqlite"], indirect=True)
 def test_stops_on_the_servers_map_error_estimate(live_server: LiveServer,
-                                                 beamline: tuple[Any, ...]) -> None:
+                                                 beamline: tuple[Any, ...],
+                                                 ahead: bool) -> None:
     """``target_error``: the plan stops once the server's estimated map error is at most
     5% of the measured range, not before ``10 d`` points, and says why in the stop
     document; the map it leaves is that good against the truth (within 2x)."""
@@ -178,12 +194,14 @@ def test_stops_on_the_servers_map_error_estimate(live_server: LiveServer,
             return {"intensity": r["det"]}
 
         RE(autonomous_scan([det], [x, y], client, exp.id, max_points=120, batch=4,
-                           target_error=0.05, reduce=reduce),
+                           target_error=0.05, reduce=reduce, ask_ahead=ahead),
            lambda name, doc: docs.append((name, doc)))
         n = client.get_experiment(exp).n_measurements
         post = client.posterior(exp, grid={"x": 30, "y": 30})
     stop = docs[-1][1]
-    assert stop["reason"].startswith("estimated map error") and f"(N={n})" in stop["reason"]
+    # asking ahead, the estimate that stopped the plan was read one batch of 4 before
+    assert stop["reason"].startswith("estimated map error")
+    assert f"(N={n - 4 * ahead})" in stop["reason"]
     assert docs[0][1]["plan_args"]["min_points"] == 20
     assert 20 <= n < 120
     truth_at = [truth(px, py) for px, py in post.points]
@@ -211,3 +229,58 @@ def test_the_estimate_is_not_read_before_min_points(live_server: LiveServer,
         reads = metrics.get_sample_value("beamsteer_http_requests_total", route) - before
     assert reads == 1
     assert docs[-1][1]["reason"] == "max_points 8 measured"
+
+
+@pytest.mark.parametrize("live_server", ["sqlite"], indirect=True)
+def test_asking_ahead_asks_while_the_last_position_is_measured(
+        live_server: LiveServer, beamline: tuple[Any, ...]) -> None:
+    """With ``ask_ahead`` each ask reaches the server before the measurement at the
+    position asked for before it, which is pending then (so the server knew where it was
+    being measured); every point is still stored, with its event, and nothing is left
+    pending."""
+    x, y, det = beamline
+    with Client(live_server.url) as client:
+        exp = client.create_experiment(SPEC, name="bluesky-ahead")
+        RunEngine({})(autonomous_scan([det], [x, y], client, exp.id, max_points=9,
+                                      reduce=lambda r: {"intensity": r["det"]},
+                                      ask_ahead=True))
+        stored = client.measurements(exp)
+        sugs = sorted(client.suggestions(exp), key=lambda s: s.created_at)
+    assert [m.metadata["seq_num"] for m in stored] == list(range(1, 10))
+    assert [s.status for s in sugs] == ["measured"] * 9
+    by_suggestion = {m.suggestion_id: m for m in stored}
+    told = [by_suggestion[s.id] for s in sugs]  # in the order asked
+    for k in range(1, 9):
+        assert sugs[k].created_at < told[k - 1].created_at
+        if k >= 2:  # the one before that was told before this ask (one point behind)
+            assert told[k - 2].created_at < sugs[k].created_at
+
+
+@pytest.mark.parametrize("live_server", ["sqlite"], indirect=True)
+def test_asking_ahead_a_refused_tell_fails_the_run_and_abandons_what_was_asked(
+        live_server: LiveServer, beamline: tuple[Any, ...]) -> None:
+    """A tell the server refuses while the beamline moves on (the experiment was closed
+    meanwhile) fails the run at the next batch with the server's error; what was asked
+    ahead is not measured."""
+    x, y, det = beamline
+    docs: list[tuple[str, dict[str, Any]]] = []
+    with Client(live_server.url) as client:
+        exp = client.create_experiment(SPEC, name="bluesky-closed")
+        n = 0
+
+        def reduce(r: dict[str, Any]) -> dict[str, float]:
+            nonlocal n
+            n += 1
+            if n == 3:
+                client.set_status(exp, "closed")
+            return {"intensity": r["det"]}
+
+        with pytest.raises(BeamsteerError) as info:
+            RunEngine({})(autonomous_scan([det], [x, y], client, exp.id, max_points=10,
+                                          reduce=reduce, ask_ahead=True),
+                          lambda name, doc: docs.append((name, doc)))
+        stored = client.measurements(exp)
+    assert info.value.status == 409
+    assert docs[-1][0] == "stop" and docs[-1][1]["exit_status"] == "fail"
+    assert [m.metadata["seq_num"] for m in stored] == [1, 2]
+    assert n <= 4  # at most one more position read after the refused tell
