@@ -56,7 +56,7 @@ from benchmarks.maps import MAPS, NOISE_FRACTION, TEST_POINTS, SampleMap  # noqa
 from clients.http.models import MAP_ERROR_MIN_POINTS_PER_DIM  # noqa: E402
 
 STRATEGIES = ("beamsteer", "gpcam", "botorch", "random", "grid")
-OPTIONAL_STRATEGIES = ("botorch-nipv",)
+OPTIONAL_STRATEGIES = ("botorch-nipv", "beamsteer-ahead")
 PEERS = ("gpcam", "botorch", "botorch-nipv", "random", "grid")
 # RMSE is taken at these N (a ~1.2x ladder, fine enough to place a threshold crossing)
 CHECKPOINTS = (10, 15, 20, 25, 30, 35, 40, 50, 60, 70, 80, 100, 120, 140, 160, 200, 240,
@@ -170,8 +170,13 @@ Tick = Callable[[int], None]
 # --- Beamsteer over HTTP ------------------------------------------------------------------
 
 
-def run_beamsteer(p: Problem, checkpoints: Sequence[int], tick: Tick) -> dict[str, Any]:
+def run_beamsteer(p: Problem, checkpoints: Sequence[int], tick: Tick, *,
+                  ahead: bool = False) -> dict[str, Any]:
     """Ask one position, measure, tell, through the HTTP API of a live server.
+
+    ``ahead`` (strategy ``beamsteer-ahead``): as the Bluesky plan with ``ask_ahead``, the
+    next batch is asked for before this one is measured and told (this one is pending
+    then), so each pick knows one batch less than in turn.
 
     After each tell the loop waits for the refit the tell may have scheduled (the server
     refits in the background when the data grew 25%; a beamline measurement takes longer
@@ -197,14 +202,24 @@ def run_beamsteer(p: Problem, checkpoints: Sequence[int], tick: Tick) -> dict[st
                             lookahead_room=0)
         with LiveServer(settings) as live, Client(live.url, timeout=300) as client:
             exp = client.create_experiment(p.spec())
-            n = 0
-            while n < p.n_max:
-                # a batch ends on every checkpoint (the RMSE is taken at exactly N; with
-                # --batch the checkpoints are multiples of it), and at p.n_max
-                q = min(p.batch, min(c for c in (*checkpoints, p.n_max) if c > n) - n)
-                batch = client.suggest(exp, q)
+
+            def ask(n: int) -> list[Any]:
+                """The batch to measure after ``n`` points: it ends on every checkpoint
+                (the RMSE is taken at exactly N; with --batch the checkpoints are multiples
+                of it), and at p.n_max."""
+                if n >= p.n_max:
+                    return []
+                batch = client.suggest(
+                    exp, min(p.batch, min(c for c in (*checkpoints, p.n_max) if c > n) - n))
                 for s in batch:
                     sources[s.source] = sources.get(s.source, 0) + 1
+                return batch
+
+            n = 0
+            batch = ask(n)
+            while n < p.n_max:
+                # asking ahead: the next batch, while this one is measured (pending)
+                after = ask(n + len(batch)) if ahead else None
                 live.service.wait_for_lookahead(300)  # a measurement outlasts it
                 X = np.array([[s.position[a] for a in names] for s in batch])
                 Y = p.measure(X, n)
@@ -232,6 +247,7 @@ def run_beamsteer(p: Problem, checkpoints: Sequence[int], tick: Tick) -> dict[st
                     rmse.append(true_now)
                     fitted.append(None if now.model is None
                                   else now.model.outputs[OUTPUT].fitted_n)
+                batch = after if after is not None else ask(n)
             ahead = live.service.metrics.registry.get_sample_value(
                 "beamsteer_suggestions_ahead_total")
     return {"rmse": rmse, "suggestion_sources": sources, "fitted_n": fitted,
@@ -402,7 +418,9 @@ def run_grid(p: Problem, checkpoints: Sequence[int], tick: Tick) -> dict[str, An
 
 
 RUNNERS: dict[str, Callable[[Problem, Sequence[int], Tick], dict[str, Any]]] = {
-    "beamsteer": run_beamsteer, "gpcam": run_gpcam, "botorch": run_botorch,
+    "beamsteer": run_beamsteer,
+    "beamsteer-ahead": lambda p, c, t: run_beamsteer(p, c, t, ahead=True),
+    "gpcam": run_gpcam, "botorch": run_botorch,
     "botorch-nipv": lambda p, c, t: run_botorch(p, c, t, nipv=True),
     "random": run_random, "grid": run_grid}
 
@@ -892,8 +910,10 @@ def parse_args(argv: list[str] | None = None) -> Config:
         p.error("--jobs must be >= 1")
     if not 0 < a.noise_sd < 1:
         p.error("--noise-sd must be a fraction of the range in (0, 1)")
-    if a.batch < 1 or (a.batch > 1 and tuple(a.strategies) != ("beamsteer",)):
-        p.error("--batch must be >= 1, and above 1 only with --strategies beamsteer")
+    if a.batch < 1 or (a.batch > 1 and not set(a.strategies) <= {"beamsteer",
+                                                                  "beamsteer-ahead"}):
+        p.error("--batch must be >= 1, and above 1 only with the strategies beamsteer and "
+                "beamsteer-ahead")
     if a.batch > 1:  # checkpoints on whole batches: each rounded up to a multiple of q
         checkpoints = tuple(sorted({c for c in (-(-n // a.batch) * a.batch
                                                 for n in checkpoints) if c <= n_max}))
@@ -916,8 +936,8 @@ def _from_json(path: Path) -> Config:
                   reanalyse=True, batch=c.get("batch", 1))
 
 
-COST_ORDER = {"botorch-nipv": 0, "botorch": 1, "beamsteer": 2, "gpcam": 3, "grid": 4,
-              "random": 5}
+COST_ORDER = {"botorch-nipv": 0, "botorch": 1, "beamsteer": 2, "beamsteer-ahead": 2,
+              "gpcam": 3, "grid": 4, "random": 5}
 
 
 def _worker_init() -> None:

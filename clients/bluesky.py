@@ -11,6 +11,7 @@ import math
 import warnings
 from collections.abc import Callable, Generator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -341,10 +342,17 @@ class _Scan:
 
     def _tell(self, uid: str, seq: int, s: Suggestion, here: dict[str, float],
               values: dict[str, float]) -> None:
-        self.client.measure(self.exp, _clip(self.exp, here), values, suggestion=s,
-                            key=f"{uid}-{seq}",
-                            metadata={"run_uid": uid, "seq_num": seq,
-                                      "plan_name": "autonomous_scan"})
+        """Post one point; if that fails, abandon its suggestion (a no-op if the point was
+        stored and only the reply was lost) so that it does not stay pending, and raise."""
+        try:
+            self.client.measure(self.exp, _clip(self.exp, here), values, suggestion=s,
+                                key=f"{uid}-{seq}",
+                                metadata={"run_uid": uid, "seq_num": seq,
+                                          "plan_name": "autonomous_scan"})
+        except BeamsteerError:
+            with suppress(BeamsteerError):
+                self.client.abandon(self.exp, s)
+            raise
 
     def _skip(self, calls: _Calls, s: Suggestion, seq: int, bad: str, in_row: int) -> int:
         """A reading not told: abandon its suggestion, and warn or fail the run."""

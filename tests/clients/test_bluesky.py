@@ -284,3 +284,28 @@ def test_asking_ahead_a_refused_tell_fails_the_run_and_abandons_what_was_asked(
     assert docs[-1][0] == "stop" and docs[-1][1]["exit_status"] == "fail"
     assert [m.metadata["seq_num"] for m in stored] == [1, 2]
     assert n <= 4  # at most one more position read after the refused tell
+
+
+@pytest.mark.parametrize("live_server", ["sqlite"], indirect=True)
+def test_a_point_the_server_refuses_fails_the_run_and_leaves_nothing_pending(
+        live_server: LiveServer, beamline: tuple[Any, ...], ahead: bool) -> None:
+    """A reading the server refuses (an output the experiment does not have: 422) fails
+    the run with the server's message; its suggestion, and any asked ahead, are abandoned
+    rather than left pending until they expire."""
+    x, y, det = beamline
+    docs: list[tuple[str, dict[str, Any]]] = []
+    with Client(live_server.url) as client:
+        exp = client.create_experiment(SPEC, name="bluesky-refused")
+        with pytest.raises(BeamsteerError, match="bogus") as info:
+            RunEngine({})(autonomous_scan([det], [x, y], client, exp.id, max_points=5,
+                                          reduce=lambda r: {"intensity": r["det"], "bogus": 1.0},
+                                          ask_ahead=ahead),
+                          lambda name, doc: docs.append((name, doc)))
+        sugs = client.suggestions(exp)
+        assert client.measurements(exp) == []
+    assert info.value.status == 422
+    assert docs[-1][1]["exit_status"] == "fail"
+    assert {s.status for s in sugs} == {"abandoned"}
+    # asking ahead, the refusal is seen at the next batch, or at the one after if the
+    # tell was still on its way then (one more position read)
+    assert len(sugs) in ((2, 3) if ahead else (1,))
