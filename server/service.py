@@ -787,7 +787,10 @@ class SteeringService:
         """Persist what a refit leaves behind: the hyperparameters (a restart warm-starts
         from them) and the steering output's map error (a point of the convergence curve).
         A failure is logged, not raised: the model in memory is fine, and the next refit
-        saves again (that refit's point is missing from the curve)."""
+        saves again (that refit's point is missing from the curve). A refit that ends
+        while the service stops is abandoned (:meth:`stop`): the store may be closed."""
+        if self._stopping:
+            return
         target = status.outputs.get(live.spec.target or "")
         err = None if target is None else target.map_error  # finite (or None): _map_error
         try:
