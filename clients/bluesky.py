@@ -297,9 +297,8 @@ class _Scan:
                         bad_in_row = 0
                         calls.submit(self._tell, uid, seq, s, here, got)
                 earlier, check = check, calls.submit(
-                    _good_enough, self.client, self.exp, self.target_std,
-                                     self.target_error, self.trust_from,
-                                     self.exp.n_measurements + seq)
+                    _good_enough, self.client, self.exp, self.target_std, self.target_error,
+                    self.trust_from, self.exp.n_measurements + seq)
                 if not self.ask_ahead:
                     if (reason := check.result()) is not None:
                         break
