@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 import warnings
 from collections.abc import Callable, Generator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import bluesky.plan_stubs as bps
@@ -24,6 +25,8 @@ from clients.http import BeamsteerError, Client, Experiment, Suggestion
 Reduce = Callable[[dict[str, Any]], Mapping[str, float]]
 
 log = logging.getLogger("beamsteer.bluesky")
+
+ASK_MARGIN = 1.2  # asking ahead: measuring what is left must outlast the last ask by this
 
 
 class BadReadings(RuntimeError):
@@ -171,11 +174,13 @@ def autonomous_scan(detectors: Sequence[Any], motors: Mapping[str, Any] | Sequen
 
     With ``ask_ahead`` the beamline does not wait for the server: the next batch is asked
     for while the last position of this one is measured (that position is pending, so the
-    server knows where, not what), and each measurement is posted while the motors move
-    on. The calls run in order on a thread of the plan's own; a call that fails ends the
-    run (at the next batch) as failed, and measurements already read are still posted
-    when the run ends for any reason. A ``target_std`` / ``target_error`` stop is then
-    decided one batch late, so one more batch is measured than without ``ask_ahead``.
+    server knows where, not what), or earlier if an ask takes longer than a point (as
+    many positions before the end as it takes to hide the last ask's time), and each
+    measurement is posted while the motors move on. The calls run in order on a thread
+    of the plan's own; a call that fails ends the run (at the next batch) as failed, and
+    measurements already read are still posted when the run ends for any reason. A
+    ``target_std`` / ``target_error`` stop is then decided one batch late, so one more
+    batch is measured than without ``ask_ahead``.
     What it saves and what it costs in measurements: ``benchmarks/README.md``, "The
     beamline's dead time".
 
@@ -262,6 +267,8 @@ class _Scan:
     trust_from: int
     max_bad_readings: int
     ask_ahead: bool
+    _ask_s: float | None = field(default=None, init=False)  # the last ask, seconds
+    _point_s: float | None = field(default=None, init=False)  # the last move and read
 
     def run(self, md: dict[str, Any]) -> Generator[Msg, Any, str]:
         """The run: ask, then move, read and tell each position, until done."""
@@ -269,7 +276,7 @@ class _Scan:
         calls = _Calls(self.ask_ahead)
         seq = 0
         pending: list[Suggestion] = []  # asked for, neither measured nor abandoned
-        asked: Future[list[Suggestion]] | None = self._ask(calls, seq)
+        asked: Future[list[Suggestion]] | None = self._ask(calls, 0)
         # ask_ahead: the stop checks after the last batch and after the one before it
         check: Future[str | None] | None = None
         earlier: Future[str | None] | None = None
@@ -287,9 +294,12 @@ class _Scan:
                     break
                 while pending:
                     seq += 1  # the seq_num of the event trigger_and_read emits
-                    if self.ask_ahead and len(pending) == 1 and seq < self.max_points:
-                        asked = self._ask(calls, seq)  # while this last position is measured
+                    after = seq + len(pending) - 1  # measured once this batch is
+                    if asked is None and after < self.max_points and self._ask_now(pending):
+                        asked = self._ask(calls, after)  # while these positions are measured
+                    started = time.monotonic()
                     here, got = yield from self._read(pending[0])
+                    self._point_s = time.monotonic() - started
                     s = pending.pop(0)
                     if isinstance(got, str):
                         bad_in_row = self._skip(calls, s, seq, got, bad_in_row + 1)
@@ -321,9 +331,30 @@ class _Scan:
         yield from bps.close_run(reason=reason or f"max_points {self.max_points} measured")
         return uid
 
-    def _ask(self, calls: _Calls, seq: int) -> Future[list[Suggestion]]:
-        return calls.submit(self.client.suggest, self.exp,
-                            min(self.batch, self.max_points - seq))
+    def _ask_now(self, left: list[Suggestion]) -> bool:
+        """Asking ahead: ask for the next batch now, before the first of ``left`` (this
+        batch's positions not measured yet)? At the last one; or earlier, when the last
+        ask took longer than measuring a point does (a batch of 4 in 4-D at N = 5,000
+        takes ~0.5 s): at the latest position from which measuring the rest still
+        outlasts the ask (``ASK_MARGIN`` to spare), so that the batch is there when the
+        beamline is free. The earlier it is asked, the more of this batch it knows only
+        as pending."""
+        if not self.ask_ahead:
+            return False
+        if len(left) == 1:
+            return True
+        return (self._ask_s is not None and self._point_s is not None
+                and (len(left) - 1) * self._point_s < ASK_MARGIN * self._ask_s)
+
+    def _ask(self, calls: _Calls, measured: int) -> Future[list[Suggestion]]:
+        """The next batch, asked once ``measured`` points are (or are being) measured."""
+        return calls.submit(self._timed_suggest, min(self.batch, self.max_points - measured))
+
+    def _timed_suggest(self, n: int) -> list[Suggestion]:
+        started = time.monotonic()
+        batch = self.client.suggest(self.exp, n)
+        self._ask_s = time.monotonic() - started
+        return batch
 
     def _read(self, s: Suggestion
               ) -> Generator[Msg, Any, tuple[dict[str, float], dict[str, float] | str]]:
