@@ -176,7 +176,10 @@ def run_beamsteer(p: Problem, checkpoints: Sequence[int], tick: Tick, *,
 
     ``ahead`` (strategy ``beamsteer-ahead``): as the Bluesky plan with ``ask_ahead``, the
     next batch is asked for before this one is measured and told (this one is pending
-    then), so each pick knows one batch less than in turn.
+    then), so each pick knows one batch less than in turn. With ``--batch`` > 1 that is
+    the plan's earliest ask (its ask for a slow server); with quick asks the plan asks at
+    a batch's last position, knowing the others. Stops on the estimate are counted where
+    the estimate was read, not one batch later as the plan asking ahead stops.
 
     After each tell the loop waits for the refit the tell may have scheduled (the server
     refits in the background when the data grew 25%; a beamline measurement takes longer

@@ -194,6 +194,8 @@ def run_beamsteer(url: str, sc: Scenario, cfg: Config, *, ahead: bool) -> Result
                                ask_ahead=ahead)
         result = run_plan(plan, sc.name, strategy, sc.points)
         stored = client.get_experiment(eid).n_measurements
+        # the next strategy starts on a quiet server: no refit of this one still running
+        client.wait_for_fit(eid, timeout=900)
     if stored != sc.n0 + sc.points:
         raise RuntimeError(f"{strategy}: {stored} measurements stored, expected "
                            f"{sc.n0 + sc.points}")

@@ -46,12 +46,17 @@ class _Calls:
     def __init__(self, ahead: bool) -> None:
         self._pool = (ThreadPoolExecutor(1, thread_name_prefix="beamsteer-plan")
                       if ahead else None)
-        self._sent: list[Future[Any]] = []
+        self._sent: list[Future[Any]] = []  # not yet seen done
+        self._optional: list[Future[Any]] = []  # asks and checks: dropped when stopping
 
-    def submit(self, fn: Callable[..., T], *args: Any) -> Future[T]:
+    def submit(self, fn: Callable[..., T], *args: Any, optional: bool = False) -> Future[T]:
+        """Call ``fn(*args)``; ``optional``: a call whose result only a run that goes on
+        needs (an ask, a stop check), not sent if the run ends first (:meth:`close`)."""
         if self._pool is not None:
             future = self._pool.submit(fn, *args)
             self._sent.append(future)
+            if optional:
+                self._optional.append(future)
             return future
         done: Future[T] = Future()
         done.set_result(fn(*args))
@@ -59,17 +64,31 @@ class _Calls:
 
     def raise_failed(self) -> None:
         """Raise the error of the first call that failed; forget the calls that are done."""
-        for f in self._sent:
-            if f.done() and f.exception() is not None:
-                raise f.exception()  # type: ignore[misc]
-        self._sent = [f for f in self._sent if not f.done()]
+        done = [f for f in self._sent if f.done()]  # one look: a call may end meanwhile
+        self._sent = [f for f in self._sent if f not in done]
+        for f in done:
+            if not f.cancelled() and (exc := f.exception()) is not None:
+                raise exc
 
     def wait(self) -> None:
         wait(self._sent)
 
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True)
+    def close(self, failing: bool) -> None:
+        """Send what is queued and stop the thread. ``failing`` (the run ends on an
+        error): the asks and checks not sent yet are dropped (with the server down, each
+        would retry for a while), and the errors of the calls sent meanwhile are logged
+        (the error already on its way is the one raised)."""
+        if self._pool is None:
+            return
+        if failing:
+            for f in self._optional:
+                f.cancel()
+        self._pool.shutdown(wait=True)
+        if failing:
+            for f in self._sent:
+                if not f.cancelled() and (exc := f.exception()) is not None:
+                    log.warning("a call to the server failed while the run ended: %s", exc)
+        self._sent = []
 
 
 def _motor_map(motors: Mapping[str, Any] | Sequence[Any], exp: Experiment) -> dict[str, Any]:
@@ -282,6 +301,7 @@ class _Scan:
         earlier: Future[str | None] | None = None
         reason = None
         bad_in_row = 0
+        failing = False
         try:
             while asked is not None:
                 pending, asked = list(asked.result()), None
@@ -308,7 +328,7 @@ class _Scan:
                         calls.submit(self._tell, uid, seq, s, here, got)
                 earlier, check = check, calls.submit(
                     _good_enough, self.client, self.exp, self.target_std, self.target_error,
-                    self.trust_from, self.exp.n_measurements + seq)
+                    self.trust_from, self.exp.n_measurements + seq, optional=True)
                 if not self.ask_ahead:
                     if (reason := check.result()) is not None:
                         break
@@ -316,20 +336,28 @@ class _Scan:
                     asked = self._ask(calls, seq) if seq < self.max_points else None
             calls.wait()  # every measurement stored before the run is closed
             calls.raise_failed()
+            if reason is None:  # asking ahead, at max_points: what the last checks said
+                reason = next((r for f in (earlier, check) if f is not None
+                               and (r := f.result()) is not None), None)
+        except BaseException:
+            failing = True
+            raise
         finally:
-            calls.close()  # what is queued is sent: points read are not dropped
-            if asked is not None:  # ask_ahead, stopping: the next batch is not measured
-                try:
-                    pending += asked.result()
-                except Exception:  # its error, if any, is not this run's to report
-                    pass
-            for s in pending:  # never leave suggestions that nobody will measure
-                try:
-                    self.client.abandon(self.exp, s)
-                except BeamsteerError:
-                    pass
+            self._leave(calls, failing, asked, pending)
         yield from bps.close_run(reason=reason or f"max_points {self.max_points} measured")
         return uid
+
+    def _leave(self, calls: _Calls, failing: bool, asked: Future[list[Suggestion]] | None,
+               pending: list[Suggestion]) -> None:
+        """The run ends: send what is queued (points read are not dropped), then abandon
+        the suggestions that nobody will measure, a batch asked ahead included."""
+        calls.close(failing)
+        if asked is not None:
+            with suppress(Exception):  # its error, if any, is not this run's to report
+                pending = [*pending, *asked.result()]
+        for s in pending:
+            with suppress(BeamsteerError):
+                self.client.abandon(self.exp, s)
 
     def _ask_now(self, left: list[Suggestion]) -> bool:
         """Asking ahead: ask for the next batch now, before the first of ``left`` (this
@@ -348,12 +376,14 @@ class _Scan:
 
     def _ask(self, calls: _Calls, measured: int) -> Future[list[Suggestion]]:
         """The next batch, asked once ``measured`` points are (or are being) measured."""
-        return calls.submit(self._timed_suggest, min(self.batch, self.max_points - measured))
+        return calls.submit(self._timed_suggest, min(self.batch, self.max_points - measured),
+                            time.monotonic(), optional=True)
 
-    def _timed_suggest(self, n: int) -> list[Suggestion]:
-        started = time.monotonic()
+    def _timed_suggest(self, n: int, submitted: float) -> list[Suggestion]:
+        """Ask for ``n`` positions; keep how long the batch took to come from when it was
+        asked for (the calls queued before it included)."""
         batch = self.client.suggest(self.exp, n)
-        self._ask_s = time.monotonic() - started
+        self._ask_s = time.monotonic() - submitted
         return batch
 
     def _read(self, s: Suggestion
@@ -379,8 +409,8 @@ class _Scan:
                                 key=f"{uid}-{seq}",
                                 metadata={"run_uid": uid, "seq_num": seq,
                                           "plan_name": "autonomous_scan"})
-        except BeamsteerError:
-            with suppress(BeamsteerError):
+        except Exception:  # refused, no answer, or a reply that did not parse
+            with suppress(Exception):
                 self.client.abandon(self.exp, s)
             raise
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -145,6 +147,7 @@ def test_failure_closes_the_run_and_abandons_the_rest(live_server: LiveServer,
     # the last position once measuring the rest outlasts an ask): abandoned as well
     assert states in ([["abandoned"] * 3 + ["measured"]]
                       + [["abandoned"] * 7 + ["measured"]] * ahead)
+    assert not [t for t in threading.enumerate() if t.name.startswith("beamsteer-plan")]
     assert docs[-1][0] == "stop" and docs[-1][1]["exit_status"] == "fail"
 
 
@@ -274,7 +277,9 @@ def test_asking_ahead_a_refused_tell_fails_the_run_and_abandons_what_was_asked(
         def reduce(r: dict[str, Any]) -> dict[str, float]:
             nonlocal n
             n += 1
-            if n == 3:
+            if n == 3:  # once the first two points are in (their posts run in the
+                while client.get_experiment(exp).n_measurements < 2:  # background)
+                    time.sleep(0.01)
                 client.set_status(exp, "closed")
             return {"intensity": r["det"]}
 
@@ -335,3 +340,28 @@ def test_asking_ahead_asks_at_the_latest_position_that_hides_the_ask() -> None:
     assert first_asked_with() == 6  # as early as it can: the batch has just come
     scan.ask_ahead = False
     assert not any(scan._ask_now(left[:n]) for n in range(1, 7))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("live_server", ["sqlite"], indirect=True)
+def test_a_scan_that_reaches_max_points_says_if_the_map_was_good_enough(
+        live_server: LiveServer, beamline: tuple[Any, ...], ahead: bool) -> None:
+    """The stop document's reason is the check's when the last batch made the map good
+    enough, asking ahead too (its last checks are read when the scan ends)."""
+    x, y, det = beamline
+    docs: list[tuple[str, dict[str, Any]]] = []
+    with Client(live_server.url) as client:
+        exp = client.create_experiment(SPEC, name="bluesky-last-check")
+        readings: list[float] = []
+
+        def reduce(r: dict[str, Any]) -> dict[str, float]:
+            if len(readings) == 4:  # the first fit is done before the second batch ends
+                client.wait_for_fit(exp)
+            readings.append(r["det"])
+            return {"intensity": r["det"]}
+
+        RunEngine({})(autonomous_scan([det], [x, y], client, exp.id, max_points=8, batch=4,
+                                      target_std=1e9, reduce=reduce, ask_ahead=ahead),
+                      lambda name, doc: docs.append((name, doc)))
+        n = client.get_experiment(exp).n_measurements
+    assert n in ((8,) if ahead else (4, 8))
+    assert docs[-1][1]["reason"].startswith("largest posterior std")
