@@ -377,13 +377,13 @@ class _Scan:
     def _ask(self, calls: _Calls, measured: int) -> Future[list[Suggestion]]:
         """The next batch, asked once ``measured`` points are (or are being) measured."""
         return calls.submit(self._timed_suggest, min(self.batch, self.max_points - measured),
-                            time.monotonic(), optional=True)
+                            optional=True)
 
-    def _timed_suggest(self, n: int, submitted: float) -> list[Suggestion]:
-        """Ask for ``n`` positions; keep how long the batch took to come from when it was
-        asked for (the calls queued before it included)."""
+    def _timed_suggest(self, n: int) -> list[Suggestion]:
+        """Ask for ``n`` positions; keep how long the server took."""
+        started = time.monotonic()
         batch = self.client.suggest(self.exp, n)
-        self._ask_s = time.monotonic() - submitted
+        self._ask_s = time.monotonic() - started
         return batch
 
     def _read(self, s: Suggestion
