@@ -251,10 +251,10 @@ def run_beamsteer(p: Problem, checkpoints: Sequence[int], tick: Tick, *,
                     fitted.append(None if now.model is None
                                   else now.model.outputs[OUTPUT].fitted_n)
                 batch = after if after is not None else ask(n)
-            ahead = live.service.metrics.registry.get_sample_value(
+            served_ahead = live.service.metrics.registry.get_sample_value(
                 "beamsteer_suggestions_ahead_total")
     return {"rmse": rmse, "suggestion_sources": sources, "fitted_n": fitted,
-            "suggestions_ahead": ahead, "estimate": estimate, "stops": stops}
+            "suggestions_ahead": served_ahead, "estimate": estimate, "stops": stops}
 
 
 # --- gpCAM ----------------------------------------------------------------------------------

@@ -57,6 +57,7 @@ from benchmarks.ask_latency import (  # noqa: E402
     _loaded_experiment,
     machine_info,
     make_data,
+    spec_json,
     truth,
 )
 
@@ -176,13 +177,11 @@ def run_beamsteer(url: str, sc: Scenario, cfg: Config, *, ahead: bool) -> Result
     from clients import Client
     from clients.bluesky import autonomous_scan
 
-    X, y = make_data(max(sc.n0, 1), sc.d, cfg.seed)
     with httpx.Client(base_url=url, timeout=900) as raw:
         if sc.n0:
+            X, y = make_data(sc.n0, sc.d, cfg.seed)
             eid, _ = _loaded_experiment(raw, sc.acquisition, X, y, sc.n0)
         else:
-            from benchmarks.ask_latency import spec_json
-
             r = raw.post("/api/v1/experiments", json=spec_json(sc.d, sc.acquisition))
             r.raise_for_status()
             eid = r.json()["id"]
