@@ -10,6 +10,9 @@ serve`` on SQLite in its own process. Per scenario, in one run:
   then ask again;
 * ``beamsteer ask ahead``: the same plan with ``ask_ahead=True``: the next batch is asked
   for while the last position is measured, each tell is sent while the motors move on;
+* ``beamsteer auto``: the plan's default, ``ask_ahead="auto"``: ahead while waiting in turn
+  would idle the beamline for more than 5% of a batch's time, else in turn (the table
+  says how many asks went ahead);
 * ``gpcam in turn``: a plan that does what an adaptive plan with gpCAM does (bluesky-
   adaptive's agents call ``ask`` and ``tell`` in turn): ``GPOptimizer.ask`` (variance) ->
   move -> read -> ``GPOptimizer.tell``, in the plan's process, on the same starting data,
@@ -32,6 +35,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import argparse  # noqa: E402
 import json  # noqa: E402
+import logging  # noqa: E402
 import sys  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -61,7 +65,9 @@ from benchmarks.ask_latency import (  # noqa: E402
     truth,
 )
 
-STRATEGIES = ("beamsteer in turn", "beamsteer ask ahead", "gpcam in turn", "raster")
+STRATEGIES = ("beamsteer in turn", "beamsteer ask ahead", "beamsteer auto", "gpcam in turn",
+              "raster")
+AHEAD = {"beamsteer in turn": False, "beamsteer ask ahead": True, "beamsteer auto": "auto"}
 GPCAM_TRAIN_SUBSET = 500  # as ask_latency.py: gpCAM's training on N = 5,000 takes minutes
 
 
@@ -93,6 +99,8 @@ class Result:
     dead_ms: list[float] = field(default_factory=list)  # per point after the first
     wall_s: float = 0.0  # first move to last reading
     skipped: str | None = None
+    asks: int | None = None  # Beamsteer's plan: its asks, and how many of them went ahead
+    asks_ahead: int | None = None
 
     def stats(self) -> dict[str, float] | None:
         if not self.dead_ms:
@@ -171,7 +179,20 @@ def run_plan(plan: Generator[Any, Any, Any], scenario: str, strategy: str,
 # --- the strategies -------------------------------------------------------------------------
 
 
-def run_beamsteer(url: str, sc: Scenario, cfg: Config, *, ahead: bool) -> Result:
+class _AskLog(logging.Handler):
+    """Counts the plan's asks, and those asked ahead, from its debug log."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.asks = self.ahead = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.getMessage().startswith("asking for"):
+            self.asks += 1
+            self.ahead += " ahead," in record.getMessage()
+
+
+def run_beamsteer(url: str, sc: Scenario, cfg: Config, strategy: str) -> Result:
     import httpx
 
     from clients import Client
@@ -186,12 +207,21 @@ def run_beamsteer(url: str, sc: Scenario, cfg: Config, *, ahead: bool) -> Result
             r.raise_for_status()
             eid = r.json()["id"]
     motors, det = beamline(sc.d, cfg, cfg.seed)
-    strategy = "beamsteer ask ahead" if ahead else "beamsteer in turn"
+    plan_log, asks = logging.getLogger("beamsteer.bluesky"), _AskLog()
+    level = plan_log.level
+    plan_log.setLevel(logging.DEBUG)
+    plan_log.addHandler(asks)
+    try:
+        with Client(url, timeout=900) as client:
+            plan = autonomous_scan([det], motors, client, eid, max_points=sc.points,
+                                   batch=sc.batch, reduce=lambda r: {TARGET: r["det"]},
+                                   ask_ahead=AHEAD[strategy])
+            result = run_plan(plan, sc.name, strategy, sc.points)
+    finally:
+        plan_log.removeHandler(asks)
+        plan_log.setLevel(level)
+    result.asks, result.asks_ahead = asks.asks, asks.ahead
     with Client(url, timeout=900) as client:
-        plan = autonomous_scan([det], motors, client, eid, max_points=sc.points,
-                               batch=sc.batch, reduce=lambda r: {TARGET: r["det"]},
-                               ask_ahead=ahead)
-        result = run_plan(plan, sc.name, strategy, sc.points)
         stored = client.get_experiment(eid).n_measurements
         # the next strategy starts on a quiet server: no refit of this one still running
         client.wait_for_fit(eid, timeout=900)
@@ -271,18 +301,19 @@ def run_raster(sc: Scenario, cfg: Config) -> Result:
 def table(cfg: Config, results: list[Result]) -> str:
     per_point = cfg.move_s + cfg.count_s
     lines = ["| scenario | strategy | points | dead time p50 ms | p95 ms | mean ms | max ms "
-             "| share of the beamline's time idle | time per point ms |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "| share of the beamline's time idle | time per point ms | asks ahead |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in results:
         st = r.stats()
         if st is None:
             lines.append(f"| {r.scenario} | {r.strategy} | - | {r.skipped or '-'} "
-                         "| | | | | |")
+                         "| | | | | | |")
             continue
         idle = st["mean"] / (st["mean"] + 1e3 * per_point)
         lines.append(f"| {r.scenario} | {r.strategy} | {r.points} | {st['p50']:.1f} "
                      f"| {st['p95']:.1f} | {st['mean']:.1f} | {st['max']:.1f} "
-                     f"| {100 * idle:.1f}% | {1e3 * r.wall_s / r.points:.0f} |")
+                     f"| {100 * idle:.1f}% | {1e3 * r.wall_s / r.points:.0f} "
+                     f"| {'-' if r.asks is None else f'{r.asks_ahead} of {r.asks}'} |")
     return "\n".join(lines)
 
 
@@ -343,7 +374,8 @@ def parse_args(argv: list[str] | None = None) -> Config:
     p = argparse.ArgumentParser(
         prog="python benchmarks/dead_time.py",
         description="How long a Bluesky scan's motors and detector stand idle between "
-                    "points: Beamsteer's plan in turn and asking ahead, gpCAM in turn, and "
+                    "points: Beamsteer's plan in turn, asking ahead and deciding itself "
+                    "(auto), gpCAM in turn, and "
                     "a raster (no steering), in one run.",
         epilog="All three scenarios took about 5 minutes on a 2-core VM (most of it loading "
                "and fitting N = 5,000 in 4-D, three times).")
@@ -398,8 +430,7 @@ def main(argv: list[str] | None = None) -> int:
         for sc, strategy in runs:
             bar.set_description(f"{sc.name[:28]}: {strategy}")
             run: dict[str, Callable[[Scenario], Result]] = {
-                "beamsteer in turn": lambda s: run_beamsteer(url, s, cfg, ahead=False),
-                "beamsteer ask ahead": lambda s: run_beamsteer(url, s, cfg, ahead=True),
+                **{k: lambda s, k=k: run_beamsteer(url, s, cfg, k) for k in AHEAD},
                 "gpcam in turn": lambda s: run_gpcam(s, cfg),
                 "raster": lambda s: run_raster(s, cfg)}
             results.append(run[strategy](sc))

@@ -71,9 +71,9 @@ _DEFAULTS: dict[str, Any] = {}
 
 def _knob_modules() -> dict[str, Any]:
     """The modules whose knobs a variant names as ``module.KNOB``."""
-    from server.steering import engine, fit
+    from server.steering import engine, fit, optimize
 
-    return {"engine": engine, "fit": fit}
+    return {"engine": engine, "fit": fit, "optimize": optimize}
 
 
 def _knob_value(name: str, now: Any, v: Any) -> Any:

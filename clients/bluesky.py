@@ -14,7 +14,7 @@ from collections.abc import Callable, Generator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import suppress
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import bluesky.plan_stubs as bps
 import bluesky.preprocessors as bpp
@@ -23,10 +23,16 @@ from bluesky.utils import Msg
 from clients.http import BeamsteerError, Client, Experiment, Suggestion
 
 Reduce = Callable[[dict[str, Any]], Mapping[str, float]]
+AskAhead = bool | Literal["auto"]
 
 log = logging.getLogger("beamsteer.bluesky")
 
 ASK_MARGIN = 1.2  # asking ahead: measuring what is left must outlast the last ask by this
+# ask_ahead="auto": ask ahead once waiting in turn (the last post, stop check and ask) would
+# idle the beamline for more than this share of a batch's time. Asking ahead costs ~2-7%
+# more points to the same map error (benchmarks/README.md, "Asking ahead"): below this
+# share, waiting costs less beamtime than the extra points do.
+AUTO_SHARE = 0.05
 
 
 class BadReadings(RuntimeError):
@@ -173,7 +179,7 @@ def autonomous_scan(detectors: Sequence[Any], motors: Mapping[str, Any] | Sequen
                     client: Client, experiment_id: str, *, max_points: int, reduce: Reduce,
                     target_std: float | None = None, target_error: float | None = None,
                     min_points: int | None = None, batch: int = 1,
-                    max_bad_readings: int = 3, ask_ahead: bool = False,
+                    max_bad_readings: int = 3, ask_ahead: AskAhead = "auto",
                     md: Mapping[str, Any] | None = None) -> Generator[Msg, Any, str]:
     """Measure where Beamsteer suggests until ``max_points`` or the map is good enough.
 
@@ -191,7 +197,7 @@ def autonomous_scan(detectors: Sequence[Any], motors: Mapping[str, Any] | Sequen
     Python prints it to stderr when logging is not set up), and the scan goes on.
     ``max_bad_readings`` such readings in a row end the run as failed (:class:`BadReadings`).
 
-    With ``ask_ahead`` the beamline does not wait for the server: the next batch is asked
+    With ``ask_ahead=True`` the beamline does not wait for the server: the next batch is asked
     for while the last position of this one is measured (that position is pending, so the
     server knows where, not what), or earlier if an ask takes longer than a point (as
     many positions before the end as it takes to hide the last ask's time), and each
@@ -202,6 +208,15 @@ def autonomous_scan(detectors: Sequence[Any], motors: Mapping[str, Any] | Sequen
     batch is measured than without ``ask_ahead``.
     What it saves and what it costs in measurements: ``benchmarks/README.md``, "The
     beamline's dead time".
+
+    ``ask_ahead="auto"`` (the default) decides before each batch, from how long the last
+    post, stop check and ask took (timed by the calls) and how long the last point took
+    to move and read: it asks ahead while waiting for those calls in turn would idle the
+    beamline for more than :data:`AUTO_SHARE` (5%) of a batch's time, which is about what
+    asking ahead costs in extra points; else it asks in turn. The first batch is asked in
+    turn (nothing is timed yet). At 200 ms per point a wait of ~50 ms is a fifth of the
+    beamtime and the plan asks ahead; at seconds per point it waits. A switch is logged
+    (``beamsteer.bluesky``, INFO). ``False`` always asks in turn, ``True`` always ahead.
 
     The whole scan is **one run**: one start document, one descriptor, one event per
     point, one stop. One run keeps the documents of a scan together (a single uid finds
@@ -233,7 +248,8 @@ def autonomous_scan(detectors: Sequence[Any], motors: Mapping[str, Any] | Sequen
             unreliable).
         batch: Positions per ask.
         max_bad_readings: Non-finite readings in a row that stop the scan.
-        ask_ahead: Ask and post while the beamline moves and counts (above).
+        ask_ahead: Ask and post while the beamline moves and counts: ``True``, ``False``,
+            or ``"auto"`` (above).
         md: Extra metadata for the start document.
 
     Returns:
@@ -241,6 +257,8 @@ def autonomous_scan(detectors: Sequence[Any], motors: Mapping[str, Any] | Sequen
         too).
     """
     _check_counts(max_points=max_points, batch=batch, max_bad_readings=max_bad_readings)
+    if ask_ahead not in (True, False, "auto"):
+        raise ValueError(f"ask_ahead must be True, False or 'auto', not {ask_ahead!r}")
     if target_error is not None and not 0 < target_error < 1:
         raise ValueError("target_error must be a fraction of the range in (0, 1)")
     exp = client.get_experiment(experiment_id)
@@ -285,17 +303,22 @@ class _Scan:
     target_error: float | None
     trust_from: int
     max_bad_readings: int
-    ask_ahead: bool
-    _ask_s: float | None = field(default=None, init=False)  # the last ask, seconds
-    _point_s: float | None = field(default=None, init=False)  # the last move and read
+    ask_ahead: AskAhead
+    # timed by the calls themselves, seconds: the last ask, post, stop check; and the last
+    # point's move and read
+    _ask_s: float | None = field(default=None, init=False)
+    _tell_s: float | None = field(default=None, init=False)
+    _check_s: float | None = field(default=None, init=False)
+    _point_s: float | None = field(default=None, init=False)
+    _was_ahead: bool = field(default=False, init=False)  # "auto": the last decision
 
     def run(self, md: dict[str, Any]) -> Generator[Msg, Any, str]:
         """The run: ask, then move, read and tell each position, until done."""
         uid: str = yield from bps.open_run(md=md)
-        calls = _Calls(self.ask_ahead)
+        calls = _Calls(self.ask_ahead is not False)
         seq = 0
         pending: list[Suggestion] = []  # asked for, neither measured nor abandoned
-        asked: Future[list[Suggestion]] | None = self._ask(calls, 0)
+        asked: Future[list[Suggestion]] | None = self._ask(calls, 0, ahead=False)
         # ask_ahead: the stop checks after the last batch and after the one before it
         check: Future[str | None] | None = None
         earlier: Future[str | None] | None = None
@@ -316,7 +339,7 @@ class _Scan:
                     seq += 1  # the seq_num of the event trigger_and_read emits
                     after = seq + len(pending) - 1  # measured once this batch is
                     if asked is None and after < self.max_points and self._ask_now(pending):
-                        asked = self._ask(calls, after)  # while these positions are measured
+                        asked = self._ask(calls, after, ahead=True)  # while these are measured
                     started = time.monotonic()
                     here, got = yield from self._read(pending[0])
                     self._point_s = time.monotonic() - started
@@ -327,13 +350,14 @@ class _Scan:
                         bad_in_row = 0
                         calls.submit(self._tell, uid, seq, s, here, got)
                 earlier, check = check, calls.submit(
-                    _good_enough, self.client, self.exp, self.target_std, self.target_error,
-                    self.trust_from, self.exp.n_measurements + seq, optional=True)
-                if not self.ask_ahead:
+                    self._timed_check, self.exp.n_measurements + seq, optional=True)
+                if asked is None:  # in turn (or the last batch): the check, then the ask
                     if (reason := check.result()) is not None:
                         break
+                    calls.raise_failed()  # a post refused on the plan's thread: no ask
                     check = None
-                    asked = self._ask(calls, seq) if seq < self.max_points else None
+                    asked = (self._ask(calls, seq, ahead=False) if seq < self.max_points
+                             else None)
             calls.wait()  # every measurement stored before the run is closed
             calls.raise_failed()
             if reason is None:  # asking ahead, at max_points: what the last checks said
@@ -367,17 +391,39 @@ class _Scan:
         outlasts the ask (``ASK_MARGIN`` to spare), so that the batch is there when the
         beamline is free. The earlier it is asked, the more of this batch it knows only
         as pending."""
-        if not self.ask_ahead:
+        if not self._ahead_now():
             return False
         if len(left) == 1:
             return True
         return (self._ask_s is not None and self._point_s is not None
                 and (len(left) - 1) * self._point_s < ASK_MARGIN * self._ask_s)
 
-    def _ask(self, calls: _Calls, measured: int) -> Future[list[Suggestion]]:
-        """The next batch, asked once ``measured`` points are (or are being) measured."""
-        return calls.submit(self._timed_suggest, min(self.batch, self.max_points - measured),
-                            optional=True)
+    def _ahead_now(self) -> bool:
+        """Ask ahead in this batch? ``ask_ahead`` if it is ``True`` or ``False``; for
+        ``"auto"``, whether waiting in turn for the last post, stop check and ask, as
+        timed, would idle the beamline for more than :data:`AUTO_SHARE` of the batch's
+        time (in turn until they and a point are timed)."""
+        if self.ask_ahead != "auto":
+            return bool(self.ask_ahead)
+        if self._ask_s is None or self._tell_s is None or self._point_s is None:
+            return False
+        wait_s = self._ask_s + self._tell_s + (self._check_s or 0.0)
+        ahead = wait_s > AUTO_SHARE * self.batch * self._point_s
+        if ahead != self._was_ahead:
+            log.info("%s: waiting in turn would take %.1f ms per batch of %d, %.1f%% of its "
+                     "%.0f ms of moving and reading", "asking ahead" if ahead else
+                     "asking in turn", 1e3 * wait_s, self.batch,
+                     100 * wait_s / (self.batch * self._point_s), 1e3 * self.batch * self._point_s)
+            self._was_ahead = ahead
+        return ahead
+
+    def _ask(self, calls: _Calls, measured: int, *, ahead: bool) -> Future[list[Suggestion]]:
+        """The next batch, asked once ``measured`` points are (or, ``ahead``, are being)
+        measured."""
+        n = min(self.batch, self.max_points - measured)
+        log.debug("asking for %d position(s) %s, %d measured", n,
+                  "ahead" if ahead else "in turn", measured)
+        return calls.submit(self._timed_suggest, n, optional=True)
 
     def _timed_suggest(self, n: int) -> list[Suggestion]:
         """Ask for ``n`` positions; keep how long the server took."""
@@ -385,6 +431,15 @@ class _Scan:
         batch = self.client.suggest(self.exp, n)
         self._ask_s = time.monotonic() - started
         return batch
+
+    def _timed_check(self, measured: int) -> str | None:
+        """The stop check after ``measured`` points (:func:`_good_enough`), timed."""
+        started = time.monotonic()
+        try:
+            return _good_enough(self.client, self.exp, self.target_std, self.target_error,
+                                self.trust_from, measured)
+        finally:
+            self._check_s = time.monotonic() - started
 
     def _read(self, s: Suggestion
               ) -> Generator[Msg, Any, tuple[dict[str, float], dict[str, float] | str]]:
@@ -404,11 +459,13 @@ class _Scan:
               values: dict[str, float]) -> None:
         """Post one point; if that fails, abandon its suggestion (a no-op if the point was
         stored and only the reply was lost) so that it does not stay pending, and raise."""
+        started = time.monotonic()
         try:
             self.client.measure(self.exp, _clip(self.exp, here), values, suggestion=s,
                                 key=f"{uid}-{seq}",
                                 metadata={"run_uid": uid, "seq_num": seq,
                                           "plan_name": "autonomous_scan"})
+            self._tell_s = time.monotonic() - started
         except Exception:  # refused, no answer, or a reply that did not parse
             with suppress(Exception):
                 self.client.abandon(self.exp, s)
