@@ -175,6 +175,11 @@ def _good_enough(client: Client, exp: Experiment, target_std: float | None,
     return None
 
 
+def _first_reason(*checks: Future[str | None] | None) -> str | None:
+    """The first stop reason among these stop checks (waiting for each), else ``None``."""
+    return next((r for f in checks if f is not None and (r := f.result()) is not None), None)
+
+
 def autonomous_scan(detectors: Sequence[Any], motors: Mapping[str, Any] | Sequence[Any],
                     client: Client, experiment_id: str, *, max_points: int, reduce: Reduce,
                     target_std: float | None = None, target_error: float | None = None,
@@ -197,26 +202,29 @@ def autonomous_scan(detectors: Sequence[Any], motors: Mapping[str, Any] | Sequen
     Python prints it to stderr when logging is not set up), and the scan goes on.
     ``max_bad_readings`` such readings in a row end the run as failed (:class:`BadReadings`).
 
-    With ``ask_ahead=True`` the beamline does not wait for the server: the next batch is asked
-    for while the last position of this one is measured (that position is pending, so the
-    server knows where, not what), or earlier if an ask takes longer than a point (as
-    many positions before the end as it takes to hide the last ask's time), and each
+    With ``ask_ahead=True`` the beamline does not wait for the server: the next batch is
+    asked for while the last position of this one is measured (that position is pending,
+    so the server knows where, not what), or earlier if an ask takes longer than a point
+    (as many positions before the end as it takes to hide the last ask's time), and each
     measurement is posted while the motors move on. The calls run in order on a thread
     of the plan's own; a call that fails ends the run (at the next batch) as failed, and
     measurements already read are still posted when the run ends for any reason. A
     ``target_std`` / ``target_error`` stop is then decided one batch late, so one more
-    batch is measured than without ``ask_ahead``.
+    batch is measured than when asking in turn.
     What it saves and what it costs in measurements: ``benchmarks/README.md``, "The
     beamline's dead time".
 
-    ``ask_ahead="auto"`` (the default) decides before each batch, from how long the last
-    post, stop check and ask took (timed by the calls) and how long the last point took
-    to move and read: it asks ahead while waiting for those calls in turn would idle the
-    beamline for more than :data:`AUTO_SHARE` (5%) of a batch's time, which is about what
-    asking ahead costs in extra points; else it asks in turn. The first batch is asked in
-    turn (nothing is timed yet). At 200 ms per point a wait of ~50 ms is a fifth of the
-    beamtime and the plan asks ahead; at seconds per point it waits. A switch is logged
-    (``beamsteer.bluesky``, INFO). ``False`` always asks in turn, ``True`` always ahead.
+    ``ask_ahead="auto"`` (the default) decides at the start of each batch, from how long
+    the last post, stop check and ask took (timed by the calls) and how long the last
+    batch's points took to move and read: it asks ahead while waiting for those calls in
+    turn would idle the beamline for more than :data:`AUTO_SHARE` (5%) of a batch's
+    time, which is about what asking ahead costs in extra points; else it asks in turn.
+    The first batch is asked in turn (nothing is timed yet). At 200 ms per point a wait
+    of ~50 ms is a fifth of the beamtime and the plan asks ahead; at seconds per point
+    it waits. A switch is logged (``beamsteer.bluesky``, INFO; each ask at DEBUG). Its
+    calls run on the plan's thread either way, so a batch's posts overlap the next moves
+    and a refused post fails the run at the end of its batch. ``False`` makes every call
+    where the plan is (the beamline waits for each post too); ``True`` always asks ahead.
 
     The whole scan is **one run**: one start document, one descriptor, one event per
     point, one stop. One run keeps the documents of a scan together (a single uid finds
@@ -257,7 +265,7 @@ def autonomous_scan(detectors: Sequence[Any], motors: Mapping[str, Any] | Sequen
         too).
     """
     _check_counts(max_points=max_points, batch=batch, max_bad_readings=max_bad_readings)
-    if ask_ahead not in (True, False, "auto"):
+    if not (isinstance(ask_ahead, bool) or ask_ahead == "auto"):
         raise ValueError(f"ask_ahead must be True, False or 'auto', not {ask_ahead!r}")
     if target_error is not None and not 0 < target_error < 1:
         raise ValueError("target_error must be a fraction of the range in (0, 1)")
@@ -310,6 +318,7 @@ class _Scan:
     _tell_s: float | None = field(default=None, init=False)
     _check_s: float | None = field(default=None, init=False)
     _point_s: float | None = field(default=None, init=False)
+    _mean_point_s: float | None = field(default=None, init=False)  # over the last batch
     _was_ahead: bool = field(default=False, init=False)  # "auto": the last decision
 
     def run(self, md: dict[str, Any]) -> Generator[Msg, Any, str]:
@@ -335,34 +344,38 @@ class _Scan:
                 calls.raise_failed()
                 if earlier is not None and (reason := earlier.result()) is not None:
                     break
+                if not pending:  # every place excluded (forbidden, or pending already)
+                    reason = "the server suggested no more positions"
+                    break
+                ahead, size, took = self._ahead_now(), len(pending), 0.0  # once per batch
                 while pending:
                     seq += 1  # the seq_num of the event trigger_and_read emits
                     after = seq + len(pending) - 1  # measured once this batch is
-                    if asked is None and after < self.max_points and self._ask_now(pending):
+                    if (ahead and asked is None and after < self.max_points
+                            and self._ask_now(pending)):
                         asked = self._ask(calls, after, ahead=True)  # while these are measured
-                    started = time.monotonic()
+                    started = time.perf_counter()
                     here, got = yield from self._read(pending[0])
-                    self._point_s = time.monotonic() - started
+                    self._point_s = time.perf_counter() - started
+                    took += self._point_s
                     s = pending.pop(0)
                     if isinstance(got, str):
                         bad_in_row = self._skip(calls, s, seq, got, bad_in_row + 1)
                     else:
                         bad_in_row = 0
                         calls.submit(self._tell, uid, seq, s, here, got)
+                self._mean_point_s = took / size
                 earlier, check = check, calls.submit(
                     self._timed_check, self.exp.n_measurements + seq, optional=True)
-                if asked is None:  # in turn (or the last batch): the check, then the ask
-                    if (reason := check.result()) is not None:
-                        break
+                if asked is None:  # in turn (or the last batch): the checks, then the ask
+                    if (reason := _first_reason(earlier, check)) is not None:
+                        break  # (asking ahead, the earlier one was not read yet)
                     calls.raise_failed()  # a post refused on the plan's thread: no ask
-                    check = None
+                    earlier = check = None
                     asked = (self._ask(calls, seq, ahead=False) if seq < self.max_points
                              else None)
             calls.wait()  # every measurement stored before the run is closed
             calls.raise_failed()
-            if reason is None:  # asking ahead, at max_points: what the last checks said
-                reason = next((r for f in (earlier, check) if f is not None
-                               and (r := f.result()) is not None), None)
         except BaseException:
             failing = True
             raise
@@ -391,29 +404,29 @@ class _Scan:
         outlasts the ask (``ASK_MARGIN`` to spare), so that the batch is there when the
         beamline is free. The earlier it is asked, the more of this batch it knows only
         as pending."""
-        if not self._ahead_now():
-            return False
         if len(left) == 1:
             return True
         return (self._ask_s is not None and self._point_s is not None
                 and (len(left) - 1) * self._point_s < ASK_MARGIN * self._ask_s)
 
     def _ahead_now(self) -> bool:
-        """Ask ahead in this batch? ``ask_ahead`` if it is ``True`` or ``False``; for
-        ``"auto"``, whether waiting in turn for the last post, stop check and ask, as
-        timed, would idle the beamline for more than :data:`AUTO_SHARE` of the batch's
-        time (in turn until they and a point are timed)."""
+        """Ask ahead in the batch that starts? ``ask_ahead`` if it is ``True`` or
+        ``False``; for ``"auto"``, whether waiting in turn for the last post, stop check
+        and ask, as timed, would idle the beamline for more than :data:`AUTO_SHARE` of a
+        batch's moving and reading (the last batch's mean point time, ``batch`` points).
+        In turn until an ask, a post and a batch are timed."""
         if self.ask_ahead != "auto":
             return bool(self.ask_ahead)
-        if self._ask_s is None or self._tell_s is None or self._point_s is None:
+        if self._ask_s is None or self._tell_s is None or self._mean_point_s is None:
             return False
         wait_s = self._ask_s + self._tell_s + (self._check_s or 0.0)
-        ahead = wait_s > AUTO_SHARE * self.batch * self._point_s
+        batch_s = max(self.batch * self._mean_point_s, 1e-9)
+        ahead = wait_s > AUTO_SHARE * batch_s
         if ahead != self._was_ahead:
             log.info("%s: waiting in turn would take %.1f ms per batch of %d, %.1f%% of its "
                      "%.0f ms of moving and reading", "asking ahead" if ahead else
-                     "asking in turn", 1e3 * wait_s, self.batch,
-                     100 * wait_s / (self.batch * self._point_s), 1e3 * self.batch * self._point_s)
+                     "asking in turn", 1e3 * wait_s, self.batch, 100 * wait_s / batch_s,
+                     1e3 * batch_s)
             self._was_ahead = ahead
         return ahead
 
@@ -427,19 +440,19 @@ class _Scan:
 
     def _timed_suggest(self, n: int) -> list[Suggestion]:
         """Ask for ``n`` positions; keep how long the server took."""
-        started = time.monotonic()
+        started = time.perf_counter()
         batch = self.client.suggest(self.exp, n)
-        self._ask_s = time.monotonic() - started
+        self._ask_s = time.perf_counter() - started
         return batch
 
     def _timed_check(self, measured: int) -> str | None:
         """The stop check after ``measured`` points (:func:`_good_enough`), timed."""
-        started = time.monotonic()
+        started = time.perf_counter()
         try:
             return _good_enough(self.client, self.exp, self.target_std, self.target_error,
                                 self.trust_from, measured)
         finally:
-            self._check_s = time.monotonic() - started
+            self._check_s = time.perf_counter() - started
 
     def _read(self, s: Suggestion
               ) -> Generator[Msg, Any, tuple[dict[str, float], dict[str, float] | str]]:
@@ -459,13 +472,13 @@ class _Scan:
               values: dict[str, float]) -> None:
         """Post one point; if that fails, abandon its suggestion (a no-op if the point was
         stored and only the reply was lost) so that it does not stay pending, and raise."""
-        started = time.monotonic()
+        started = time.perf_counter()
         try:
             self.client.measure(self.exp, _clip(self.exp, here), values, suggestion=s,
                                 key=f"{uid}-{seq}",
                                 metadata={"run_uid": uid, "seq_num": seq,
                                           "plan_name": "autonomous_scan"})
-            self._tell_s = time.monotonic() - started
+            self._tell_s = time.perf_counter() - started
         except Exception:  # refused, no answer, or a reply that did not parse
             with suppress(Exception):
                 self.client.abandon(self.exp, s)

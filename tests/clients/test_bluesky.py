@@ -27,10 +27,13 @@ def truth(x: float, y: float) -> float:
 
 
 @pytest.fixture(params=[False, True, "auto"], ids=["in-turn", "ask-ahead", "auto"])
-def ahead(request: pytest.FixtureRequest) -> bool | str:
+def ahead(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bool | str:
     """``autonomous_scan``'s ``ask_ahead``: the server's calls in turn with the beamline's
-    moves and reads, or on the plan's thread while it moves and reads, or ``"auto"``
-    (here, with motors that move at once, in turn for the first batch, then ahead)."""
+    moves and reads, or on the plan's thread while it moves and reads, or ``"auto"``. For
+    ``"auto"`` any wait counts (``AUTO_SHARE = 0``), so that what it does does not hang on
+    timings: the first batch in turn (nothing timed yet), every later one ahead."""
+    if request.param == "auto":
+        monkeypatch.setattr("clients.bluesky.AUTO_SHARE", 0.0)
     return request.param  # type: ignore[no-any-return]
 
 
@@ -177,11 +180,11 @@ def test_stops_when_the_map_is_good_enough(live_server: LiveServer,
         # stops at the first check after a fit: after batch 1 if the fit was that quick
         n = client.get_experiment(exp).n_measurements
         sugs = client.suggestions(exp)
-    # "auto" asks ahead or in turn as the fit's wait makes the points slow or not
-    late = [ahead] if ahead != "auto" else [False, True]
-    assert any(n in ((8, 12) if a else (4, 8))
-               and sorted(s.status for s in sugs) == ["abandoned"] * 4 * a + ["measured"] * n
-               for a in late)
+    # "auto": the first check in turn; from then on one batch late, as asking ahead
+    ends = {False: (4, 8), True: (8, 12), "auto": (4, 12)}[ahead]
+    assert n in ends
+    abandoned = 4 * (n > 4) if ahead == "auto" else 4 * (ahead is True)
+    assert sorted(s.status for s in sugs) == ["abandoned"] * abandoned + ["measured"] * n
 
 
 @pytest.mark.parametrize("live_server", ["sqlite"], indirect=True)
@@ -210,11 +213,10 @@ def test_stops_on_the_servers_map_error_estimate(live_server: LiveServer,
         n = client.get_experiment(exp).n_measurements
         post = client.posterior(exp, grid={"x": 30, "y": 30})
     stop = docs[-1][1]
-    # asking ahead, the estimate that stopped the plan was read one batch of 4 before
-    # ("auto": ahead or in turn, as the fits' waits make the points slow or not)
+    # asking ahead ("auto" too, from the second batch on), the estimate that stopped the
+    # plan was read one batch of 4 before
     assert stop["reason"].startswith("estimated map error")
-    late = [ahead] if ahead != "auto" else [False, True]
-    assert any(f"(N={n - 4 * a})" in stop["reason"] for a in late)
+    assert f"(N={n - 4 * (ahead is not False)})" in stop["reason"]
     assert docs[0][1]["plan_args"]["min_points"] == 20
     assert 20 <= n < 120
     truth_at = [truth(px, py) for px, py in post.points]
@@ -345,8 +347,6 @@ def test_asking_ahead_asks_at_the_latest_position_that_hides_the_ask() -> None:
     assert first_asked_with() == 3  # 3 x 0.2 s >= 1.2 x 0.5 s > 2 x 0.2 s
     scan._ask_s = 5.0
     assert first_asked_with() == 6  # as early as it can: the batch has just come
-    scan.ask_ahead = False
-    assert not any(scan._ask_now(left[:n]) for n in range(1, 7))  # type: ignore[arg-type]
 
 
 def test_auto_asks_ahead_while_waiting_would_cost_more_than_a_share_of_the_beamtime(
@@ -358,19 +358,21 @@ def test_auto_asks_ahead_while_waiting_would_cost_more_than_a_share_of_the_beamt
                  reduce=dict, max_points=100, batch=1, target_std=None, target_error=None,
                  trust_from=20, max_bad_readings=3, ask_ahead="auto")
     assert not scan._ahead_now()  # nothing timed yet
-    scan._ask_s, scan._point_s = 0.010, 0.2
+    scan._ask_s, scan._mean_point_s = 0.010, 0.2
     assert not scan._ahead_now()  # no post timed yet
     scan._tell_s, scan._check_s = 0.008, 0.002  # a wait of 20 ms per batch
     assert scan._ahead_now()  # 10% of a 200 ms point
-    scan._point_s = 1.0
+    scan._mean_point_s = 1.0
     assert not scan._ahead_now()  # 2% of a 1 s point
-    scan._point_s, scan.batch = 0.1, 4
-    assert not scan._ahead_now()  # 5% of a batch of 4 x 100 ms: not more than the share
-    scan._point_s = 0.09
+    scan._mean_point_s, scan.batch = 0.11, 4
+    assert not scan._ahead_now()  # 4.5% of a batch of 4 x 110 ms
+    scan._mean_point_s = 0.09
+    assert scan._ahead_now()  # 5.6% of 4 x 90 ms
+    scan._mean_point_s = 0.0  # a clock too coarse to time a point: any wait counts
     assert scan._ahead_now()
     scan.ask_ahead = False
     assert not scan._ahead_now()
-    scan.ask_ahead, scan._point_s = True, 100.0
+    scan.ask_ahead, scan._mean_point_s = True, 100.0
     assert scan._ahead_now()
 
 
@@ -411,6 +413,33 @@ def test_auto_switches_between_asking_ahead_and_in_turn_within_a_scan(
     switches = [r.getMessage().split(":")[0] for r in caplog.records
                 if r.name == "beamsteer.bluesky"]
     assert switches == ["asking ahead", "asking in turn", "asking ahead"]
+
+
+@pytest.mark.parametrize("live_server", ["sqlite"], indirect=True)
+def test_a_switch_to_asking_in_turn_reads_the_stop_check_asking_ahead_left(
+        live_server: LiveServer, beamline: tuple[Any, ...],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch asked ahead, then one in turn: the check after the first batch (not read
+    yet: asking ahead reads a check one batch late) says stop, the check after the second
+    says go on (as a ``target_error`` check does while a refit runs). The plan stops on the
+    first before it asks again: no batch asked to be abandoned, and the stop document
+    gives that check's reason. The decisions and the checks' answers are scripted here;
+    the server, the RunEngine and the plan's calls are real."""
+    x, y, det = beamline
+    decisions = iter([True, False, False, False, False])
+    monkeypatch.setattr(_Scan, "_ahead_now", lambda self: next(decisions))
+    monkeypatch.setattr("clients.bluesky._good_enough",
+                        lambda *args: "stop after 2" if args[-1] == 2 else None)
+    docs: list[tuple[str, dict[str, Any]]] = []
+    with Client(live_server.url) as client:
+        exp = client.create_experiment(SPEC, name="bluesky-switch-stop")
+        RunEngine({})(autonomous_scan([det], [x, y], client, exp.id, max_points=10, batch=2,
+                                      reduce=lambda r: {"intensity": r["det"]},
+                                      ask_ahead="auto"),
+                      lambda name, doc: docs.append((name, doc)))
+        sugs = client.suggestions(exp)
+    assert docs[-1][1]["reason"] == "stop after 2"
+    assert sorted(s.status for s in sugs) == ["measured"] * 4  # asked: batches 1 and 2
 
 
 @pytest.mark.parametrize("live_server", ["sqlite"], indirect=True)
