@@ -319,6 +319,7 @@ class _Scan:
     _check_s: float | None = field(default=None, init=False)
     _point_s: float | None = field(default=None, init=False)
     _mean_point_s: float | None = field(default=None, init=False)  # over the last batch
+    _turn_s: float | None = field(default=None, init=False)  # the last wait in turn, whole
     _was_ahead: bool = field(default=False, init=False)  # "auto": the last decision
 
     def run(self, md: dict[str, Any]) -> Generator[Msg, Any, str]:
@@ -334,9 +335,12 @@ class _Scan:
         reason = None
         bad_in_row = 0
         failing = False
+        idle_from: float | None = None  # the end of the last reading, when waiting in turn
         try:
             while asked is not None:
                 pending, asked = list(asked.result()), None
+                if idle_from is not None:  # how long the beamline waited, as it would again
+                    self._turn_s, idle_from = time.perf_counter() - idle_from, None
                 # Asking ahead, the calls made before that ask are done now (they run in
                 # order): a refused tell fails the run here; the check after the batch
                 # before last says whether to stop (the last batch's check would be waited
@@ -356,7 +360,8 @@ class _Scan:
                         asked = self._ask(calls, after, ahead=True)  # while these are measured
                     started = time.perf_counter()
                     here, got = yield from self._read(pending[0])
-                    self._point_s = time.perf_counter() - started
+                    read_end = time.perf_counter()
+                    self._point_s = read_end - started
                     took += self._point_s
                     s = pending.pop(0)
                     if isinstance(got, str):
@@ -368,12 +373,13 @@ class _Scan:
                 earlier, check = check, calls.submit(
                     self._timed_check, self.exp.n_measurements + seq, optional=True)
                 if asked is None:  # in turn (or the last batch): the checks, then the ask
+                    calls.wait()  # this batch's posts and checks, in order: the first
+                    calls.raise_failed()  # that failed (a refused post) fails the run
                     if (reason := _first_reason(earlier, check)) is not None:
                         break  # (asking ahead, the earlier one was not read yet)
-                    calls.raise_failed()  # a post refused on the plan's thread: no ask
                     earlier = check = None
-                    asked = (self._ask(calls, seq, ahead=False) if seq < self.max_points
-                             else None)
+                    if seq < self.max_points:
+                        asked, idle_from = self._ask(calls, seq, ahead=False), read_end
             calls.wait()  # every measurement stored before the run is closed
             calls.raise_failed()
         except BaseException:
@@ -411,22 +417,30 @@ class _Scan:
 
     def _ahead_now(self) -> bool:
         """Ask ahead in the batch that starts? ``ask_ahead`` if it is ``True`` or
-        ``False``; for ``"auto"``, whether waiting in turn for the last post, stop check
-        and ask, as timed, would idle the beamline for more than :data:`AUTO_SHARE` of a
-        batch's moving and reading (the last batch's mean point time, ``batch`` points).
+        ``False``; for ``"auto"``, whether waiting in turn would idle the beamline for more
+        than :data:`AUTO_SHARE` of a batch's moving and reading (the last batch's mean
+        point time, ``batch`` points). The wait: the last post, stop check and ask as the
+        calls timed them, or, if longer, the last wait in turn as the beamline had it (from
+        the end of a reading to the next batch). Timed while asking ahead, the calls can
+        come out shorter than a wait in turn (the ask was prepared, the overhead around
+        the calls is not in them): without the last wait in turn the plan went back to
+        waiting now and then at 200 ms per point on a 2-core VM.
         In turn until an ask, a post and a batch are timed."""
         if self.ask_ahead != "auto":
             return bool(self.ask_ahead)
         if self._ask_s is None or self._tell_s is None or self._mean_point_s is None:
             return False
-        wait_s = self._ask_s + self._tell_s + (self._check_s or 0.0)
+        calls_s = self._ask_s + self._tell_s + (self._check_s or 0.0)
+        wait_s = max(calls_s, self._turn_s or 0.0)
         batch_s = max(self.batch * self._mean_point_s, 1e-9)
         ahead = wait_s > AUTO_SHARE * batch_s
         if ahead != self._was_ahead:
-            log.info("%s: waiting in turn would take %.1f ms per batch of %d, %.1f%% of its "
-                     "%.0f ms of moving and reading", "asking ahead" if ahead else
-                     "asking in turn", 1e3 * wait_s, self.batch, 100 * wait_s / batch_s,
-                     1e3 * batch_s)
+            log.info("%s: waiting in turn would take %.1f ms per batch of %d (the calls "
+                     "%.1f ms, the last wait in turn %s), %.1f%% of its %.0f ms of moving "
+                     "and reading", "asking ahead" if ahead else "asking in turn",
+                     1e3 * wait_s, self.batch, 1e3 * calls_s,
+                     "-" if self._turn_s is None else f"{1e3 * self._turn_s:.1f} ms",
+                     100 * wait_s / batch_s, 1e3 * batch_s)
             self._was_ahead = ahead
         return ahead
 

@@ -368,6 +368,11 @@ def test_auto_asks_ahead_while_waiting_would_cost_more_than_a_share_of_the_beamt
     assert not scan._ahead_now()  # 4.5% of a batch of 4 x 110 ms
     scan._mean_point_s = 0.09
     assert scan._ahead_now()  # 5.6% of 4 x 90 ms
+    scan._mean_point_s = 0.1
+    scan._turn_s = 0.030  # the last wait in turn, longer than the calls say
+    assert scan._ahead_now()  # 30 ms: 7.5% of 4 x 100 ms
+    scan._turn_s, scan._mean_point_s = 0.010, 0.11
+    assert not scan._ahead_now()  # the calls' 20 ms: 4.5% of 4 x 110 ms
     scan._mean_point_s = 0.0  # a clock too coarse to time a point: any wait counts
     assert scan._ahead_now()
     scan.ask_ahead = False
