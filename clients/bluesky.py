@@ -215,16 +215,17 @@ def autonomous_scan(detectors: Sequence[Any], motors: Mapping[str, Any] | Sequen
     beamline's dead time".
 
     ``ask_ahead="auto"`` (the default) decides at the start of each batch, from how long
-    the last post, stop check and ask took (timed by the calls) and how long the last
-    batch's points took to move and read: it asks ahead while waiting for those calls in
-    turn would idle the beamline for more than :data:`AUTO_SHARE` (5%) of a batch's
-    time, which is about what asking ahead costs in extra points; else it asks in turn.
-    The first batch is asked in turn (nothing is timed yet). At 200 ms per point a wait
-    of ~50 ms is a fifth of the beamtime and the plan asks ahead; at seconds per point
-    it waits. A switch is logged (``beamsteer.bluesky``, INFO; each ask at DEBUG). Its
-    calls run on the plan's thread either way, so a batch's posts overlap the next moves
-    and a refused post fails the run at the end of its batch. ``False`` makes every call
-    where the plan is (the beamline waits for each post too); ``True`` always asks ahead.
+    the last post, stop check and ask took (timed by the calls, or the last wait in turn
+    if that was longer) and how long the last batch's points took to move and read: it
+    asks ahead while waiting in turn would idle the beamline for more than
+    :data:`AUTO_SHARE` (5%) of a batch's time, which is about what asking ahead costs in
+    extra points; else it asks in turn. Until a post and a point are timed (in the first
+    batch) it decides at each position. At 200 ms per point a wait of ~25-50 ms is a
+    tenth to a fifth of the beamtime and the plan asks ahead; at seconds per point it
+    waits. A switch is logged (``beamsteer.bluesky``, INFO; each ask at DEBUG). Its calls
+    run on the plan's thread either way, so a batch's posts overlap the next moves and a
+    refused post fails the run at the end of its batch. ``False`` makes every call where
+    the plan is (the beamline waits for each post too); ``True`` always asks ahead.
 
     The whole scan is **one run**: one start document, one descriptor, one event per
     point, one stop. One run keeps the documents of a scan together (a single uid finds
@@ -351,10 +352,14 @@ class _Scan:
                 if not pending:  # every place excluded (forbidden, or pending already)
                     reason = "the server suggested no more positions"
                     break
-                ahead, size, took = self._ahead_now(), len(pending), 0.0  # once per batch
+                # decided once per batch (None: at each position, until the calls and a
+                # point are timed)
+                ahead, size, took = self._ahead_now(), len(pending), 0.0
                 while pending:
                     seq += 1  # the seq_num of the event trigger_and_read emits
                     after = seq + len(pending) - 1  # measured once this batch is
+                    if ahead is None:
+                        ahead = self._ahead_now()
                     if (ahead and asked is None and after < self.max_points
                             and self._ask_now(pending)):
                         asked = self._ask(calls, after, ahead=True)  # while these are measured
@@ -415,7 +420,7 @@ class _Scan:
         return (self._ask_s is not None and self._point_s is not None
                 and (len(left) - 1) * self._point_s < ASK_MARGIN * self._ask_s)
 
-    def _ahead_now(self) -> bool:
+    def _ahead_now(self) -> bool | None:
         """Ask ahead in the batch that starts? ``ask_ahead`` if it is ``True`` or
         ``False``; for ``"auto"``, whether waiting in turn would idle the beamline for more
         than :data:`AUTO_SHARE` of a batch's moving and reading (the last batch's mean
@@ -425,14 +430,16 @@ class _Scan:
         come out shorter than a wait in turn (the ask was prepared, the overhead around
         the calls is not in them): without the last wait in turn the plan went back to
         waiting now and then at 200 ms per point on a 2-core VM.
-        In turn until an ask, a post and a batch are timed."""
+        ``None`` until an ask, a post and a point are timed (the last point's time stands
+        for the batch's until a batch is done)."""
         if self.ask_ahead != "auto":
             return bool(self.ask_ahead)
-        if self._ask_s is None or self._tell_s is None or self._mean_point_s is None:
-            return False
+        point_s = self._point_s if self._mean_point_s is None else self._mean_point_s
+        if self._ask_s is None or self._tell_s is None or point_s is None:
+            return None
         calls_s = self._ask_s + self._tell_s + (self._check_s or 0.0)
         wait_s = max(calls_s, self._turn_s or 0.0)
-        batch_s = max(self.batch * self._mean_point_s, 1e-9)
+        batch_s = max(self.batch * point_s, 1e-9)
         ahead = wait_s > AUTO_SHARE * batch_s
         if ahead != self._was_ahead:
             log.info("%s: waiting in turn would take %.1f ms per batch of %d (the calls "
