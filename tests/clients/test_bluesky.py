@@ -37,6 +37,17 @@ def ahead(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> bo
     return request.param  # type: ignore[no-any-return]
 
 
+def asked_and_told(client: Client, exp: Any, n: int) -> tuple[list[Any], list[Any]]:
+    """The ``n`` suggestions in the order asked, and the measurement that told each; every
+    one was measured, with events 1..n."""
+    stored = client.measurements(exp)
+    sugs = sorted(client.suggestions(exp), key=lambda s: s.created_at)
+    assert [m.metadata["seq_num"] for m in stored] == list(range(1, n + 1))
+    assert [s.status for s in sugs] == ["measured"] * n
+    by_suggestion = {m.suggestion_id: m for m in stored}
+    return sugs, [by_suggestion[s.id] for s in sugs]
+
+
 @pytest.fixture
 def beamline() -> tuple[SynAxis, SynAxis, SynSignal]:
     x, y = SynAxis(name="x"), SynAxis(name="y")
@@ -269,12 +280,7 @@ def test_asking_ahead_asks_while_the_last_position_is_measured(
         RunEngine({})(autonomous_scan([det], [x, y], client, exp.id, max_points=9,
                                       reduce=lambda r: {"intensity": r["det"]},
                                       ask_ahead=True))
-        stored = client.measurements(exp)
-        sugs = sorted(client.suggestions(exp), key=lambda s: s.created_at)
-    assert [m.metadata["seq_num"] for m in stored] == list(range(1, 10))
-    assert [s.status for s in sugs] == ["measured"] * 9
-    by_suggestion = {m.suggestion_id: m for m in stored}
-    told = [by_suggestion[s.id] for s in sugs]  # in the order asked
+        sugs, told = asked_and_told(client, exp, 9)
     for k in range(1, 9):
         assert sugs[k].created_at < told[k - 1].created_at
         if k >= 2:  # the one before that was told before this ask (one point behind)
@@ -418,12 +424,7 @@ def test_auto_switches_between_asking_ahead_and_in_turn_within_a_scan(
         exp = client.create_experiment(SPEC, name="bluesky-auto")
         RunEngine({})(autonomous_scan([det], [x, y], client, exp.id, max_points=10,
                                       reduce=reduce))  # ask_ahead="auto", the default
-        stored = client.measurements(exp)
-        sugs = sorted(client.suggestions(exp), key=lambda s: s.created_at)
-    assert [m.metadata["seq_num"] for m in stored] == list(range(1, 11))
-    assert [s.status for s in sugs] == ["measured"] * 10
-    by_suggestion = {m.suggestion_id: m for m in stored}
-    told = [by_suggestion[s.id] for s in sugs]  # in the order asked
+        sugs, told = asked_and_told(client, exp, 10)
     # the k-th ask (0-based) was decided before the k-th point was read
     asked_ahead = [sugs[k].created_at < told[k - 1].created_at for k in range(1, 10)]
     assert asked_ahead == [False, True, True, True, False, False, False, True, True]
