@@ -5,6 +5,8 @@ engines it keeps (only the last few closed experiments')."""
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -165,11 +167,24 @@ def test_a_catch_up_cancelled_while_the_engine_ingests_ingests_once(
         xy = rng.uniform([0, -5], [10, 5], (300, 2))
         await other.measure(exp.id, [_m(float(x), float(y)) for x, y in xy])
         live = service._live[exp.id]
+        # The engine's thread holds the rows until the catch-up is cancelled (else a quick
+        # ingest could end between two looks at `ingesting`, and the wait below never end)
+        gate, ingest = threading.Event(), live.engine.ingest
+
+        def held(*arrays: np.ndarray) -> None:
+            gate.wait(60)
+            ingest(*arrays)
+
+        live.engine.ingest = held  # type: ignore[method-assign]
         task = asyncio.create_task(service._catch_up(exp.id, live, n_stored=301))
+        deadline = time.monotonic() + 60
         while not live.ingesting:  # the engine's thread has the rows now
+            assert time.monotonic() < deadline, "the catch-up never started to ingest"
             await asyncio.sleep(0.001)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+        assert live.ingesting  # still in the engine's thread: cancelled mid-ingest
+        gate.set()
         await service._catch_up(exp.id, live, n_stored=301)
         while live.ingesting:
             await asyncio.sleep(0.01)
