@@ -365,6 +365,16 @@ def test_asking_ahead_asks_at_the_latest_position_that_hides_the_ask() -> None:
     assert first_asked_with() == 6  # as early as it can: the batch has just come
 
 
+@pytest.mark.parametrize("value", [0, 1, "yes", None, "AUTO"])
+def test_ask_ahead_is_true_false_or_auto(value: Any) -> None:
+    """Anything else is refused when the plan starts, before it calls the server (0 and 1
+    compare equal to False and True, but would start the plan's thread or not by accident)."""
+    plan = autonomous_scan([], [], None, "e", max_points=3,  # type: ignore[arg-type]
+                           reduce=dict, ask_ahead=value)
+    with pytest.raises(ValueError, match="ask_ahead must be True, False or 'auto'"):
+        next(plan)
+
+
 def test_auto_asks_ahead_while_waiting_would_cost_more_than_a_share_of_the_beamtime(
         ) -> None:
     """``ask_ahead="auto"``: ahead once the last post, stop check and ask, as timed (or
